@@ -1,0 +1,38 @@
+"""Write one benchmark's table into its own section of docs/benchmarks.md, leaving the other sections alone."""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
+
+
+def machine() -> str:
+    """One line describing where a benchmark ran."""
+    import os
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}")
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(key: str, title: str, body: str) -> None:
+    """Replace (or append) the section ``key`` of docs/benchmarks.md with ``title`` and ``body``."""
+    text = DOC.read_text() if DOC.exists() else HEADER
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = (f"<!-- {key}:start -->\n## {title}\n\n_{stamp}; {machine()}; `python benchmarks/{key}.py`_\n\n"
+               f"{body.strip()}\n<!-- {key}:end -->")
+    pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)

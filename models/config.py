@@ -1,0 +1,35 @@
+"""Training options: one plain dataclass, filled from a model's Qlib defaults by ``models.train_config``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class TrainConfig:
+    """How the shared trainer fits one network (Qlib's training contract).
+
+    ``metric`` picks the early-stopping score: ``"loss"`` is the negative masked MSE on the validation
+    segment, ``"ic"`` the mean daily Pearson IC. ``batch_mode`` is ``"rows"`` (random minibatches of
+    ``batch_size`` rows, the last partial batch dropped in training and validation, as Qlib) or ``"day"``
+    (one trading day per batch, days shuffled in training). ``pretrained`` is only read for GATs, HIST and
+    IGMTF: a path to an LSTM/GRU state_dict (ours or Qlib's ``.pkl``), ``"pretrain"`` to train the base on
+    the same data first, or ``None`` for a random start.
+    """
+
+    n_epochs: int = 200
+    lr: float = 1e-3
+    early_stop: int = 20
+    batch_size: int = 800
+    metric: Literal["loss", "ic"] = "loss"
+    optimizer: Literal["adam", "gd"] = "adam"
+    weight_decay: float = 0.0
+    batch_mode: Literal["rows", "day"] = "rows"
+    grad_clip: float = 3.0
+    seed: int | None = None
+    device: str = "cpu"
+    eval_train: bool = False
+    amp: bool = False
+    compile: bool = False
+    pretrained: str | None = None
