@@ -1,0 +1,60 @@
+"""Qlib's Alpha360 Localformer (``qlib.contrib.model.pytorch_localformer``): a Transformer whose layers each see
+the sequence plus a local (kernel 3) convolution of it, followed by a GRU.
+
+Per layer ``i``: ``local = Conv1d_i(h)`` over time (model dims are the conv's channels), ``h = layer_i(h + local)``;
+the encoder returns ``h + local`` of the last layer. Qlib runs it sequence-first; this runs batch-first, the same
+computation with fewer transposes. Qlib's unused extra ``encoder_layer`` is not built.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from models.transformer import PositionalEncoding
+
+
+class LocalformerEncoder(nn.Module):
+    """``num_layers`` copies of ``layer`` and of one ``Conv1d(d_model, d_model, 3, padding=1)``: ``[N, T, d] → [N, T, d]``.
+
+    The copies start from identical weights (Qlib deep-copies one layer and one conv).
+    """
+
+    def __init__(self, layer: nn.TransformerEncoderLayer, num_layers: int, d_model: int):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        conv = nn.Conv1d(d_model, d_model, kernel_size=3, stride=1, padding=1)
+        self.conv = nn.ModuleList(copy.deepcopy(conv) for _ in range(num_layers))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        local = hidden
+        for layer, conv in zip(self.layers, self.conv):
+            local = conv(hidden.transpose(1, 2)).transpose(1, 2)   # [N, d, T] → conv over time → [N, T, d]
+            hidden = layer(hidden + local)                         # [N, T, d]
+        return hidden + local
+
+
+class Localformer(nn.Module):
+    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000)."""
+
+    def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.d_feat = d_feat
+        # Built in Qlib's order (GRU, embedding, encoder layer, conv, read-out): same seed, same weights.
+        self.rnn = nn.GRU(d_model, d_model, num_layers, batch_first=True,
+                          dropout=dropout if num_layers > 1 else 0.0)
+        self.feature_layer = nn.Linear(d_feat, d_model)
+        self.pos_encoder = PositionalEncoding(d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dropout=dropout, batch_first=True)
+        self.transformer_encoder = LocalformerEncoder(layer, num_layers, d_model)
+        self.decoder_layer = nn.Linear(d_model, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence = x.reshape(len(x), self.d_feat, -1).transpose(1, 2)     # [N, T, d_feat]
+        hidden = self.pos_encoder(self.feature_layer(sequence))           # [N, T, d_model]
+        hidden = self.transformer_encoder(hidden)                         # [N, T, d_model]
+        _, last = self.rnn(hidden)                                        # [num_layers, N, d_model]
+        return self.decoder_layer(last[-1]).squeeze(-1)                   # [N, d_model] → [N]

@@ -1,0 +1,55 @@
+"""Qlib's Alpha360 Transformer (``qlib.contrib.model.pytorch_transformer.Transformer``).
+
+Linear embedding of each day's fields, sinusoidal positions, a post-norm ``nn.TransformerEncoder`` (PyTorch's
+layer defaults: feed-forward 2048, ReLU, LayerNorm eps 1e-5, no final norm, no mask) and a linear read-out of the
+last day. Qlib runs it sequence-first; this runs batch-first, which is the same computation without the
+transposes. Qlib's unused extra ``encoder_layer`` is not built (``models.load_qlib_weights`` drops it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class PositionalEncoding(nn.Module):
+    """Adds ``pe[t]`` to day ``t``: ``pe[t, 2i] = sin(t·w_i)``, ``pe[t, 2i+1] = cos(t·w_i)``, ``w_i = 10000^(-2i/d)``.
+
+    The table is a persistent buffer of shape ``[max_len, 1, d_model]`` (Qlib's name ``pe`` and layout), computed in
+    float32. Sequences longer than ``max_len`` raise PyTorch's broadcasting error.
+    """
+
+    def __init__(self, d_model: int, max_len: int = 1000):
+        super().__init__()
+        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)                  # [max_len, 1]
+        rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(position * rate)
+        pe[:, 1::2] = torch.cos(position * rate)
+        self.register_buffer("pe", pe.unsqueeze(1))                                          # [max_len, 1, d]
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return sequence + self.pe[: sequence.shape[1], 0]                                    # [N, T, d] + [T, d]
+
+
+class Transformer(nn.Module):
+    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000)."""
+
+    def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.d_feat = d_feat
+        # Built in Qlib's order (embedding, one layer cloned into the stack, read-out): same seed, same weights.
+        self.feature_layer = nn.Linear(d_feat, d_model)
+        self.pos_encoder = PositionalEncoding(d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dropout=dropout, batch_first=True)
+        self.transformer_encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.decoder_layer = nn.Linear(d_model, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence = x.reshape(len(x), self.d_feat, -1).transpose(1, 2)     # [N, T, d_feat]
+        hidden = self.pos_encoder(self.feature_layer(sequence))           # [N, T, d_model]
+        hidden = self.transformer_encoder(hidden)                         # [N, T, d_model]
+        return self.decoder_layer(hidden[:, -1]).squeeze(-1)              # [N, d_model] → [N]
