@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from models.config import TrainConfig
+from models.qlib_weights import load_qlib_weights, read_state_dict
 from models.registry import REGISTRY, TRAINING_KEYS, ModelSpec, get_spec, validate
 
 
@@ -53,4 +54,5 @@ def from_hyperparameters(name: str, hyperparameters: dict[str, Any], **options: 
     return build(name, **net_hp), train_config(name, **train_hp, **options)
 
 
-__all__ = ["REGISTRY", "ModelSpec", "TrainConfig", "build", "train_config", "from_hyperparameters", "get_spec"]
+__all__ = ["REGISTRY", "ModelSpec", "TrainConfig", "build", "train_config", "from_hyperparameters", "get_spec",
+           "load_qlib_weights", "read_state_dict"]
