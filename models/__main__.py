@@ -1,0 +1,64 @@
+"""``python -m models list [--json]``: every registered model with its Qlib defaults, batch mode and size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import models
+from models.registry import ModelSpec
+
+
+def describe(spec: ModelSpec) -> dict[str, Any]:
+    """One model as plain data: Qlib's class, batch mode, parameter count and every hyperparameter."""
+    hyperparameters = {}
+    for key, default in spec.defaults.items():
+        entry: dict[str, Any] = {"default": default, "network": key in spec.network_keys}
+        bound = spec.bound(key)
+        if bound is not None:
+            entry["choices" if isinstance(bound[0], str) else "range"] = list(bound)
+        hyperparameters[key] = entry
+    net = models.build(spec.name)
+    return {
+        "name": spec.name,
+        "network": spec.network,
+        "qlib_class": f"{spec.qlib_module}.{spec.qlib_class}",
+        "batch_mode": spec.batch_mode,
+        "pretrained_base": spec.pretrained_base,
+        "parameters": sum(parameter.numel() for parameter in net.parameters()),
+        "hyperparameters": hyperparameters,
+    }
+
+
+def as_text(entry: dict[str, Any]) -> str:
+    """A few aligned lines for one model."""
+    def settings(network: bool) -> str:
+        return "  ".join(f"{key}={value['default']}" for key, value in entry["hyperparameters"].items()
+                         if value["network"] is network)
+
+    batch = "one trading day per batch" if entry["batch_mode"] == "day" else "random minibatches of rows"
+    base = "; starts from a pretrained LSTM/GRU base" if entry["pretrained_base"] else ""
+    return (f"{entry['name']:<12} {entry['parameters']:>9,} parameters  {batch}{base}  (Qlib: {entry['qlib_class']})\n"
+            f"  network   {settings(True)}\n"
+            f"  training  {settings(False)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="every model with its hyperparameters (Qlib's Alpha360 defaults)")
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    arguments = parser.parse_args(argv)
+
+    entries = [describe(spec) for spec in models.REGISTRY.values()]
+    if arguments.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        print("\n\n".join(as_text(entry) for entry in entries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
