@@ -326,17 +326,26 @@ class _Parser:
         if not isinstance(name, str) or name not in allowed:
             raise self.error(keys, f"{spec.name} has no hyperparameter {name!r}; known: {', '.join(sorted(allowed))}")
 
-    def check_value(self, spec: ModelSpec, keys: tuple[Any, ...], name: str, value: Any,
-                    context: dict[str, Any] | None = None) -> None:
-        """The model's own range check (registry bounds) for one value, with ``context`` (a conditional's parent
-        value) and Qlib's defaults for everything else."""
-        try:
-            validate(spec, {**(context or {}), name: value})
-        except ValueError as exc:
-            raise self.error(keys, str(exc)) from None
+    def check_value(self, spec: ModelSpec, keys: tuple[Any, ...], name: str, value: Any) -> None:
+        """The model's own bounds for one value (``ModelSpec.bound``); rules across hyperparameters, such as
+        ``d_model % nhead``, are checked on whole points in ``check_combinations``."""
+        bound = spec.bound(name)
+        if bound is None:
+            return
+        if isinstance(bound[0], str):
+            if value not in bound:
+                raise self.error(keys, f"{spec.name}: {name}={value!r} is not one of {', '.join(bound)}")
+            return
+        low, high = bound
+        integral = isinstance(low, int) and isinstance(high, int)
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or (integral and not float(value).is_integer())):
+            raise self.error(keys, f"{spec.name}: {name}={value!r} must be {'an integer' if integral else 'a number'}"
+                                   f" in [{low}, {high}]")
+        if not low <= value <= high:
+            raise self.error(keys, f"{spec.name}: {name}={value!r} is out of range [{low}, {high}]")
 
-    def distribution(self, spec: ModelSpec, keys: tuple[Any, ...], name: str, raw: Any,
-                     context: dict[str, Any] | None = None) -> Distribution:
+    def distribution(self, spec: ModelSpec, keys: tuple[Any, ...], name: str, raw: Any) -> Distribution:
         if not isinstance(raw, dict):
             raise self.error(keys, f"{name}: a distribution must be a mapping with 'type' (one of {', '.join(KINDS)})")
         kind = raw.get("type")
@@ -353,7 +362,7 @@ class _Parser:
             for choice in choices:
                 if not isinstance(choice, (int, float, str, bool)):
                     raise self.error(keys, f"{name}: choice {choice!r} must be a number, string or boolean")
-                self.check_value(spec, keys, name, choice, context)
+                self.check_value(spec, keys, name, choice)
             if len(set(map(repr, choices))) != len(choices):
                 raise self.error(keys, f"{name}: duplicate choices in {choices}")
             return Distribution(kind="categorical", choices=tuple(choices))
@@ -384,7 +393,7 @@ class _Parser:
             if not math.isclose(count, round(count), abs_tol=1e-9):
                 raise self.error(keys, f"{name}: high - low ({high} - {low}) is not a multiple of step {step}")
         for value in (low, high):
-            self.check_value(spec, keys, name, value, context)
+            self.check_value(spec, keys, name, value)
         return Distribution(kind=kind, low=low, high=high, log=log, step=step)
 
     def conditional(self, spec: ModelSpec, name: str, raw: dict[str, Any], earlier: dict[str, Param]) -> Conditional:
@@ -405,8 +414,7 @@ class _Parser:
             matches = [value for value in cases if type(value) is type(choice) and value == choice]
             if not matches:
                 raise self.error(keys, f"{name}: no case for {parent_name}={choice!r}")
-            ordered.append((choice, self.distribution(spec, (*keys, "cases", matches[0]), name, cases[matches[0]],
-                                                      context={parent_name: choice})))
+            ordered.append((choice, self.distribution(spec, (*keys, "cases", matches[0]), name, cases[matches[0]])))
         stray = [value for value in cases if not parent.contains(value)]
         if stray:
             raise self.error((*keys, "cases", stray[0]), f"{name}: case {stray[0]!r} is not a choice of {parent_name}")

@@ -49,6 +49,12 @@ def test_suggested_points_are_valid_models_and_conditionals_respect_their_parent
     assert any(d_model in (48, 96) and nhead in (3, 6) for d_model, nhead in seen_heads)
 
 
+def test_a_cross_rule_is_checked_on_whole_points_not_against_qlibs_other_defaults() -> None:
+    space = spaces.loads("model: transformer\nparams:\n  d_model: {type: categorical, choices: [48, 96]}\n"
+                         "  nhead: {type: categorical, choices: [3, 6]}\ndefault: {d_model: 48, nhead: 3}\n")
+    assert space.default["d_model"] == 48 and space.default["nhead"] == 3
+
+
 def test_default_may_be_omitted_and_comes_from_qlib() -> None:
     space = spaces.loads(LSTM_SPACE, model="lstm")
     assert space.default == {"hidden_size": 64, "lr": 1e-3, "batch_size": 800, "n_epochs": 5}
@@ -75,8 +81,10 @@ def test_space_round_trips_through_plain_data() -> None:
     ("model: lstm\nparams:\n  hidden_size: {type: normal, low: 8, high: 64}\n", 3, "type must be one of"),
     ("model: lstm\nparams:\n  hidden_size: {type: int, low: 8, high: 64}\nfixed:\n  hidden_size: 32\n", 5,
      "both searched"),
-    ("model: transformer\nparams:\n  d_model: {type: categorical, choices: [32, 64]}\n"
-     "  nhead: {type: categorical, choices: [2, 3]}\n", 4, "must be divisible by nhead"),
+    ("model: transformer\nparams:\n  d_model: {type: categorical, choices: [48, 64]}\n"
+     "  nhead: {type: categorical, choices: [2, 3]}\n", 3, "d_model=64 must be divisible by nhead=3"),
+    ("model: transformer\nparams:\n  d_model: {type: categorical, choices: [48, 64]}\n"
+     "  nhead: {type: categorical, choices: [3, 4]}\ndefault: {nhead: 3}\n", 5, "the default point is invalid"),
     ("model: transformer\nparams:\n  d_model: {type: categorical, choices: [32, 48]}\n  nhead:\n    given: d_model\n"
      "    cases:\n      32: {type: categorical, choices: [2]}\n", 4, "no case for d_model=48"),
     ("model: lstm\nparams:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2}\nsamples: 3\n", 4, "unknown top-level"),
