@@ -6,9 +6,11 @@ from typing import Any
 
 import torch
 
+from models.checkpoint import load_checkpoint
 from models.config import TrainConfig
 from models.qlib_weights import load_qlib_weights, read_state_dict
 from models.registry import REGISTRY, TRAINING_KEYS, ModelSpec, get_spec, validate
+from models.trainer import EpochMetrics, FitResult, Trainer, fit
 
 
 def build(name: str, **hyperparameters: Any) -> torch.nn.Module:
@@ -55,4 +57,5 @@ def from_hyperparameters(name: str, hyperparameters: dict[str, Any], **options: 
 
 
 __all__ = ["REGISTRY", "ModelSpec", "TrainConfig", "build", "train_config", "from_hyperparameters", "get_spec",
-           "load_qlib_weights", "read_state_dict"]
+           "load_qlib_weights", "read_state_dict",
+           "Trainer", "EpochMetrics", "FitResult", "fit", "load_checkpoint"]

@@ -15,7 +15,9 @@ class TrainConfig:
     ``batch_size`` rows, the last partial batch dropped in training and validation, as Qlib) or ``"day"``
     (one trading day per batch, days shuffled in training). ``pretrained`` is only read for GATs, HIST and
     IGMTF: a path to an LSTM/GRU state_dict (ours or Qlib's ``.pkl``), ``"pretrain"`` to train the base on
-    the same data first, or ``None`` for a random start.
+    the same data first, or ``None`` for a random start. ``eval_batch_size`` is how many rows one no-grad
+    evaluation call takes (for day batches: whole days up to that many rows); ``None`` picks
+    ``max(batch_size, 1024)`` on CPU and four times that on CUDA. ``amp`` and ``compile`` act on CUDA only.
     """
 
     n_epochs: int = 200
@@ -33,3 +35,4 @@ class TrainConfig:
     amp: bool = False
     compile: bool = False
     pretrained: str | None = None
+    eval_batch_size: int | None = None

@@ -1,0 +1,462 @@
+"""One trainer for all eight networks, keeping Qlib's training contract (reference ``qlib-models.md`` §2).
+
+Adam (or plain SGD) with the configured learning rate and weight decay; MSE over finite labels; every gradient
+element clipped to ±``grad_clip`` (3.0) before each step; early stopping with patience on the validation score,
+the best epoch's weights restored at the end. The score is −(validation loss) or the mean daily IC.
+
+Batching, as Qlib:
+
+* ``"rows"``: row indices shuffled each epoch and cut into ``batch_size`` slices; the last partial slice is
+  dropped in training and in the validation loss (Qlib's ``test_epoch``), while ``predict`` scores every row.
+  A segment smaller than one batch is used as one partial batch (Qlib would train on nothing and score NaN).
+* ``"day"``: one trading day per optimizer step, days shuffled each epoch; evaluation in date order.
+
+Where this trainer deliberately differs from Qlib:
+
+* NaN-safe early stopping (Qlib #1794): a NaN/inf score counts as no improvement and is reported unchanged to the
+  callback; if no epoch ever scores a finite value, the final weights are kept, ``best_epoch`` is 0 and
+  ``best_score`` NaN. Qlib crashes there (its best weights are never set).
+* A one-row batch gives a one-element prediction, never a 0-d scalar (networks return ``[N]``).
+* ``metric="loss"`` works for HIST and IGMTF (Qlib's tuple comparison bug #2163), and ``"ic"`` for every model.
+* The daily IC skips days where it is undefined (fewer than two labelled rows, constant prediction or label)
+  instead of turning the whole score into NaN; any non-finite prediction still makes the IC score NaN.
+* The training set is re-scored each epoch only with ``eval_train=True`` (Qlib always does it).
+* Rows without a finite label are left out of training and validation (Qlib's ``DropnaLabel``); prepared
+  train/valid segments have none, so this only copies data for hand-made datasets.
+
+Speed: each segment's arrays become tensors on the training device once per ``fit`` (on CPU
+``torch.from_numpy`` without copying; read-only arrays from ``ray.get`` are fine, nothing writes into them), the
+loop has no numpy→torch conversion or pandas, and evaluation runs under ``torch.inference_mode`` in large batches
+(day models: many days per call, padded and masked). ``amp`` (bf16 autocast where supported, else fp16 with a
+``GradScaler``) and ``compile`` (``torch.compile``) are used on CUDA only and ignored on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.config import TrainConfig
+from models.metrics import daily_mse, mean_daily_ic, masked_mse
+from models.registry import REGISTRY, TRAINING_KEYS, get_spec, validate
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch measured, as the callback receives it.
+
+    ``score`` is the early-stopping score (−``valid_loss`` or ``valid_ic``, higher is better, NaN allowed);
+    ``best_score``/``best_epoch`` include this epoch (``best_epoch`` 0 and ``best_score`` NaN while no epoch has
+    scored a finite value). ``train_score`` is the same score on the training set, only with ``eval_train``.
+    """
+
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_ic: float
+    score: float
+    best_score: float
+    best_epoch: int
+    seconds: float
+    train_score: float | None = None
+
+
+@dataclass
+class FitResult:
+    """The outcome of ``Trainer.fit``: one ``EpochMetrics`` per epoch run, and why training stopped."""
+
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = math.nan
+    stopped_by: Literal["early_stop", "callback", "n_epochs"] = "n_epochs"
+
+
+Callback = Callable[[EpochMetrics, "Trainer"], "bool | None"]
+
+
+@dataclass
+class _Segment:
+    """One segment's arrays as tensors on the training device, plus its day offsets on both sides."""
+
+    name: str
+    features: torch.Tensor          # float32 [rows, d_feat * T]
+    labels: torch.Tensor            # float32 [rows]
+    instrument_index: torch.Tensor  # int64 [rows]
+    offsets: np.ndarray             # int64 [days + 1], CPU, for slicing
+    offsets_device: torch.Tensor    # the same on the device, for the metrics
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_days(self) -> int:
+        return len(self.offsets) - 1
+
+
+def _tensor(array: np.ndarray, dtype: np.dtype, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device``: no copy on CPU when it already has the dtype and is contiguous."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    with warnings.catch_warnings():  # read-only arrays (ray.get, memory maps) are never written through
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(array)
+    return tensor if device.type == "cpu" else tensor.to(device)
+
+
+def _segment(ds: Any, name: str, device: torch.device, labelled_only: bool) -> _Segment:
+    """Segment ``name`` of ``ds`` on ``device``; with ``labelled_only`` the rows without a finite label are left
+    out (days left empty disappear). A segment with no row at all is refused with a clear error."""
+    arrays = ds.segment(name)
+    features, labels = arrays.features, arrays.labels
+    instruments, offsets = arrays.instrument_index, np.asarray(arrays.day_offsets, dtype=np.int64)
+    if len(labels) == 0:
+        raise ValueError(f"segment {name!r} has no rows")
+    if labelled_only:
+        finite = np.isfinite(labels)
+        if not finite.all():
+            if not finite.any():
+                raise ValueError(f"segment {name!r} has no row with a finite label")
+            kept_before = np.concatenate([[0], np.cumsum(finite)])
+            offsets = np.unique(kept_before[offsets])
+            features, labels, instruments = features[finite], labels[finite], instruments[finite]
+    return _Segment(name, _tensor(features, np.float32, device), _tensor(labels, np.float32, device),
+                    _tensor(instruments, np.int64, device), offsets, _tensor(offsets, np.int64, device))
+
+
+def _day_chunks(offsets: np.ndarray, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive day ranges ``[start, stop)`` of at most ``max_rows`` rows each (at least one day each)."""
+    chunks, start, n_days = [], 0, len(offsets) - 1
+    while start < n_days:
+        stop = int(np.searchsorted(offsets, offsets[start] + max_rows, side="right")) - 1
+        stop = min(max(stop, start + 1), n_days)
+        chunks.append((start, stop))
+        start = stop
+    return chunks
+
+
+class Trainer:
+    """Fits one network under a ``TrainConfig``; predicts, saves and reports per epoch through a callback.
+
+    ``concepts`` is the stock→concept matrix ``[instruments, K]`` HIST needs (defaults to ``ds.concepts`` at
+    fit time; other models ignore it). ``name`` and ``hyperparameters`` (the flat dict, Qlib's names) are what
+    ``save`` writes; without them the name comes from the network's class and the network hyperparameters from
+    its attributes (the day models have them all; ``models.fit`` always passes them).
+    """
+
+    def __init__(self, net: torch.nn.Module, config: TrainConfig, concepts: np.ndarray | None = None, *,
+                 name: str | None = None, hyperparameters: dict[str, Any] | None = None):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.net = net.to(self.device)
+        self.name = name
+        self._hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
+        self._concepts_array = concepts
+        self._cross_sectional = bool(getattr(net, "cross_sectional", False))
+        self._uses_concepts = bool(getattr(net, "uses_concepts", False))
+        self._uses_memory = bool(getattr(net, "uses_train_memory", False))
+        if config.batch_mode not in ("rows", "day"):
+            raise ValueError(f"batch_mode={config.batch_mode!r} is not one of rows, day")
+        if config.metric not in ("loss", "ic"):
+            raise ValueError(f"metric={config.metric!r} is not one of loss, ic")
+        if config.optimizer not in ("adam", "gd"):
+            raise ValueError(f"optimizer={config.optimizer!r} is not one of adam, gd")
+        if self._cross_sectional and config.batch_mode != "day":
+            raise ValueError(f"{type(net).__name__} mixes the stocks of one day: it needs batch_mode='day', "
+                             f"not {config.batch_mode!r}")
+        cuda = self.device.type == "cuda"
+        self._amp_dtype = None
+        if config.amp and cuda:
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
+        self._forward_net = torch.compile(net, dynamic=self._cross_sectional) if config.compile and cuda else net
+        if config.eval_batch_size is not None:
+            self._eval_rows = int(config.eval_batch_size)
+        else:
+            self._eval_rows = max(config.batch_size, 1024) * (4 if cuda else 1)
+        self._generator = torch.Generator()
+        self._concepts: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, ds: Any, callback: Callback | None = None) -> FitResult:
+        """Train on ``ds``'s train segment, early-stop on its valid segment, restore the best weights.
+
+        ``callback(metrics, trainer)`` runs after every epoch; returning ``True`` stops training
+        (``stopped_by="callback"``). Returns a ``FitResult`` whose ``history`` holds every epoch run.
+        """
+        cfg = self.config
+        self._seed()
+        self._prepare_concepts(ds)
+        if self._cross_sectional and cfg.pretrained is not None:
+            self._load_pretrained_base(ds)
+        train = _segment(ds, "train", self.device, labelled_only=True)
+        valid = _segment(ds, "valid", self.device, labelled_only=True)
+        optimizer = self._optimizer()
+        result = FitResult()
+        best_state: dict[str, torch.Tensor] | None = None
+        patience = 0
+        for epoch in range(1, cfg.n_epochs + 1):
+            start = time.perf_counter()
+            if self._uses_memory:
+                self._refresh_memory(train)
+            train_loss = self._train_epoch(train, optimizer)
+            valid_loss, valid_ic = self._evaluate(valid)
+            train_score = None
+            if cfg.eval_train:
+                train_score = self._score(*self._evaluate(train))
+            score = self._score(valid_loss, valid_ic)
+            if math.isfinite(score) and not score <= result.best_score:  # NaN best_score: any finite wins
+                result.best_score, result.best_epoch, patience = score, epoch, 0
+                best_state = {key: value.detach().clone() for key, value in self.net.state_dict().items()}
+            else:
+                patience += 1
+            metrics = EpochMetrics(epoch, train_loss, valid_loss, valid_ic, score, result.best_score,
+                                   result.best_epoch, time.perf_counter() - start, train_score)
+            result.history.append(metrics)
+            if callback is not None and callback(metrics, self) is True:
+                result.stopped_by = "callback"
+                break
+            if patience >= cfg.early_stop:
+                result.stopped_by = "early_stop"
+                break
+        if best_state is not None and result.best_epoch != len(result.history):
+            self.net.load_state_dict(best_state)
+        return result
+
+    def _seed(self) -> None:
+        """Seed numpy, torch and the shuffling generator from ``config.seed``; without a seed the generator
+        draws its seed from torch's global generator, so a run seeded from outside is reproducible too."""
+        seed = self.config.seed
+        if seed is not None:
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            self._generator.manual_seed(seed)
+        else:
+            self._generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = self.net.parameters()
+        if self.config.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return torch.optim.SGD(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
+
+    def _forward(self, seg: _Segment, rows: slice | torch.Tensor, day_offsets: np.ndarray | None = None
+                 ) -> torch.Tensor:
+        """Scores ``[n]`` of ``seg``'s ``rows`` (a slice of whole days for day models, with their offsets)."""
+        x = seg.features[rows] if isinstance(rows, slice) else seg.features.index_select(0, rows)
+        with self._autocast():
+            if self._uses_concepts:
+                out = self._forward_net(x, self._concepts.index_select(0, seg.instrument_index[rows]), day_offsets)
+            elif self._cross_sectional:
+                out = self._forward_net(x, day_offsets)
+            else:
+                out = self._forward_net(x)
+        return out.float()
+
+    def _step(self, optimizer: torch.optim.Optimizer, seg: _Segment, rows: slice | torch.Tensor) -> torch.Tensor:
+        labels = seg.labels[rows] if isinstance(rows, slice) else seg.labels.index_select(0, rows)
+        loss = masked_mse(self._forward(seg, rows), labels)
+        optimizer.zero_grad(set_to_none=True)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_value_(self.net.parameters(), self.config.grad_clip)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_value_(self.net.parameters(), self.config.grad_clip)
+            optimizer.step()
+        return loss.detach()
+
+    def _train_epoch(self, seg: _Segment, optimizer: torch.optim.Optimizer) -> float:
+        """One pass over ``seg``; returns the mean training loss of its steps."""
+        self.net.train()
+        total = torch.zeros((), device=self.device)
+        if self.config.batch_mode == "rows":
+            size = self.config.batch_size
+            order = torch.randperm(seg.n_rows, generator=self._generator).to(self.device)
+            steps = max(seg.n_rows // size, 1)
+            for step in range(steps):
+                total += self._step(optimizer, seg, order[step * size:(step + 1) * size])
+        else:
+            steps = seg.n_days
+            for day in torch.randperm(steps, generator=self._generator).tolist():
+                total += self._step(optimizer, seg, slice(int(seg.offsets[day]), int(seg.offsets[day + 1])))
+        return float(total) / steps
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.inference_mode()
+    def _predict_segment(self, seg: _Segment) -> torch.Tensor:
+        """Scores ``[rows]`` of every row of ``seg`` in eval mode, in large batches (many days per call)."""
+        self.net.eval()
+        if not self._cross_sectional:
+            return torch.cat([self._forward(seg, slice(start, start + self._eval_rows))
+                              for start in range(0, seg.n_rows, self._eval_rows)])
+        parts = []
+        for first, stop in _day_chunks(seg.offsets, self._eval_rows):
+            rows = slice(int(seg.offsets[first]), int(seg.offsets[stop]))
+            parts.append(self._forward(seg, rows, seg.offsets[first:stop + 1] - seg.offsets[first]))
+        return torch.cat(parts)
+
+    def _evaluate(self, seg: _Segment) -> tuple[float, float]:
+        """(loss, mean daily IC) of the network on ``seg``.
+
+        Loss as Qlib's ``test_epoch``: rows mode, the mean over the full ``batch_size`` batches in row order (the
+        remainder dropped; a segment smaller than one batch is one batch); day mode, the mean of the daily MSEs.
+        """
+        pred = self._predict_segment(seg)
+        if self.config.batch_mode == "rows":
+            size = min(self.config.batch_size, seg.n_rows)
+            full = seg.n_rows // size * size
+            batch_mse = (pred[:full] - seg.labels[:full]).double().square().view(-1, size).mean(dim=1)
+            loss = float(batch_mse.mean())
+        else:
+            loss = float(daily_mse(pred, seg.labels, seg.offsets_device).mean())
+        ic = mean_daily_ic(pred, seg.labels, seg.offsets_device) if bool(torch.isfinite(pred).all()) else math.nan
+        return loss, ic
+
+    def _score(self, loss: float, ic: float) -> float:
+        return -loss if self.config.metric == "loss" else ic
+
+    def predict(self, ds: Any, segment: str = "test") -> pd.Series:
+        """Scores of every row of ``ds``'s ``segment`` (rows without a label included), as a float32 Series
+        named ``score`` indexed by (datetime, instrument) in the segment's row order."""
+        self._prepare_concepts(ds)
+        if self._uses_memory:
+            self._refresh_memory(_segment(ds, "train", self.device, labelled_only=True))
+        pred = self._predict_segment(_segment(ds, segment, self.device, labelled_only=False))
+        return pd.Series(pred.cpu().numpy(), index=ds.segment(segment).index(), name="score")
+
+    # ------------------------------------------------------------------ day-model inputs
+
+    def _prepare_concepts(self, ds: Any) -> None:
+        """Put HIST's stock→concept matrix on the device once (from the constructor or ``ds.concepts``)."""
+        if not self._uses_concepts or self._concepts is not None:
+            return
+        concepts = self._concepts_array if self._concepts_array is not None else getattr(ds, "concepts", None)
+        if concepts is None:
+            raise ValueError(f"{type(self.net).__name__} needs the stock→concept matrix, but neither the trainer "
+                             f"nor the dataset has one (ds.concepts is None)")
+        if concepts.ndim != 2 or len(concepts) != len(ds.instruments):
+            raise ValueError(f"concepts has shape {tuple(concepts.shape)}; expected [{len(ds.instruments)}, K], "
+                             f"one row per instrument of the dataset")
+        self._concepts = _tensor(concepts, np.float32, self.device)
+
+    @torch.no_grad()
+    def _refresh_memory(self, train: _Segment) -> None:
+        """Rebuild IGMTF's memory of training-day hidden states with the current weights (eval mode).
+
+        ``no_grad`` rather than ``inference_mode``: the memory enters the training forward."""
+        self.net.eval()
+        with self._autocast():
+            hidden = torch.cat([self.net.encode(train.features[start:start + self._eval_rows]).float()
+                                for start in range(0, train.n_rows, self._eval_rows)])
+        self.net.set_memory(hidden, train.offsets)
+
+    def _load_pretrained_base(self, ds: Any) -> None:
+        """Copy an LSTM/GRU base's ``rnn.*`` (and ``fc_out.*`` where the network has it, as Qlib) into the net.
+
+        ``config.pretrained`` is a path (our checkpoint or Qlib's ``.pkl``, read safely onto CPU) or
+        ``"pretrain"``: train the base first on ``ds`` with the base model's registry defaults, sized like this
+        network, under this config's ``n_epochs`` cap, seed and device.
+        """
+        source = self.config.pretrained
+        if source == "pretrain":
+            state = self._pretrain_base(ds)
+        else:
+            from models.qlib_weights import read_state_dict
+            state = read_state_dict(source)
+        own = self.net.state_dict()
+        copied = {key: value for key, value in state.items()
+                  if key.startswith(("rnn.", "fc_out.")) and key in own}
+        missing = [key for key in own if key.startswith("rnn.") and key not in copied]
+        if missing:
+            raise ValueError(f"pretrained base {source!r} lacks {', '.join(missing)}: it must be a "
+                             f"{self.net.base_model} of the same num_layers")
+        for key, value in copied.items():
+            if value.shape != own[key].shape:
+                raise ValueError(f"pretrained base {source!r}: {key} has shape {list(value.shape)}, "
+                                 f"{type(self.net).__name__} expects {list(own[key].shape)} "
+                                 f"(base_model {self.net.base_model}, hidden_size {self.net.hidden_size}, "
+                                 f"d_feat {self.net.d_feat})")
+        self.net.load_state_dict(copied, strict=False)
+
+    def _pretrain_base(self, ds: Any) -> dict[str, torch.Tensor]:
+        from models import build, train_config
+        base = self.net.base_model.lower()
+        cfg = self.config
+        net = build(base, d_feat=self.net.d_feat, hidden_size=self.net.hidden_size, num_layers=self.net.num_layers)
+        base_cfg = train_config(base, n_epochs=min(int(REGISTRY[base].defaults["n_epochs"]), cfg.n_epochs),
+                                seed=cfg.seed, device=cfg.device, amp=cfg.amp, compile=cfg.compile,
+                                eval_batch_size=cfg.eval_batch_size)
+        Trainer(net, base_cfg, name=base).fit(ds)
+        return net.state_dict()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The flat hyperparameter dict (Qlib's names) that ``save`` writes and ``load_checkpoint`` rebuilds from."""
+        if self._hyperparameters is not None:
+            return dict(self._hyperparameters)
+        from models.qlib_weights import model_name
+        spec = get_spec(self.name or model_name(self.net))
+        missing = [key for key in spec.network_keys if not hasattr(self.net, key)]
+        if missing:
+            raise ValueError(f"{spec.name}: cannot tell the network's {', '.join(missing)}; create the trainer "
+                             f"with models.fit(...) or Trainer(..., hyperparameters={{...}})")
+        cfg = self.config
+        flat = {key: getattr(self.net, key) for key in spec.network_keys}
+        flat.update(lr=cfg.lr, n_epochs=cfg.n_epochs, early_stop=cfg.early_stop, batch_size=cfg.batch_size,
+                    metric=cfg.metric, optimizer=cfg.optimizer, seed=cfg.seed)
+        flat["reg" if "reg" in spec.defaults else "weight_decay"] = cfg.weight_decay
+        return validate(spec, flat)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``{"model", "hyperparameters", "state_dict"}`` with ``torch.save`` (tensors on CPU) to ``path``."""
+        from models.qlib_weights import model_name
+        name = get_spec(self.name or model_name(self.net)).name
+        state = {key: value.detach().cpu() for key, value in self.net.state_dict().items()}
+        torch.save({"model": name, "hyperparameters": self.hyperparameters(), "state_dict": state}, Path(path))
+
+
+def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | None = None, callback: Callback | None = None,
+        **options: Any) -> tuple[Trainer, FitResult]:
+    """Build model ``name`` from a flat hyperparameter dict (Qlib's names, defaults for the rest), train it on
+    ``ds`` and return ``(trainer, result)``.
+
+    ``options`` are further ``TrainConfig`` fields (``device``, ``eval_train``, ``pretrained``, ...) or training
+    hyperparameters. When a seed is given, torch and numpy are seeded before the network is built, so the
+    same seed gives the same initial weights and, on CPU, the same predictions.
+    """
+    from models import from_hyperparameters
+    spec = get_spec(name)
+    hyperparameters = dict(hyperparameters or {})
+    given = {**hyperparameters, **{key: value for key, value in options.items()
+                                   if key in spec.defaults or key in TRAINING_KEYS}}
+    flat = validate(spec, given)
+    if flat.get("seed") is not None:
+        np.random.seed(flat["seed"])
+        torch.manual_seed(flat["seed"])
+    net, config = from_hyperparameters(spec.name, hyperparameters, **options)
+    trainer = Trainer(net, config, getattr(ds, "concepts", None), name=spec.name, hyperparameters=flat)
+    return trainer, trainer.fit(ds, callback)
+
+
+__all__ = ["Callback", "EpochMetrics", "FitResult", "Trainer", "fit"]
