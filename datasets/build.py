@@ -113,25 +113,30 @@ def table_segments(calendar: np.ndarray) -> dict[str, tuple[str, str]]:
     return {"train": (days[0], days[cut1 - 1]), "valid": (days[cut1], days[cut2 - 1]), "test": (days[cut2], days[-1])}
 
 
-def check_segments(segments: dict[str, tuple[str, str]], calendar: np.ndarray) -> dict[str, tuple[int, int]]:
-    """Calendar positions (first, last) of each segment; ``DataError`` if reversed, overlapping or outside the data."""
-    first, last = str(calendar[0])[:10], str(calendar[-1])[:10]
-    positions = {}
+def check_segment_order(segments: dict[str, tuple[str, str]]) -> None:
+    """``DataError`` if a segment is reversed or two segments overlap (dates as ``YYYY-MM-DD``)."""
     for name, (start, end) in segments.items():
         if start > end:
             raise DataError(f"segment {name}: start {start} is after end {end}")
-        lo = int(np.searchsorted(calendar, np.datetime64(start, "ns"), side="left"))
-        hi = int(np.searchsorted(calendar, np.datetime64(end, "ns"), side="right")) - 1
-        if lo > hi:
-            raise DataError(f"segment {name} {start}..{end} is outside the data, which has trading days "
-                            f"{first}..{last} only")
-        positions[name] = (lo, hi)
     names = list(segments)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             (a0, a1), (b0, b1) = segments[a], segments[b]
             if a0 <= b1 and b0 <= a1:
                 raise DataError(f"segments {a} {a0}..{a1} and {b} {b0}..{b1} overlap")
+
+
+def segment_positions(segments: dict[str, tuple[str, str]], calendar: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Calendar positions (first, last) of each segment; ``DataError`` if one has no trading day in the data."""
+    first, last = str(calendar[0])[:10], str(calendar[-1])[:10]
+    positions = {}
+    for name, (start, end) in segments.items():
+        lo = int(np.searchsorted(calendar, np.datetime64(start, "ns"), side="left"))
+        hi = int(np.searchsorted(calendar, np.datetime64(end, "ns"), side="right")) - 1
+        if lo > hi:
+            raise DataError(f"segment {name} {start}..{end} is outside the data, which has trading days "
+                            f"{first}..{last} only")
+        positions[name] = (lo, hi)
     return positions
 
 
@@ -157,12 +162,12 @@ def day_offsets_of(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def build_segment(name: str, builder: FeatureBuilder, panel: Panel, rows: tuple[np.ndarray, np.ndarray],
                   stock_map: np.ndarray, instruments: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None,
-                  progress: Progress) -> tuple[SegmentArrays, tuple[np.ndarray, np.ndarray]]:
+                  progress: Progress) -> tuple[SegmentArrays, tuple[np.ndarray, np.ndarray], dict[str, object]]:
     """Features, labels and index of one segment, processed; fits the robust z-score when ``stats`` is None.
 
     Train/valid drop rows without a label (after fitting, which sees every row) and rank-normalise the label
     per day; test keeps every row with the raw label. The feature array is allocated once and compacted in
-    place.
+    place. Also returns counts for the summary (missing feature share, rows dropped without a label).
     """
     days, stocks = rows
     features = np.empty((days.size, len(FEATURE_NAMES)), dtype=np.float32)
@@ -172,7 +177,8 @@ def build_segment(name: str, builder: FeatureBuilder, panel: Panel, rows: tuple[
     if stats is None:
         stats = fit_robust_zscore(features)
         progress(f"{name}: robust z-score fitted on {days.size:,} rows")
-    apply_robust_zscore(features, *stats)
+    missing = apply_robust_zscore(features, *stats)
+    counts: dict[str, object] = {"missing_feature_share": missing / max(features.size, 1), "rows_dropped_no_label": 0}
     if name != "test":
         keep = np.flatnonzero(~np.isnan(raw))
         for begin in range(0, keep.size, 65536):   # in-place compaction: sources never precede targets
@@ -180,13 +186,14 @@ def build_segment(name: str, builder: FeatureBuilder, panel: Panel, rows: tuple[
             features[begin:begin + chunk.size] = features[chunk]
         features = features[:keep.size]
         days, stocks, raw = days[keep], stocks[keep], raw[keep]
+        counts["rows_dropped_no_label"] = int(np.size(rows[0]) - keep.size)
         progress(f"{name}: {keep.size:,} rows kept with a label ({np.size(rows[0]) - keep.size:,} without dropped)")
     unique_days, offsets = day_offsets_of(days)
     labels = rank_normalise(raw, offsets) if name != "test" else raw
     segment = SegmentArrays(name=name, features=features, labels=labels, raw_labels=raw, day_offsets=offsets,
                             dates=panel.calendar[unique_days], instrument_index=stock_map[stocks].astype(np.int32),
                             instruments=instruments)
-    return segment, stats
+    return segment, stats, counts
 
 
 def market_data(panel: Panel, first: int, last: int, columns: np.ndarray, instruments: np.ndarray) -> MarketData:
@@ -219,7 +226,7 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | No
         progress(note)
     if segments is None:
         segments = table_segments(panel.calendar)
-    positions = check_segments(segments, panel.calendar)
+    positions = segment_positions(segments, panel.calendar)
     rows = {}
     for name, (lo, hi) in positions.items():
         day, stock = np.nonzero(panel.member_mask(lo, hi))
@@ -233,9 +240,9 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | No
     stock_map[used] = np.arange(used.size)
     builder = FeatureBuilder(panel)
     stats = None
-    built = {}
+    built, counts = {}, {}
     for name in positions:   # train first: it fits the statistics the others use
-        segment, stats = build_segment(name, builder, panel, rows[name], stock_map, instruments, stats, progress)
+        segment, stats, counts[name] = build_segment(name, builder, panel, rows[name], stock_map, instruments, stats, progress)
         storage.write_segment(directory, segment)
         # Keep only an empty placeholder: the arrays are on disk and are loaded memory-mapped afterwards.
         built[name] = SegmentArrays(name, *(np.empty(0) for _ in range(6)), instruments=instruments)
@@ -246,13 +253,16 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | No
     concepts, concept_names = None, []
     if source.concepts is not None:
         concepts, concept_names = concept_matrix(read_concept_table(source.concepts), instruments)
-        progress(f"concepts: {len(concept_names)} concepts; {int((concepts.sum(1) == 0).sum())} of "
-                 f"{len(instruments)} stocks have none (zero rows)")
+        note = (f"concepts: {len(concept_names)} concepts; {int((concepts.sum(1) == 0).sum())} of "
+                f"{len(instruments)} stocks have none (zero rows)")
+        panel.notes.append(note)
+        progress(note)
     ds = PreparedDataset(
         instruments=instruments, segments=segments, arrays=built,
         feature_median=stats[0], feature_scale=stats[1], source=source.label, market_name=market,
-        benchmark=benchmark, market=market_panel, concepts=concepts, concept_names=concept_names)
-    storage.write_meta(directory, ds, key, panel.notes)
+        benchmark=benchmark, market=market_panel, concepts=concepts, concept_names=concept_names,
+        info={"notes": panel.notes, "segments": counts})
+    storage.write_meta(directory, ds, key)
 
 
 def prepare(source: str | os.PathLike | None = None, market: str = "csi300",
@@ -285,26 +295,30 @@ def prepare(source: str | os.PathLike | None = None, market: str = "csi300",
         defaults = table_segments(panel.calendar)
     segments = {}
     for name in SEGMENT_NAMES:
-        span = given.get(name, defaults[name])
+        span = given[name] if name in given else defaults[name]
         if isinstance(span, str) or len(span) != 2:
             raise DataError(f"segment {name}: expected (start, end), got {span!r}")
         segments[name] = (as_date(span[0], f"segment {name} start"), as_date(span[1], f"segment {name} end"))
+    check_segment_order(segments)
     key = cache_key(resolved, market, segments, benchmark)
     target = Path(out).expanduser().resolve() if out is not None else (
         Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / key
+    replace = False
     if (target / storage.META).is_file():
         meta = json.loads((target / storage.META).read_text())
         if meta.get("key") == key and meta.get("format_version") == storage.FORMAT_VERSION:
             report(f"reusing the prepared dataset at {target}")
             return storage.load(target)
-        report(f"{target} holds a dataset prepared with other settings or format; replacing it")
-        shutil.rmtree(target)
+        replace = True
     elif target.exists() and any(target.iterdir()):
         raise DataError(f"{target}: exists and is not a prepared dataset; refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         build(resolved, market, segments, benchmark, staging, key, report, panel)
+        if replace:
+            report(f"{target} held a dataset prepared with other settings or format; replacing it")
+            shutil.rmtree(target)
         storage.publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

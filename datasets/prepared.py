@@ -105,6 +105,7 @@ class PreparedDataset:
     concept_names: list[str] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
     path: str | None = None                          # where the saved files are, when saved
+    info: dict[str, object] = field(default_factory=dict)  # build notes and per-segment counts (see summary)
 
     def segment(self, name: str) -> SegmentArrays:
         """The arrays of segment ``name`` (``train``, ``valid`` or ``test``)."""
@@ -125,10 +126,15 @@ class PreparedDataset:
         return frame
 
     def summary(self) -> dict[str, object]:
-        """Counts for a quick look: stocks, days and rows per segment, share of raw NaN labels."""
+        """Counts for a quick look: stocks; per segment its range, days, rows, stocks, the share of raw feature
+        values that were missing (NaN before Fillna, counted before labelless rows were dropped), rows dropped
+        for lack of a label and the share of NaN raw labels kept; plus the build notes."""
         out: dict[str, object] = {"source": self.source, "market": self.market_name, "stocks": len(self.instruments)}
+        built = self.info.get("segments", {})
         for name, seg in self.arrays.items():
-            out[name] = {"range": self.segments[name], "days": seg.n_days, "rows": len(seg),
+            out[name] = {"range": list(self.segments[name]), "days": seg.n_days, "rows": len(seg),
                          "stocks": int(np.unique(seg.instrument_index).size),
+                         **built.get(name, {}),
                          "nan_raw_label_share": float(np.isnan(seg.raw_labels).mean()) if len(seg) else 0.0}
+        out["notes"] = list(self.info.get("notes", []))
         return out

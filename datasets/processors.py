@@ -52,14 +52,21 @@ def fit_robust_zscore(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return median, scale
 
 
-def apply_robust_zscore(features: np.ndarray, median: np.ndarray, scale: np.ndarray) -> None:
-    """In place: ``features = nan_to_0(clip((features − median) / scale, −3, 3))``, chunk by chunk."""
+def apply_robust_zscore(features: np.ndarray, median: np.ndarray, scale: np.ndarray) -> int:
+    """In place: ``features = nan_to_0(clip((features − median) / scale, −3, 3))``, chunk by chunk.
+
+    Returns how many values were NaN (missing raw features, plus any column with NaN statistics).
+    """
+    missing = 0
     for begin in range(0, features.shape[0], ROW_CHUNK):
         chunk = features[begin:begin + ROW_CHUNK]
         np.subtract(chunk, median, out=chunk)
         np.divide(chunk, scale, out=chunk)
         np.clip(chunk, -CLIP, CLIP, out=chunk)
-        np.copyto(chunk, np.float32(0), where=np.isnan(chunk))
+        nan = np.isnan(chunk)
+        missing += int(np.count_nonzero(nan))
+        np.copyto(chunk, np.float32(0), where=nan)
+    return missing
 
 
 def rank_normalise(labels: np.ndarray, day_offsets: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def write_segment(directory: Path, segment: SegmentArrays) -> None:
                 {"date": segment.dates, "row_end": segment.day_offsets[1:]})
 
 
-def write_meta(directory: Path, ds: PreparedDataset, key: str, notes: list[str]) -> None:
+def write_meta(directory: Path, ds: PreparedDataset, key: str) -> None:
     """Write stats, market, concepts and ``meta.json`` (last, so a directory with meta.json is complete).
 
     The segments' row files are written separately by ``write_segment``; ``ds.arrays`` only gives their names.
@@ -94,17 +94,17 @@ def write_meta(directory: Path, ds: PreparedDataset, key: str, notes: list[str])
             "segments": {name: list(span) for name, span in ds.segments.items()},
             "segment_order": list(ds.arrays), "instruments": ds.instruments.tolist(),
             "feature_names": list(ds.feature_names),
-            "concept_names": ds.concept_names if ds.concepts is not None else None, "notes": notes}
+            "concept_names": ds.concept_names if ds.concepts is not None else None, "info": ds.info}
     (directory / META).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
 
 
-def save(ds: PreparedDataset, directory: str | os.PathLike, key: str = "", notes: list[str] | None = None) -> None:
+def save(ds: PreparedDataset, directory: str | os.PathLike, key: str = "") -> None:
     """Write a whole prepared dataset into ``directory`` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for segment in ds.arrays.values():
         write_segment(directory, segment)
-    write_meta(directory, ds, key, notes or [])
+    write_meta(directory, ds, key)
 
 
 def read_meta(directory: Path) -> dict:
@@ -145,7 +145,7 @@ def load(directory: str | os.PathLike) -> PreparedDataset:
         feature_median=stats["median"], feature_scale=stats["scale"], source=meta["source"],
         market_name=meta["market_name"], benchmark=meta["benchmark"], market=market, concepts=concepts,
         concept_names=meta["concept_names"] or [], feature_names=meta["feature_names"],
-        path=str(directory))
+        path=str(directory), info=meta["info"])
 
 
 def publish(staging: Path, target: Path) -> None:
