@@ -86,4 +86,4 @@ def check_values(name: str, values: np.ndarray, where: str, dates: np.ndarray, p
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         rule = "must be positive and finite" if positive else "must be non-negative and finite"
-        raise DataError(f"{where}: {name} on {str(dates[i])[:10]} is {values[i]!r}; {rule}")
+        raise DataError(f"{where}: {name} on {str(dates[i])[:10]} is {float(values[i])!r}; {rule}")

@@ -143,7 +143,7 @@ def read_price_table(path: Path, market: str, benchmark: str | None) -> Panel:
                 i = int(np.flatnonzero(bad)[0])
                 rule = "non-negative and finite" if name == "volume" else "positive and finite"
                 raise DataError(f"{path}: column {name!r} for {symbols[i]} on {str(dates[i])[:10]} is "
-                                f"{column[i]!r}; it must be {rule}")
+                                f"{float(column[i])!r}; it must be {rule}")
         values[name] = column
     factor = values.get("factor", np.ones(len(frame)))
     adjusted = {name: values[name] * factor for name in ("open", "high", "low", "close", "vwap") if name in values}
