@@ -113,7 +113,8 @@ def read_qlib_dir(root: Path, market: str, benchmark: str | None) -> Panel:
     if instruments.size == 0:
         raise DataError(f"{instruments_file}: none of the {len(members)} members has data under {root / 'features'}")
     size = calendar.size
-    present = {name: (feature_dir(root, instruments[0]) / f"{name}.day.bin").is_file() for name in OPTIONAL_FIELDS}
+    present = {name: any((feature_dir(root, s) / f"{name}.day.bin").is_file() for s in instruments)
+               for name in OPTIONAL_FIELDS}
     names = MARKET_FIELDS + tuple(name for name in OPTIONAL_FIELDS if present[name])
     fields = {name: np.full((instruments.size, size), np.nan, dtype=np.float32) for name in names}
     first = np.full(instruments.size, size, dtype=np.int64)

@@ -45,8 +45,13 @@ def read_frame(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFra
 
 def parse_dates(values: pd.Series, where: str, column: str) -> np.ndarray:
     """datetime64[ns] of a date column; raises ``DataError`` naming the first unparsable value."""
-    parsed = pd.to_datetime(values, errors="coerce", format="mixed") if values.dtype.kind not in "M" else values
-    parsed = pd.DatetimeIndex(parsed)
+    if values.dtype.kind == "M":
+        parsed = pd.DatetimeIndex(values)
+    else:
+        try:                                   # fast path for ISO dates, the usual case
+            parsed = pd.DatetimeIndex(pd.to_datetime(values, format="ISO8601"))
+        except (ValueError, TypeError):
+            parsed = pd.DatetimeIndex(pd.to_datetime(values, errors="coerce", format="mixed"))
     if parsed.tz is not None:
         parsed = parsed.tz_localize(None)
     bad = np.flatnonzero(parsed.isna() & values.notna().to_numpy())

@@ -126,3 +126,11 @@ def test_members_without_data_are_reported_not_silently_dropped(tmp_path):
     ds = prepare_table(tmp_path, tiny_prices(), membership)
     assert ds.summary()["notes"] == ["benchmark SH000300: not in prices.csv, so the backtest has no benchmark",
                                      "1 of 6 members have no price rows and get no rows: SH688999"]
+
+
+def test_unparsable_date(tmp_path):
+    prices = tiny_prices().astype({"date": object})
+    prices.loc[7, "date"] = "2020-02-30"
+    with raises(r"prices\.csv: column 'date' row 7 has unparsable date '2020-02-30'") as error:
+        prepare_table(tmp_path, prices)
+    assert one_line(error)
