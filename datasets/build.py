@@ -216,7 +216,7 @@ def market_data(panel: Panel, first: int, last: int, columns: np.ndarray, instru
         benchmark_close=None if bench is None else np.ascontiguousarray(bench[first:last + 1]))
 
 
-def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | None, benchmark: str | None,
+def build(source: Source, market: str, segments: dict[str, tuple[str, str]], benchmark: str | None,
           directory: Path, key: str, progress: Progress, panel: Panel | None = None) -> None:
     """Prepare everything into ``directory`` (which must not exist yet or be empty)."""
     if panel is None:
@@ -224,8 +224,6 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | No
     progress(f"read {source.label}: {len(panel.instruments)} stocks with data, {panel.calendar.size} trading days")
     for note in panel.notes:
         progress(note)
-    if segments is None:
-        segments = table_segments(panel.calendar)
     positions = segment_positions(segments, panel.calendar)
     rows = {}
     for name, (lo, hi) in positions.items():
@@ -240,12 +238,11 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | No
     stock_map[used] = np.arange(used.size)
     builder = FeatureBuilder(panel)
     stats = None
-    built, counts = {}, {}
+    counts = {}
     for name in positions:   # train first: it fits the statistics the others use
-        segment, stats, counts[name] = build_segment(name, builder, panel, rows[name], stock_map, instruments, stats, progress)
-        storage.write_segment(directory, segment)
-        # Keep only an empty placeholder: the arrays are on disk and are loaded memory-mapped afterwards.
-        built[name] = SegmentArrays(name, *(np.empty(0) for _ in range(6)), instruments=instruments)
+        segment, stats, counts[name] = build_segment(name, builder, panel, rows[name], stock_map, instruments,
+                                                     stats, progress)
+        storage.write_segment(directory, segment)   # written now, loaded memory-mapped at the end
         del segment
     first = min(lo for lo, _ in positions.values())
     last = max(hi for _, hi in positions.values())
@@ -258,11 +255,11 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]] | No
         panel.notes.append(note)
         progress(note)
     ds = PreparedDataset(
-        instruments=instruments, segments=segments, arrays=built,
+        instruments=instruments, segments=segments, arrays={},
         feature_median=stats[0], feature_scale=stats[1], source=source.label, market_name=market,
         benchmark=benchmark, market=market_panel, concepts=concepts, concept_names=concept_names,
         info={"notes": panel.notes, "segments": counts})
-    storage.write_meta(directory, ds, key)
+    storage.write_meta(directory, ds, key, segment_names=list(positions))
 
 
 def prepare(source: str | os.PathLike | None = None, market: str = "csi300",

@@ -74,10 +74,11 @@ def write_segment(directory: Path, segment: SegmentArrays) -> None:
                 {"date": segment.dates, "row_end": segment.day_offsets[1:]})
 
 
-def write_meta(directory: Path, ds: PreparedDataset, key: str) -> None:
+def write_meta(directory: Path, ds: PreparedDataset, key: str, segment_names: list[str] | None = None) -> None:
     """Write stats, market, concepts and ``meta.json`` (last, so a directory with meta.json is complete).
 
-    The segments' row files are written separately by ``write_segment``; ``ds.arrays`` only gives their names.
+    The segments' files are written separately by ``write_segment``; ``segment_names`` lists them (default: the
+    names in ``ds.arrays``).
     """
     write_table(directory / "stats.arrow", {"median": ds.feature_median, "scale": ds.feature_scale})
     if ds.market is not None:
@@ -92,7 +93,7 @@ def write_meta(directory: Path, ds: PreparedDataset, key: str) -> None:
             "benchmark": ds.benchmark,
             "has_benchmark_close": ds.market is not None and ds.market.benchmark_close is not None,
             "segments": {name: list(span) for name, span in ds.segments.items()},
-            "segment_order": list(ds.arrays), "instruments": ds.instruments.tolist(),
+            "segment_order": segment_names if segment_names is not None else list(ds.arrays), "instruments": ds.instruments.tolist(),
             "feature_names": list(ds.feature_names),
             "concept_names": ds.concept_names if ds.concepts is not None else None, "info": ds.info}
     (directory / META).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
