@@ -116,3 +116,18 @@ def test_cli_prepares_and_prints_a_summary(tiny_table, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "datasets", "prepare", "--source", str(tmp_path / "nope.csv"),
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nope.csv" in bad.stderr
+
+
+@pytest.mark.slow
+def test_ray_put_shares_the_arrays_between_gets(tiny_ds):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        ref = ray.put(tiny_ds)
+        first, second = ray.get(ref), ray.get(ref)
+        features = first.segment("train").features
+        assert not features.flags.writeable
+        assert np.shares_memory(features, second.segment("train").features)   # both read the object store
+        assert_same_dataset(first, tiny_ds)
+    finally:
+        ray.shutdown()
