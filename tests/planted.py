@@ -4,10 +4,16 @@ Features are i.i.d. standard normal (clipped to ±3 like the processed Alpha360 
 is ``0.02 · (CLOSE0 + OPEN0 + 0.5·CLOSE1) + noise`` (the three most recent values of the close and open blocks),
 so any of the eight networks can learn it from the latest time steps. Train/valid labels are rank-normalised per
 day as Qlib's ``CSRankNorm`` does, test labels are raw, like a prepared dataset. About ``missing`` of the
-(day, stock) rows are absent, so days have different sizes.
+(day, stock) rows are absent, so days have different sizes; the first ``lone_days`` days of every segment hold a
+single stock.
+
+Also here: ``keep_rows`` (a dataset restricted to some rows, e.g. to compare with NaN-labelled rows) and
+``first_days`` (the first days of each segment of a real prepared dataset, to keep tests fast).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -25,22 +31,24 @@ def rank_normalise(values: np.ndarray, day_offsets: np.ndarray) -> np.ndarray:
 
 
 def planted_dataset(n_days: int = 120, n_stocks: int = 40, *, seed: int = 0, noise: float = 0.5,
-                    missing: float = 0.1, n_concepts: int = 6, split: tuple[float, float] = (0.6, 0.2)
-                    ) -> PreparedDataset:
+                    missing: float = 0.1, n_concepts: int = 6, split: tuple[float, float] = (0.6, 0.2),
+                    lone_days: int = 0) -> PreparedDataset:
     """Build the dataset: ``n_days`` business days from 2020-01-01 split train/valid/test by ``split``."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2020-01-01", periods=n_days).to_numpy()
     instruments = np.array([f"SH{600000 + i}" for i in range(n_stocks)])
     present = rng.random((n_days, n_stocks)) >= missing
     present[:, 0] = True  # no empty day
+    n_train, n_valid = int(n_days * split[0]), int(n_days * split[1])
+    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, n_days)}
+    for first, _ in bounds.values():
+        present[first:first + lone_days, 1:] = False
     day_of_row, stock_of_row = np.nonzero(present)
     rows = len(day_of_row)
     features = np.clip(rng.standard_normal((rows, len(FEATURE_NAMES)), dtype=np.float32), -3, 3)
     signal = sum(weight * features[:, FEATURE_NAMES.index(column)] for column, weight in SIGNAL_COLUMNS.items())
     raw = (0.02 * (signal + noise * rng.standard_normal(rows))).astype(np.float32)
 
-    n_train, n_valid = int(n_days * split[0]), int(n_days * split[1])
-    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, n_days)}
     arrays, segments = {}, {}
     for name, (first, stop) in bounds.items():
         selected = (day_of_row >= first) & (day_of_row < stop)
@@ -58,3 +66,34 @@ def planted_dataset(n_days: int = 120, n_stocks: int = 40, *, seed: int = 0, noi
         feature_median=np.zeros(len(FEATURE_NAMES), np.float32), feature_scale=np.ones(len(FEATURE_NAMES), np.float32),
         source="planted", market_name="planted", benchmark=None, concepts=concepts,
         concept_names=[f"C{i}" for i in range(n_concepts)])
+
+
+def _with_arrays(ds: PreparedDataset, arrays: dict[str, SegmentArrays]) -> PreparedDataset:
+    segments = {name: (str(seg.dates[0])[:10], str(seg.dates[-1])[:10]) for name, seg in arrays.items()}
+    return replace(ds, arrays=arrays, segments=segments, path=None)
+
+
+def keep_rows(ds: PreparedDataset, keep: dict[str, np.ndarray]) -> PreparedDataset:
+    """``ds`` with only the rows where ``keep[segment]`` is True (segments not named are unchanged).
+
+    Labels are copied as they are (not re-ranked); days left without a row disappear."""
+    arrays = dict(ds.arrays)
+    for name, mask in keep.items():
+        seg = ds.segment(name)
+        kept_before = np.concatenate([[0], np.cumsum(mask)])
+        offsets = kept_before[seg.day_offsets]
+        nonempty = np.diff(offsets) > 0
+        arrays[name] = SegmentArrays(
+            name=name, features=np.ascontiguousarray(seg.features[mask]), labels=seg.labels[mask],
+            raw_labels=seg.raw_labels[mask], day_offsets=np.unique(offsets), dates=seg.dates[nonempty],
+            instrument_index=seg.instrument_index[mask], instruments=seg.instruments)
+    return _with_arrays(ds, arrays)
+
+
+def first_days(ds: PreparedDataset, days: dict[str, int]) -> PreparedDataset:
+    """``ds`` cut to the first ``days[segment]`` days of each named segment (others unchanged)."""
+    keep = {}
+    for name, count in days.items():
+        seg = ds.segment(name)
+        keep[name] = np.arange(len(seg)) < seg.day_offsets[min(count, seg.n_days)]
+    return keep_rows(ds, keep)
