@@ -1,0 +1,256 @@
+"""Evaluate a search's winner as Qlib does, side by side with the model's Qlib default config.
+
+``python -m search evaluate RUN/best.yaml [--data DIR] [--seeds K]`` (also ``python -m search.evaluate``)
+retrains the searched config and Qlib's default config, each with seeds 0..K-1 (early stopping on the valid
+segment), predicts the test segment and scores it: IC, ICIR, Rank IC, Rank ICIR against the raw label
+(``search.signal``) and Qlib's top-k dropout backtest against the benchmark (``search.backtest``). It prints a
+table (mean ± std over seeds; std with ddof 1, none for one seed), writes the same numbers to
+``evaluation.yaml`` beside ``best.yaml`` and two plots: ``evaluation_returns.png`` (cumulative excess return with
+cost, searched vs default, and the benchmark) and ``evaluation_ic.png`` (daily IC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+import datasets
+import models
+import spaces
+from datasets.storage import META
+from search.backtest import BacktestConfig, BacktestReport, backtest
+from search.plots import plot_cumulative_excess, plot_daily_ic
+from search.signal import SignalMetrics, signal_metrics
+
+METRICS = ("IC", "ICIR", "Rank IC", "Rank ICIR", "annualized_return", "information_ratio", "max_drawdown")
+LABELS = {"annualized_return": "Annualized Return", "information_ratio": "Information Ratio",
+          "max_drawdown": "Max Drawdown"}
+
+
+@dataclass
+class Run:
+    """One trained model scored on the test segment."""
+
+    seed: int
+    metrics: dict[str, float]
+    best_epoch: int
+    epochs: int
+    seconds: float
+    signal: SignalMetrics
+    portfolio: BacktestReport
+
+
+@dataclass
+class ConfigResult:
+    """All seeds of one configuration."""
+
+    hyperparameters: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+    def mean(self, key: str) -> float:
+        return statistics.fmean(run.metrics[key] for run in self.runs)
+
+    def std(self, key: str) -> float | None:
+        values = [run.metrics[key] for run in self.runs]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+def read_best(path: Path) -> dict[str, Any]:
+    """``best.yaml`` as a dict, checked for the fields evaluation needs (errors name the file and field)."""
+    try:
+        best = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(best, dict):
+        raise ValueError(f"{path}: expected a mapping with model, hyperparameters and data")
+    if best.get("model") not in models.REGISTRY:
+        raise ValueError(f"{path}: model: {best.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
+    if not isinstance(best.get("hyperparameters"), dict):
+        raise ValueError(f"{path}: hyperparameters: expected a mapping, got {best.get('hyperparameters')!r}")
+    data = best.get("data") or {}
+    if not isinstance(data, dict) or not isinstance(data.get("segments", {}), dict):
+        raise ValueError(f"{path}: data: expected a mapping with source, market, benchmark, segments")
+    return best
+
+
+def open_dataset(best: dict[str, Any], data: str | None) -> datasets.PreparedDataset:
+    """The dataset to evaluate on: ``data`` (a prepared directory, or a source prepared with best.yaml's
+    segments), else best.yaml's prepared ``path`` when it still exists, else its source prepared again."""
+    spec = best.get("data") or {}
+    if data is None and spec.get("path") and (Path(spec["path"]) / META).is_file():
+        return datasets.load(spec["path"])
+    if data is not None and (Path(data).expanduser() / META).is_file():
+        return datasets.load(Path(data).expanduser())
+    source = data if data is not None else spec.get("source")
+    segments = {name: tuple(str(day) for day in span) for name, span in (spec.get("segments") or {}).items()}
+    return datasets.prepare(source=None if source in (None, "embedded") else source,
+                            market=spec.get("market", "csi300"), benchmark=spec.get("benchmark", "SH000300"),
+                            **segments)
+
+
+def default_hyperparameters(model: str) -> dict[str, Any]:
+    """Qlib's published Alpha360 config of ``model``: its shipped space's ``default`` (the full flat dict)."""
+    return dict(spaces.load(model).default)
+
+
+def score(prediction: pd.Series, ds: datasets.PreparedDataset, config: BacktestConfig
+          ) -> tuple[SignalMetrics, BacktestReport]:
+    """Signal metrics against the test segment's raw label, and the backtest over the test segment."""
+    if ds.market is None:
+        raise ValueError(f"dataset {ds.source}: has no market data (prices) for the backtest")
+    test = ds.segment("test")
+    label = pd.Series(test.raw_labels, index=test.index())
+    start, end = ds.segments["test"]
+    return (signal_metrics(prediction, label),
+            backtest(prediction, ds.market, start, end, config, benchmark_name=ds.benchmark))
+
+
+def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: datasets.PreparedDataset,
+                    config: BacktestConfig, epochs: int | None, options: dict[str, Any]) -> Run:
+    """Train one seed (early stopping on valid, best weights restored), predict the test segment, score it."""
+    hp = {**hyperparameters, "seed": seed}
+    if epochs is not None:
+        hp["n_epochs"] = min(int(hp.get("n_epochs", models.REGISTRY[model].defaults["n_epochs"])), epochs)
+    began = time.perf_counter()
+    trainer, fit = models.fit(model, ds, hp, **options)
+    prediction = trainer.predict(ds, "test")
+    signal, portfolio = score(prediction, ds, config)
+    metrics = {**signal.summary, **{key: portfolio.risk[key] for key in METRICS[4:]}}
+    return Run(seed, metrics, fit.best_epoch, len(fit.history), time.perf_counter() - began, signal, portfolio)
+
+
+def format_table(results: dict[str, ConfigResult]) -> str:
+    """A plain-text table: one row per metric, one column per configuration (mean ± std)."""
+    def cell(result: ConfigResult, key: str) -> str:
+        std = result.std(key)
+        return f"{result.mean(key):.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    rows = [["metric", *results]] + [[LABELS.get(key, key), *(cell(r, key) for r in results.values())]
+                                     for key in METRICS]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in rows]
+    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset, benchmark: str,
+                      results: dict[str, ConfigResult], config: BacktestConfig) -> dict[str, Any]:
+    """What evaluation.yaml holds (NaN written as null)."""
+    return _plain({
+        "model": model, "best": str(best_path),
+        "data": {"source": ds.source, "market": ds.market_name, "segments": dict(ds.segments)},
+        "benchmark": benchmark,
+        "backtest": {"topk": config.topk, "n_drop": config.n_drop, "account": config.account,
+                     "open_cost": config.open_cost, "close_cost": config.close_cost, "min_cost": config.min_cost,
+                     "limit_threshold": config.limit_threshold, "trade_unit": config.trade_unit,
+                     "annual_days": config.annual_days},
+        "configs": {label: {"hyperparameters": result.hyperparameters,
+                            "mean": {key: result.mean(key) for key in METRICS},
+                            "std": {key: result.std(key) for key in METRICS},
+                            "runs": [{"seed": run.seed, "best_epoch": run.best_epoch, "epochs": run.epochs,
+                                      "seconds": round(run.seconds, 1), **run.metrics} for run in result.runs]}
+                    for label, result in results.items()},
+    })
+
+
+def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epochs: int | None = None,
+             out_dir: str | Path | None = None, config: BacktestConfig = BacktestConfig(),
+             log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
+    """Retrain and score the searched and the default config over ``seeds`` seeds; write evaluation.yaml and
+    the plots into ``out_dir`` (default: beside ``best.yaml``); return the evaluation record.
+
+    ``epochs`` caps ``n_epochs`` of both configs (for quick looks; the default is each config's own).
+    ``options`` go to ``models.fit`` (``device``, ``pretrained``, ...).
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    best_path = Path(best_path)
+    best = read_best(best_path)
+    model = best["model"]
+    ds = open_dataset(best, data)
+    out = Path(out_dir) if out_dir is not None else best_path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    configs = {"searched": dict(best["hyperparameters"]), "default": default_hyperparameters(model)}
+    results = {label: ConfigResult(hp) for label, hp in configs.items()}
+    for label, result in results.items():
+        for seed in range(seeds):
+            run = train_and_score(model, result.hyperparameters, seed, ds, config, epochs, options)
+            result.runs.append(run)
+            log(f"{model} {label} seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
+                f"IC {run.metrics['IC']:.4f}, annualized excess {run.metrics['annualized_return']:.4f}, "
+                f"{run.seconds:.0f} s")
+
+    benchmark = results["searched"].runs[0].portfolio.benchmark
+    record = evaluation_record(best_path, model, ds, benchmark, results, config)
+    (out / "evaluation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+
+    def mean_daily(label: str, column: str) -> pd.Series:
+        return pd.concat([run.portfolio.daily[column] for run in results[label].runs], axis=1).mean(axis=1)
+
+    plot_cumulative_excess({label: mean_daily(label, "excess_return_with_cost") for label in results},
+                           results["searched"].runs[0].portfolio.daily["bench"], benchmark,
+                           out / "evaluation_returns.png", title=f"{model}: test segment, mean of {seeds} seed(s)")
+    plot_daily_ic({label: pd.concat([run.signal.daily_ic for run in result.runs], axis=1).mean(axis=1)
+                   for label, result in results.items()}, out / "evaluation_ic.png",
+                  title=f"{model}: daily IC on the test segment, mean of {seeds} seed(s)")
+    start, end = ds.segments["test"]
+    log(f"\n{model} on the test segment {start}..{end}, {seeds} seed(s); portfolio: excess return with cost "
+        f"over {benchmark}\n" + format_table(results))
+    log(f"\nwrote {out / 'evaluation.yaml'}, {out / 'evaluation_returns.png'}, {out / 'evaluation_ic.png'}")
+    return record
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` subcommand's arguments."""
+    parser.add_argument("best", type=Path, help="best.yaml written by `python -m search run`/`export`")
+    parser.add_argument("--data", help="prepared dataset directory, or a source (Qlib dir / price table) to "
+                        "prepare with best.yaml's segments (default: best.yaml's data)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per config (0..K-1), mean ± std (default 1)")
+    parser.add_argument("--epochs", type=int, help="cap n_epochs of both configs (quick looks only)")
+    parser.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
+    parser.add_argument("--pretrained", help="GATs/HIST/IGMTF base: an LSTM/GRU state_dict path or 'pretrain'")
+    parser.add_argument("--out", type=Path, help="where evaluation.yaml and the plots go (default: beside best.yaml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``evaluate`` subcommand; a bad input ends with its one-line message and status 2."""
+    options: dict[str, Any] = {"device": args.device}
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
+    try:
+        evaluate(args.best, data=args.data, seeds=args.seeds, epochs=args.epochs, out_dir=args.out, **options)
+    except (ValueError, datasets.DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.evaluate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""PNG plots of an evaluation (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+ROLLING_DAYS = 20
+
+
+def plot_cumulative_excess(excess: dict[str, pd.Series], bench: pd.Series, bench_name: str, path: Path,
+                           title: str) -> None:
+    """Cumulative (summed, as Qlib's risk analysis) daily excess return with cost of each configuration, and
+    the benchmark's own cumulative return, against the trade date."""
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for label, series in excess.items():
+        axes.plot(series.index, series.cumsum(), label=f"{label}: excess return with cost")
+    axes.plot(bench.index, bench.cumsum(), color="grey", linestyle="--", label=f"benchmark: {bench_name}")
+    axes.axhline(0.0, color="black", linewidth=0.5)
+    axes.set_ylabel("cumulative return (sum of daily)")
+    axes.set_title(title)
+    axes.legend(loc="best")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path, title: str) -> None:
+    """Daily IC of each configuration (faint) with its 20-day rolling mean (days without an IC skipped)."""
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for label, series in daily_ic.items():
+        series = series.dropna()
+        line, = axes.plot(series.index, series, linewidth=0.6, alpha=0.35)
+        axes.plot(series.index, series.rolling(ROLLING_DAYS, min_periods=1).mean(), color=line.get_color(),
+                  label=f"{label}: {ROLLING_DAYS}-day mean (IC {series.mean():.4f})")
+    axes.axhline(0.0, color="black", linewidth=0.5)
+    axes.set_ylabel("IC (Pearson, prediction vs raw label)")
+    axes.set_title(title)
+    axes.legend(loc="best")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
