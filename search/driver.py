@@ -1,0 +1,210 @@
+"""Run, resume and export searches: Ray Tune with Optuna proposing, ASHA pruning, the dataset shared once.
+
+``run(options)`` prepares the data once, puts it into the object store once (``ray.put``; every trial reads
+it zero-copy with ``ray.get``), then searches each model in its own study over its own space, one model after
+the other, and exports each model's best configuration. ``resume(path)`` continues interrupted runs from
+their Tune experiment and Optuna study. ``export(path)`` rewrites the exports of any run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import ray
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler
+
+import spaces
+from search import export as exporting
+from search import results
+from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
+from search.data import describe, open_dataset
+from search.options import SearchOptions
+from search.rundir import TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, find_run_dirs, read_manifest, write_manifest
+from search.searcher import StudySearch, make_sampler, storage_url
+from search.trial import train_trial
+
+LOCALHOST = "127.0.0.1"
+
+
+def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None) -> None:
+    """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``, as under ``ray job submit``), else start a
+    local one whose dashboard, when asked for, binds 127.0.0.1. Ray's token authentication stays as Ray sets it:
+    on by default for a new local cluster (a token is created in ~/.ray/auth_token when there is none); Ray's
+    own gRPC services listen on all interfaces, which is what the token protects. No-op when Ray is already
+    initialised in this process."""
+    if ray.is_initialized():
+        return
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], **common)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=LOCALHOST, **common)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions) -> Any:
+    """The trial function bound to the shared dataset and this model's space, with its resources."""
+    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, max_epochs=options.max_epochs,
+                                 metric=options.metric, threads=max(1, int(options.cpus_per_trial)), device=device)
+    return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
+
+def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kwargs: Any) -> None:
+    """Fetch the shared dataset (zero-copy: its arrays are views of the object store) and train one trial.
+
+    The reference travels inside a list so that ``tune.with_parameters`` stores the reference, not a second
+    copy of the dataset."""
+    train_trial(config, dataset=ray.get(dataset_ref[0]), **kwargs)
+
+
+# Tune settings read from the environment while a Tuner runs in this process:
+# - no automatic TensorBoardX logger (TensorBoard files come from ``TensorBoardLogger``, in one place); the CSV
+#   and JSON loggers that Tune's result reading needs are passed explicitly;
+# - no warning each time a checkpoint forces an experiment snapshot (with ``num_to_keep=1`` that is by design:
+#   the snapshot is what makes a resumed search see every finished trial).
+_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+                     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@contextlib.contextmanager
+def _tune_environment() -> Iterator[None]:
+    """Set ``_TUNE_ENVIRONMENT`` for the duration of a search, then restore what was there."""
+    previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
+    os.environ.update(_TUNE_ENVIRONMENT)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
+           stream: TextIO | None) -> tune.Tuner:
+    searcher = StudySearch(space, options.metric, run_dir, make_sampler(options.sampler, options.seed, options.samples))
+    scheduler = ASHAScheduler(time_attr="epoch", metric=options.metric, mode="max", max_t=options.max_epochs,
+                              grace_period=options.grace_epochs, reduction_factor=options.reduction_factor)
+    callbacks = [ProgressPrinter(space.model, options.metric, options.progress_seconds, stream),
+                 TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, options.metric),
+                 CSVLoggerCallback(), JsonLoggerCallback()]
+    return tune.Tuner(
+        _trainable(dataset_ref, space, options),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
+                                    max_concurrent_trials=options.max_concurrent, reuse_actors=options.reuse_actors,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR, storage_path=str(run_dir), stop=NonFiniteStopper(options.metric), callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0),
+    )
+
+
+def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
+    """Search every model of ``options``; returns the run directories. Everything is validated before Ray starts."""
+    out = stream or sys.stdout
+    model_spaces = options.validate()
+    ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark)
+    data = describe(ds)
+    start_ray(options.address, options.dashboard)
+    dataset_ref = ray.put(ds)
+    del ds
+    run_dirs = []
+    for model, space in model_spaces.items():
+        run_dir = options.run_dir(model)
+        if (run_dir / TUNE_DIR).exists():
+            raise RunDirError(f"{run_dir} already holds a search; resume it (--resume / resume) or pick --name")
+        write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
+        out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}\n"
+                  f"{space.describe()}\n")
+        out.flush()
+        with _tune_environment():
+            _tuner(run_dir, space, options, dataset_ref, stream).fit()
+        report(run_dir, out)
+        run_dirs.append(run_dir)
+    return run_dirs
+
+
+def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
+    """Continue every run directory under ``path`` whose search is unfinished: finished trials are kept, the
+    interrupted ones continue from their checkpoints, the Optuna study goes on. Then export each."""
+    out = stream or sys.stdout
+    run_dirs = find_run_dirs(path)
+    manifests = {run_dir: read_manifest(run_dir) for run_dir in run_dirs}
+    first = next(iter(manifests.values()))
+    dataset_ref = None
+    for run_dir, manifest in manifests.items():
+        tune_dir = run_dir / TUNE_DIR
+        if not tune.Tuner.can_restore(str(tune_dir)):
+            raise RunDirError(f"{run_dir}: no Tune experiment state to resume from")
+        if dataset_ref is None:
+            ds = _reopen(manifest)
+            start_ray(first.options.address, first.options.dashboard)
+            dataset_ref = ray.put(ds)
+            del ds
+        out.write(f"[{manifest.model}] resuming {run_dir}\n")
+        out.flush()
+        with _tune_environment():
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(dataset_ref, manifest.space, manifest.options),
+                                       resume_unfinished=True, resume_errored=False)
+            tuner.fit()
+        report(run_dir, out)
+    return run_dirs
+
+
+def _reopen(manifest: Manifest) -> Any:
+    """The run's dataset again: its prepared directory when still there, else prepared from its source."""
+    data = manifest.data
+    if data.get("path") and Path(data["path"]).is_dir():
+        return open_dataset(data["path"], dict.fromkeys(data["segments"]), data["market"], data["benchmark"])
+    source = None if data["source"] == "embedded" else data["source"]
+    segments = {name: tuple(span) for name, span in data["segments"].items()}
+    return open_dataset(source, segments, data["market"], data["benchmark"])
+
+
+def report(run_dir: Path, stream: TextIO | None = None) -> Path | None:
+    """Print the run's summary table and write its exports; returns ``best.yaml`` (``None`` when no trial has
+    a usable checkpoint yet)."""
+    out = stream or sys.stdout
+    manifest = read_manifest(run_dir)
+    records = results.read_trials(run_dir, manifest)
+    metric = manifest.options.metric
+    counts = Counter(record.outcome for record in records)
+    out.write(f"\n[{manifest.model}] {len(records)} trials: " + ", ".join(
+        f"{counts.get(key, 0)} {key}" for key in ("finished", "pruned", "failed", "running", "pending")) + "\n")
+    out.write(results.summary_table(records, list(manifest.space.params), metric) + "\n")
+    best = results.best_trial(records, metric)
+    if best is None:
+        out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
+        out.flush()
+        return None
+    best_path, qlib_path = exporting.write_exports(run_dir, manifest, best, dict(counts))
+    out.write(f"[{manifest.model}] best trial {best.trial_id}: {metric} {best.best(metric):.4f} at epoch "
+              f"{best.best_epoch}\n  {best_path}\n  {qlib_path}\n"
+              f"  tensorboard --logdir {run_dir}\n  optuna-dashboard {storage_url(run_dir)}\n")
+    out.flush()
+    return best_path
+
+
+def export(path: str | Path, stream: TextIO | None = None) -> list[Path]:
+    """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not)."""
+    written = []
+    for run_dir in find_run_dirs(path):
+        best = report(run_dir, stream)
+        if best is not None:
+            written.append(best)
+    return written

@@ -1,0 +1,187 @@
+"""Real searches (Ray Tune + Optuna + ASHA, no mocks) on a tiny planted dataset, sharing one Ray session.
+
+Each search is a few trials of a tiny LSTM for at most 3 epochs on ~1,000 training rows, so a trial takes about
+a second; most of the time here is Ray starting up and its trial workers importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import ray
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import datasets
+import models
+from search import driver
+from search.options import SearchOptions
+from search.results import read_trials
+from search.rundir import read_manifest
+from planted import planted_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The default (lr 1e-2) learns the planted signal at once; lr 1e-7 cannot, so ASHA has something to cut.
+TINY_SPACE = """\
+model: lstm
+params:
+  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}
+  hidden_size: {type: int, low: 4, high: 8}
+fixed: {num_layers: 1, batch_size: 256, early_stop: 5, seed: 1}
+default: {lr: 1.0e-2, hidden_size: 8}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    driver.start_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("planted")
+    datasets.save(planted_dataset(n_days=60, n_stocks=30, seed=4), directory)
+    return directory
+
+
+def tiny_options(tmp_path: Path, data: Path, **overrides) -> SearchOptions:
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    settings = dict(models=["lstm"], space_files={"lstm": str(space)}, data=str(data), samples=4, max_epochs=3,
+                    grace_epochs=1, reduction_factor=2, sampler="random", seed=5, max_concurrent=1,
+                    storage_path=str(tmp_path / "runs"), name="tiny", progress_seconds=60.0)
+    settings.update(overrides)
+    return SearchOptions(**settings)
+
+
+def scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    accumulator = EventAccumulator(str(event_dir), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"]}
+
+
+def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_session, planted_dir, tmp_path) -> None:
+    options = tiny_options(tmp_path, planted_dir)
+    [run_dir] = driver.run(options)
+
+    manifest = read_manifest(run_dir)
+    records = read_trials(run_dir, manifest)
+    assert len(records) == 4
+    outcomes = sorted(record.outcome for record in records)
+    assert "pruned" in outcomes and "failed" not in outcomes, outcomes
+    for record in records:
+        if record.outcome == "pruned":
+            assert record.epochs < options.max_epochs
+            assert record.hyperparameters["lr"] == 1e-7
+
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert best["model"] == "lstm"
+    assert best["hyperparameters"]["lr"] == 1e-2 and best["hyperparameters"]["num_layers"] == 1
+    assert set(best["hyperparameters"]) == set(models.REGISTRY["lstm"].defaults) | {"seed"}
+    assert best["data"]["segments"]["train"] == list(datasets.load(planted_dir).segments["train"])
+    assert best["validation"]["valid_ic"] > 0.1 and 1 <= best["validation"]["best_epoch"] <= 3
+    assert best["trial_id"] in {record.trial_id for record in records}
+    name, hyperparameters, net = models.load_checkpoint(best["checkpoint"])
+    assert name == "lstm" and hyperparameters["hidden_size"] == best["hyperparameters"]["hidden_size"]
+
+    qlib = yaml.safe_load((run_dir / "best_qlib.yaml").read_text())
+    model = qlib["task"]["model"]
+    assert (model["class"], model["module_path"]) == ("LSTM", "qlib.contrib.model.pytorch_lstm")
+    assert model["kwargs"]["lr"] == 1e-2 and model["kwargs"]["GPU"] == 0
+    handler = qlib["task"]["dataset"]["kwargs"]["handler"]
+    assert handler["class"] == "Alpha360"
+    assert [p["class"] for p in handler["kwargs"]["infer_processors"]] == ["RobustZScoreNorm", "Fillna"]
+    assert [p["class"] for p in handler["kwargs"]["learn_processors"]] == ["DropnaLabel", "CSRankNorm"]
+    assert [r["class"] for r in qlib["task"]["record"]] == ["SignalRecord", "SigAnaRecord", "PortAnaRecord"]
+    assert "1e-" not in (run_dir / "best_qlib.yaml").read_text()  # PyYAML would read 1e-3 as a string
+
+    # TensorBoard: every trial's per-epoch scalars and an HParams entry.
+    for record in records:
+        trial_dir = run_dir / "tensorboard" / record.trial_id
+        logged = scalars(trial_dir)
+        for tag in ("train_loss", "valid_loss", "valid_ic"):
+            assert [step for step, _ in logged[tag]] == list(range(1, record.epochs + 1)), (record.trial_id, tag)
+        accumulator = EventAccumulator(str(trial_dir))
+        accumulator.Reload()
+        hparams_tags = set(accumulator.PluginTagToContent("hparams"))
+        assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams_tags, hparams_tags
+        assert logged["hparams/best_valid_ic"][0][1] == pytest.approx(record.best_valid_ic)
+
+    # The Optuna study lives in optuna.db: default first, pruned trials told as PRUNED, no trial left RUNNING.
+    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert len(trials) == 4 and trials[0].params == {"lr": 1e-2, "hidden_size": 8}
+    states = {t.state for t in trials}
+    assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.RUNNING not in states
+
+    # export rewrites both files from the run directory alone.
+    (run_dir / "best.yaml").unlink()
+    (run_dir / "best_qlib.yaml").unlink()
+    assert driver.export(run_dir.parent) == [run_dir / "best.yaml"]
+    assert yaml.safe_load((run_dir / "best.yaml").read_text())["trial_id"] == best["trial_id"]
+    assert (run_dir / "best_qlib.yaml").is_file()
+
+
+def test_a_nan_trial_is_cut_at_once_recorded_failed_not_retried_and_the_search_goes_on(
+        ray_session, tmp_path) -> None:
+    ds = planted_dataset(n_days=60, n_stocks=30, seed=4)
+    ds.arrays["valid"].features[:5] = np.nan  # every prediction of the first valid day is NaN → IC NaN
+    data = tmp_path / "nan-data"
+    datasets.save(ds, data)
+    options = tiny_options(tmp_path, data, samples=3, max_failures=2)
+    [run_dir] = driver.run(options)
+
+    records = read_trials(run_dir, read_manifest(run_dir))
+    assert len(records) == 3
+    assert [record.outcome for record in records] == ["failed"] * 3
+    assert all(record.epochs == 1 for record in records)  # stopped at the first NaN, not after max_epochs
+    assert not list((run_dir / "tune").glob("trial_*/error.txt"))  # never an error, so never retried
+    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL] * 3
+    assert not (run_dir / "best.yaml").exists()
+    assert math.isnan(records[0].best_valid_ic)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--model", "lstm,foo"], "--model: unknown model 'foo'"),
+    (["run", "--samples", "0"], "--samples must be a positive integer"),
+    (["run", "--grace-epochs", "8", "--max-epochs", "4"], "--grace-epochs 8 exceeds --max-epochs 4"),
+    (["run", "--reduction-factor", "1"], "--reduction-factor must be a number > 1"),
+    (["run", "--sampler", "cmaes"], "needs the Python package 'cmaes'"),
+    (["run", "--data", "/nonexistent/data"], "--data: /nonexistent/data does not exist"),
+    (["run", "--model", "lstm,gru", "--space", "x.yaml"], "with several models, write MODEL=FILE"),
+    (["run", "--resume"], "--resume needs --name"),
+    (["export", "/nonexistent/run"], "no run directory here"),
+])
+def test_bad_arguments_are_refused_in_one_line_before_anything_starts(args, message) -> None:
+    if "cmaes" in args and __import__("importlib").util.find_spec("cmaes") is not None:
+        pytest.skip("cmaes is installed here")
+    completed = run_cli(*args)
+    assert completed.returncode == 2, completed.stderr
+    assert message in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+
+
+def test_a_bad_space_file_is_refused_with_its_line(tmp_path) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text("model: lstm\nparams:\n  lr: {type: float, low: 1.0e-2, high: 1.0e-4}\n")
+    completed = run_cli("run", "--space", str(space), "--storage-path", str(tmp_path))
+    assert completed.returncode == 2
+    assert f"{space}:3: lr: low 0.01 > high 0.0001" in completed.stderr
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("search-*"))
