@@ -42,7 +42,8 @@ class Localformer(nn.Module):
     def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
                  dropout: float = 0.0):
         super().__init__()
-        self.d_feat = d_feat
+        self.d_feat, self.d_model, self.nhead = d_feat, d_model, nhead
+        self.num_layers, self.dropout = num_layers, dropout
         # Built in Qlib's order (GRU, embedding, encoder layer, conv, read-out): same seed, same weights.
         self.rnn = nn.GRU(d_model, d_model, num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)

@@ -19,7 +19,7 @@ class LSTM(nn.Module):
 
     def __init__(self, d_feat: int = 6, hidden_size: int = 64, num_layers: int = 2, dropout: float = 0.0):
         super().__init__()
-        self.d_feat = d_feat
+        self.d_feat, self.hidden_size, self.num_layers, self.dropout = d_feat, hidden_size, num_layers, dropout
         self.rnn = nn.LSTM(d_feat, hidden_size, num_layers, batch_first=True,
                            dropout=dropout if num_layers > 1 else 0.0)
         self.fc_out = nn.Linear(hidden_size, 1)

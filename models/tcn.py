@@ -68,7 +68,8 @@ class TCN(nn.Module):
     def __init__(self, d_feat: int = 6, n_chans: int = 128, num_layers: int = 5, kernel_size: int = 3,
                  dropout: float = 0.5):
         super().__init__()
-        self.d_feat = d_feat
+        self.d_feat, self.n_chans, self.num_layers = d_feat, n_chans, num_layers
+        self.kernel_size, self.dropout = kernel_size, dropout
         self.tcn = TemporalConvNet(d_feat, [n_chans] * num_layers, kernel_size, dropout)
         self.linear = nn.Linear(n_chans, 1)
 

@@ -40,7 +40,8 @@ class Transformer(nn.Module):
     def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
                  dropout: float = 0.0):
         super().__init__()
-        self.d_feat = d_feat
+        self.d_feat, self.d_model, self.nhead = d_feat, d_model, nhead
+        self.num_layers, self.dropout = num_layers, dropout
         # Built in Qlib's order (embedding, one layer cloned into the stack, read-out): same seed, same weights.
         self.feature_layer = nn.Linear(d_feat, d_model)
         self.pos_encoder = PositionalEncoding(d_model)

@@ -42,6 +42,16 @@ def test_class_is_the_registry_entry(name: str) -> None:
     assert type(models.build(name)).__name__ == models.REGISTRY[name].network.split(":")[1]
 
 
+@pytest.mark.parametrize("name", ROW_MODELS)
+def test_network_keeps_its_hyperparameters(name: str) -> None:
+    """The trainer writes checkpoints from these attributes."""
+    spec = models.REGISTRY[name]
+    changed = {"dropout": 0.25, "num_layers": 3}
+    net = models.build(name, **changed)
+    assert {key: getattr(net, key) for key in spec.network_keys} == {
+        key: changed.get(key, spec.defaults[key]) for key in spec.network_keys}
+
+
 def test_rnn_parameter_counts_match_qlib() -> None:
     lstm, gru = models.build("lstm"), models.build("gru")
     assert parameter_count(lstm.rnn) == 51_712 and parameter_count(lstm.fc_out) == 65
