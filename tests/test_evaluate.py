@@ -1,0 +1,85 @@
+"""search.evaluate on the embedded CSI300 data: scoring, bad best.yaml, and one tiny evaluation end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import datasets
+from search import evaluate
+
+SEGMENTS = {"train": ["2018-12-01", "2018-12-31"], "valid": ["2019-01-01", "2019-01-31"],
+            "test": ["2019-07-01", "2019-07-31"]}
+
+
+def write_best(directory: Path, **changes: object) -> Path:
+    best = {"model": "lstm",
+            "hyperparameters": {"hidden_size": 8, "num_layers": 1, "dropout": 0.0, "lr": 0.002, "batch_size": 800},
+            "data": {"source": "embedded", "market": "csi300", "benchmark": "SH000300", "segments": SEGMENTS},
+            "validation": {"score": -1.0}, "trial_id": "test"}
+    best.update(changes)
+    path = directory / "best.yaml"
+    path.write_text(yaml.safe_dump(best))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_dataset() -> datasets.PreparedDataset:
+    return datasets.prepare(source=None, progress=False, **{name: tuple(span) for name, span in SEGMENTS.items()})
+
+
+def test_perfect_foresight_has_ic_one_and_beats_the_benchmark(small_dataset: datasets.PreparedDataset) -> None:
+    test = small_dataset.segment("test")
+    label = np.nan_to_num(test.raw_labels.astype(np.float64), nan=0.0)
+    signal, portfolio = evaluate.score(pd.Series(label, index=test.index()), small_dataset,
+                                       evaluate.BacktestConfig())
+    assert signal.summary["IC"] > 0.99 and signal.summary["Rank IC"] > 0.99
+    assert portfolio.benchmark == "equal-weighted universe"  # the embedded data has no index
+    assert len(portfolio.daily) == test.dates.size
+    # Holding tomorrow's 50 best stocks each day beats the average stock by far, costs included.
+    assert portfolio.risk["annualized_return"] > 1.0 and portfolio.risk["max_drawdown"] > -0.05
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": "mlp"}, "model: 'mlp' is not one of"),
+    ({"hyperparameters": None}, "hyperparameters: expected a mapping"),
+    ({"data": [1, 2]}, "data: expected a mapping"),
+])
+def test_bad_best_yaml_is_refused_naming_the_field(tmp_path: Path, changes: dict, message: str,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    path = write_best(tmp_path, **changes)
+    assert evaluate.main([str(path)]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and message in error
+
+
+def test_zero_seeds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--seeds must be at least 1"):
+        evaluate.evaluate(write_best(tmp_path), seeds=0)
+
+
+@pytest.mark.slow  # trains Qlib's default LSTM (hidden 64, 2 layers) for one epoch: ~15 s of CPU, over a minute
+def test_evaluation_end_to_end_on_embedded_data(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                small_dataset: datasets.PreparedDataset) -> None:
+    path = write_best(tmp_path)
+    assert evaluate.main([str(path), "--epochs", "1", "--seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Annualized Return" in printed and "searched" in printed and "default" in printed
+
+    record = yaml.safe_load((tmp_path / "evaluation.yaml").read_text())
+    assert record["model"] == "lstm" and record["benchmark"] == "equal-weighted universe"
+    assert record["data"]["segments"]["test"] == SEGMENTS["test"]
+    searched, default = record["configs"]["searched"], record["configs"]["default"]
+    assert searched["hyperparameters"]["hidden_size"] == 8 and default["hyperparameters"]["hidden_size"] == 64
+    for config in (searched, default):
+        assert set(config["mean"]) == set(evaluate.METRICS)
+        assert all(np.isfinite(value) for value in config["mean"].values())
+        assert config["std"]["IC"] is None  # one seed: no spread
+        assert [run["seed"] for run in config["runs"]] == [0] and config["runs"][0]["epochs"] == 1
+        assert config["mean"]["IC"] == config["runs"][0]["IC"]
+    for name in ("evaluation_returns.png", "evaluation_ic.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
