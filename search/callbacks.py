@@ -101,7 +101,7 @@ class ProgressPrinter(Callback):
                      f"epoch {best[1].last_result.get('best_epoch')})")
         return text
 
-    def on_step(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         now = time.monotonic()
         if now - self.last_print >= self.every:
             self.last_print = now

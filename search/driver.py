@@ -136,7 +136,20 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
             _tuner(run_dir, space, options, dataset_ref, stream).fit()
         report(run_dir, out)
         run_dirs.append(run_dir)
+        if _interrupted(run_dir, out):
+            break
     return run_dirs
+
+
+def _interrupted(run_dir: Path, out: TextIO) -> bool:
+    """Whether the search of ``run_dir`` stopped with trials unfinished (Ctrl+C); says how to resume it."""
+    records = results.read_trials(run_dir, read_manifest(run_dir))
+    unfinished = [r for r in records if r.outcome in ("running", "pending")]
+    if unfinished:
+        out.write(f"[{run_dir.name}] interrupted with {len(unfinished)} trials unfinished; continue with:\n"
+                  f"  python -m search resume {run_dir.parent}\n")
+        out.flush()
+    return bool(unfinished)
 
 
 def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
@@ -163,6 +176,8 @@ def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
                                        resume_unfinished=True, resume_errored=False)
             tuner.fit()
         report(run_dir, out)
+        if _interrupted(run_dir, out):
+            break
     return run_dirs
 
 

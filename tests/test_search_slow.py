@@ -1,0 +1,178 @@
+"""Slow end-to-end searches: a killed driver resumed, a killed worker retried, a search sent with ``ray job submit``.
+
+Run with ``pytest -m slow tests/test_search_slow.py``. Each drives real processes: the search CLI in a
+subprocess, Ray's own workers, a ``ray start --head`` on 127.0.0.1 (stopped by its process id, never with
+``ray stop``, which would stop every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+import datasets
+from planted import planted_dataset
+from search import driver
+from search.options import SearchOptions
+from search.results import read_trials
+from search.rundir import read_manifest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SPACE = """\
+model: lstm
+params:
+  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}
+  hidden_size: {type: int, low: 4, high: 8}
+fixed: {num_layers: 1, batch_size: 256, early_stop: 5, seed: 1}
+default: {lr: 1.0e-2, hidden_size: 8}
+"""
+
+
+def write_space(tmp_path: Path) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def save_planted(tmp_path: Path, **sizes) -> Path:
+    directory = tmp_path / "data"
+    datasets.save(planted_dataset(seed=4, **sizes), directory)
+    return directory
+
+
+def ended_trials(run_dir: Path) -> dict[str, list[dict]]:
+    """Trial id → its reported results, read from the Tune experiment's result files."""
+    out = {}
+    for path in sorted((run_dir / "tune").glob("trial_*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[path.parent.name.removeprefix("trial_")] = rows
+    return out
+
+
+def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_the_rest(tmp_path) -> None:
+    data = save_planted(tmp_path, n_days=60, n_stocks=30)
+    command = [sys.executable, "-m", "search", "run", "--space", str(write_space(tmp_path)), "--data", str(data),
+               "--samples", "6", "--max-epochs", "3", "--max-concurrent", "1", "--sampler", "random", "--seed", "5",
+               "--storage-path", str(tmp_path / "runs"), "--name", "killed", "--progress-seconds", "1"]
+    driver_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ended_lines = []
+    deadline = time.monotonic() + 240
+    for line in driver_process.stdout:
+        if " trial " in line and (" finished " in line or " pruned " in line or " failed " in line):
+            ended_lines.append(line)
+        if len(ended_lines) >= 2 or time.monotonic() > deadline:
+            break
+    assert len(ended_lines) >= 2, "the search did not end two trials in time"
+    time.sleep(3)  # let Tune snapshot the experiment after the second trial ended
+    driver_process.kill()
+    driver_process.wait(timeout=30)
+    run_dir = tmp_path / "runs" / "killed" / "lstm"
+    before = {trial: rows for trial, rows in ended_trials(run_dir).items()
+              if any(trial in line for line in ended_lines)}
+    assert len(before) >= 2
+    assert not (run_dir / "best.yaml").exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(run_dir.parent)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    records = {record.trial_id: record for record in read_trials(run_dir, read_manifest(run_dir))}
+    assert len(records) == 6 and all(r.outcome in ("finished", "pruned") for r in records.values()), records
+    after = ended_trials(run_dir)
+    for trial, rows in before.items():  # an ended trial is neither lost nor trained again
+        assert after[trial] == rows
+    assert (run_dir / "best.yaml").is_file() and (run_dir / "best_qlib.yaml").is_file()
+
+    import optuna
+    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    told = [t for t in study.get_trials() if t.state.is_finished()]
+    assert len(told) == 6
+    assert sum(t.params == {"lr": 1e-2, "hidden_size": 8} and t.number == 0 for t in told) == 1  # not restarted
+
+
+def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint(tmp_path) -> None:
+    data = save_planted(tmp_path, n_days=220, n_stocks=120)
+    options = SearchOptions(models=["lstm"], space_files={"lstm": str(write_space(tmp_path))}, data=str(data),
+                            samples=1, max_epochs=4, grace_epochs=4, max_failures=2, sampler="random", seed=5,
+                            storage_path=str(tmp_path / "runs"), name="retry", progress_seconds=60.0)
+    run_dir = options.run_dir("lstm")
+    killed: list[int] = []
+
+    def kill_worker_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            for rows in ended_trials(run_dir).values():
+                if rows and list((run_dir / "tune").glob("trial_*/checkpoint_*/model.pt")):
+                    os.kill(rows[0]["pid"], signal.SIGKILL)
+                    killed.append(rows[0]["pid"])
+                    return
+            time.sleep(0.2)
+
+    driver.start_ray(num_cpus=2)
+    try:
+        killer = threading.Thread(target=kill_worker_after_first_checkpoint)
+        killer.start()
+        driver.run(options)
+        killer.join()
+    finally:
+        ray.shutdown()
+    assert killed, "the worker was never killed"
+    [(trial, rows)] = ended_trials(run_dir).items()
+    assert rows[-1]["epoch"] == 4 and rows[-1]["final"]
+    assert {row["pid"] for row in rows if row["epoch"] > rows[0]["epoch"]} - set(killed), "no new worker"
+    assert rows[1]["epoch"] == rows[0]["best_epoch"] + 1  # continued from the checkpointed epoch, not from 0
+    state = json.loads(next((run_dir / "tune").glob("experiment_state-*.json")).read_text())
+    assert "Failure # 1" in (run_dir / "tune" / f"trial_{trial}" / "error.txt").read_text()
+    assert state  # the experiment state still lists the trial
+    [record] = read_trials(run_dir, read_manifest(run_dir))
+    assert record.outcome == "finished"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_job_submit_runs_a_search_on_a_local_head(tmp_path) -> None:
+    data = save_planted(tmp_path, n_days=60, n_stocks=30)
+    space = write_space(tmp_path)
+    port, dashboard_port = free_port(), free_port()
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         f"--temp-dir={tmp_path / 'ray'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        address = f"http://127.0.0.1:{dashboard_port}"
+        runtime_env = json.dumps({"excludes": [".venv", "runs", ".git"]})
+        submit = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT),
+                  "--runtime-env-json", runtime_env, "--",
+                  sys.executable, "-m", "search", "run", "--space", str(space), "--data", str(data), "--samples", "3",
+                  "--max-epochs", "2", "--storage-path", str(tmp_path / "runs"), "--name", "job"]
+        deadline = time.monotonic() + 60
+        while True:  # the dashboard's job server takes a few seconds to come up
+            completed = subprocess.run(submit, capture_output=True, text=True, timeout=400)
+            if completed.returncode == 0 or time.monotonic() > deadline or "Connection" not in completed.stderr + completed.stdout:
+                break
+            time.sleep(2)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        assert "succeeded" in completed.stdout
+        best = yaml.safe_load((tmp_path / "runs" / "job" / "lstm" / "best.yaml").read_text())
+        assert best["model"] == "lstm" and Path(best["checkpoint"]).is_file()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
