@@ -1,7 +1,7 @@
 """Qlib's side of the yardstick benchmarks. Runs INSIDE the Qlib virtualenv (benchmarks/qlib_env.sh), never in ours.
 
 It imports nothing from this project: the project's scripts call it as a subprocess and exchange plain files
-(``.npy``, ``.pt``, ``.json``) through a temporary directory. Three commands:
+(``.npy``, ``.pt``, ``.json``) through a temporary directory. Four commands:
 
 ``alpha360``  build Qlib's ``Alpha360`` handler with the processors of Qlib's Alpha360 YAMLs and write every
               segment's features, labels and (datetime, instrument) index; train/valid are the learn frame
@@ -10,6 +10,7 @@ It imports nothing from this project: the project's scripts call it as a subproc
               wrong mapping of a weight-norm gain or a bias cannot hide behind default values), save each
               ``state_dict`` with fixed inputs (a day batch, a concept matrix for HIST, a train-day memory for
               IGMTF) and Qlib's predictions in eval mode.
+``base``      save a freshly initialised ``LSTMModel`` state_dict, the ``model_path`` of GATs, HIST and IGMTF.
 ``fit``       fit one of Qlib's eight model classes (``GPU=-1``) for a few epochs on a prepared dataset written
               by ``benchmarks/_qlib_bridge.py`` (wrapped in Qlib's own ``StaticDataLoader`` / ``DatasetH``, no
               processors), timing every ``train_epoch`` / ``test_epoch`` / IGMTF memory rebuild.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a throwaway file store for GRU's recorder (see fit)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -198,7 +200,8 @@ def networks(args: argparse.Namespace) -> None:
     for name in args.models:
         torch.manual_seed(args.seed)
         net = build_network(name)
-        perturb_(net, generator)
+        # Each model's own perturbation stream: its weights do not depend on which other models are checked.
+        perturb_(net, torch.Generator().manual_seed(args.seed * 100 + MODELS.index(name)))
         net.eval()
         with torch.no_grad():
             if name == "hist":
@@ -221,6 +224,14 @@ def networks(args: argparse.Namespace) -> None:
                          "parameters": sum(p.numel() for p in net.parameters()),
                          "pred_std": float(pred.std())}
     (out / "networks.json").write_text(json.dumps(summary, indent=1))
+
+
+def base(args: argparse.Namespace) -> None:
+    """Save a freshly initialised ``LSTMModel`` (6, 64, 2) state_dict: the GATs/HIST/IGMTF ``model_path``."""
+    from qlib.contrib.model.pytorch_lstm import LSTMModel
+
+    torch.manual_seed(args.seed)
+    torch.save(LSTMModel(d_feat=6, hidden_size=64, num_layers=2, dropout=0.0).state_dict(), args.out_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,11 +340,13 @@ def fit(args: argparse.Namespace) -> None:
     instrument(model, args.model, events)
     evals_result: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        started = time.perf_counter()
-        # GRU logs its curves to the active recorder at the end of fit: give it a throwaway mlflow store.
-        with R.start(experiment_name="qlib_side_fit", uri=f"file:{scratch}/mlruns"):
+        # Qlib's GRU logs its curves to the active recorder at the end of fit: give it a throwaway mlflow store.
+        recorder = (R.start(experiment_name="qlib_side_fit", uri=f"file:{scratch}/mlruns") if args.model == "gru"
+                    else contextlib.nullcontext())
+        with recorder:
+            started = time.perf_counter()
             model.fit(dataset, evals_result=evals_result, save_path=f"{scratch}/model.pt")
-        fit_seconds = time.perf_counter() - started
+            fit_seconds = time.perf_counter() - started
     (out / "fit.json").write_text(json.dumps({
         "model": args.model, "threads": torch.get_num_threads(), "fit_seconds": fit_seconds,
         "rows": {segment: len(frame) for segment, frame in frames.items()},
@@ -363,6 +376,10 @@ def main(argv: list[str] | None = None) -> None:
     n.add_argument("--memory-days", type=int, default=24)
     n.add_argument("--threads", type=int, default=2)
 
+    b = commands.add_parser("base", help="a fresh LSTMModel state_dict for the GATs/HIST/IGMTF base")
+    b.add_argument("--out-file", required=True)
+    b.add_argument("--seed", type=int, default=0)
+
     f = commands.add_parser("fit", help="fit one Qlib model class, timing each epoch")
     f.add_argument("--model", required=True, choices=MODELS)
     f.add_argument("--data", required=True, help="directory written by benchmarks/_qlib_bridge.py")
@@ -377,8 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--out", required=True)
 
     args = parser.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    {"alpha360": alpha360, "networks": networks, "fit": fit}[args.command](args)
+    if args.command == "base":
+        Path(args.out_file).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    {"alpha360": alpha360, "networks": networks, "base": base, "fit": fit}[args.command](args)
 
 
 if __name__ == "__main__":
