@@ -178,7 +178,7 @@ class Trainer:
         if config.amp and cuda:
             self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
-        self._forward_net = torch.compile(net, dynamic=self._cross_sectional) if config.compile and cuda else net
+        self._train_net = torch.compile(net, dynamic=self._cross_sectional) if config.compile and cuda else net
         if config.eval_batch_size is not None:
             self._eval_rows = int(config.eval_batch_size)
         else:
@@ -255,22 +255,25 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
 
-    def _forward(self, seg: _Segment, rows: slice | torch.Tensor, day_offsets: np.ndarray | None = None
-                 ) -> torch.Tensor:
-        """Scores ``[n]`` of ``seg``'s ``rows`` (a slice of whole days for day models, with their offsets)."""
+    def _forward(self, net: torch.nn.Module, seg: _Segment, rows: slice | torch.Tensor,
+                 day_offsets: np.ndarray | None = None) -> torch.Tensor:
+        """Scores ``[n]`` of ``seg``'s ``rows`` (a slice of whole days for day models, with their offsets).
+
+        ``net`` is the compiled network for training steps (when ``compile``), the plain one for evaluation,
+        whose shapes vary from call to call."""
         x = seg.features[rows] if isinstance(rows, slice) else seg.features.index_select(0, rows)
         with self._autocast():
             if self._uses_concepts:
-                out = self._forward_net(x, self._concepts.index_select(0, seg.instrument_index[rows]), day_offsets)
+                out = net(x, self._concepts.index_select(0, seg.instrument_index[rows]), day_offsets)
             elif self._cross_sectional:
-                out = self._forward_net(x, day_offsets)
+                out = net(x, day_offsets)
             else:
-                out = self._forward_net(x)
+                out = net(x)
         return out.float()
 
     def _step(self, optimizer: torch.optim.Optimizer, seg: _Segment, rows: slice | torch.Tensor) -> torch.Tensor:
         labels = seg.labels[rows] if isinstance(rows, slice) else seg.labels.index_select(0, rows)
-        loss = masked_mse(self._forward(seg, rows), labels)
+        loss = masked_mse(self._forward(self._train_net, seg, rows), labels)
         optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
@@ -307,12 +310,12 @@ class Trainer:
         """Scores ``[rows]`` of every row of ``seg`` in eval mode, in large batches (many days per call)."""
         self.net.eval()
         if not self._cross_sectional:
-            return torch.cat([self._forward(seg, slice(start, start + self._eval_rows))
+            return torch.cat([self._forward(self.net, seg, slice(start, start + self._eval_rows))
                               for start in range(0, seg.n_rows, self._eval_rows)])
         parts = []
         for first, stop in _day_chunks(seg.offsets, self._eval_rows):
             rows = slice(int(seg.offsets[first]), int(seg.offsets[stop]))
-            parts.append(self._forward(seg, rows, seg.offsets[first:stop + 1] - seg.offsets[first]))
+            parts.append(self._forward(self.net, seg, rows, seg.offsets[first:stop + 1] - seg.offsets[first]))
         return torch.cat(parts)
 
     def _evaluate(self, seg: _Segment) -> tuple[float, float]:

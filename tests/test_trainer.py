@@ -194,7 +194,10 @@ def test_trainer_without_hyperparameters_saves_what_the_network_tells(planted, t
     models.Trainer(net, config).save(tmp_path / "gats.pt")
     name, hyperparameters, _ = models.load_checkpoint(tmp_path / "gats.pt")
     assert name == "gats" and hyperparameters["hidden_size"] == 8 and hyperparameters["n_epochs"] == 1
-    row_net, row_config = models.from_hyperparameters("lstm", {"hidden_size": 8})
+    row_net, row_config = models.from_hyperparameters("lstm", {"hidden_size": 8, "lr": 0.01})
+    models.Trainer(row_net, row_config).save(tmp_path / "lstm.pt")
+    assert models.load_checkpoint(tmp_path / "lstm.pt")[1]["lr"] == 0.01
+    del row_net.hidden_size  # a network that does not tell its size cannot be saved without hyperparameters
     with pytest.raises(ValueError, match="hidden_size"):
         models.Trainer(row_net, row_config).save(tmp_path / "lstm.pt")
 
