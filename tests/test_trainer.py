@@ -111,6 +111,18 @@ def test_read_only_arrays_are_used_without_copy_or_warning(planted):
                 array.setflags(write=True)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gats", "hist", "igmtf"])
+def test_predictions_do_not_depend_on_the_evaluation_batch(planted, name):
+    """Small evaluation batches (several days per call, or less than a day: one day per call) give what one
+    call over the whole segment gives."""
+    trainer, _ = models.fit(name, planted, {**TINY, "n_epochs": 1})
+    expected = trainer.predict(planted, "test")
+    for rows in (7, 60):
+        trainer.config.eval_batch_size = rows
+        again = models.Trainer(trainer.net, trainer.config, planted.concepts)
+        pd.testing.assert_series_equal(again.predict(planted, "test"), expected, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ early stopping and the callback
 
 def test_early_stopping_restores_the_best_epoch(planted):
