@@ -22,7 +22,7 @@ LABEL_NAME = "LABEL0"
 SEGMENT_NAMES = ("train", "valid", "test")
 
 
-@dataclass
+@dataclass(repr=False)
 class SegmentArrays:
     """The rows of one segment, sorted by date then instrument, so that each day's rows are contiguous.
 
@@ -42,6 +42,10 @@ class SegmentArrays:
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+    def __repr__(self) -> str:
+        span = f", {str(self.dates[0])[:10]}..{str(self.dates[-1])[:10]}" if self.n_days else ""
+        return f"SegmentArrays({self.name!r}, {len(self):,} rows, {self.n_days} days{span})"
 
     @property
     def n_days(self) -> int:
@@ -83,7 +87,7 @@ class MarketData:
     benchmark_close: np.ndarray | None    # float32 [D] or None
 
 
-@dataclass
+@dataclass(repr=False)
 class PreparedDataset:
     """Alpha360 features and labels of every segment, plus what the models and the backtest need besides.
 
@@ -106,6 +110,11 @@ class PreparedDataset:
     feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
     path: str | None = None                          # where the saved files are, when saved
     info: dict[str, object] = field(default_factory=dict)  # build notes and per-segment counts (see summary)
+
+    def __repr__(self) -> str:
+        segments = ", ".join(f"{name}={len(seg):,} rows" for name, seg in self.arrays.items())
+        return (f"PreparedDataset(source={self.source!r}, market={self.market_name!r}, "
+                f"{len(self.instruments)} instruments, {segments})")
 
     def segment(self, name: str) -> SegmentArrays:
         """The arrays of segment ``name`` (``train``, ``valid`` or ``test``)."""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import datasets
@@ -70,6 +71,16 @@ def test_prepare_reuses_the_saved_result(tiny_table, tmp_path, capfd):
     assert other.path != first.path
     os.utime(tiny_table, ns=(stamp, stamp + 10**9))           # the source changed: prepared again
     assert datasets.prepare(tiny_table, **tiny_segments(), cache_dir=tmp_path / "cache", progress=False).path != first.path
+
+
+def test_dates_may_be_timestamps(tiny_ds, tiny_table, tmp_path):
+    as_timestamps = {name: (pd.Timestamp(a), np.datetime64(b)) for name, (a, b) in tiny_segments().items()}
+    again = datasets.prepare(tiny_table, **as_timestamps, cache_dir=tmp_path / "cache", progress=False)
+    assert again.path == tiny_ds.path and again.segments == tiny_segments()
+    # train: 195 member rows on days 0-49, less SH600002's days 38-40 whose label needs its suspended days 40-41;
+    # valid: 15 + 15 + 15 + 11 (SZ000004 to day 60) + 1 (SZ000005 on day 50); test: 15 + 15 + 15 + 6.
+    assert repr(again) == ("PreparedDataset(source='%s', market='csi300', 5 instruments, train=192 rows, "
+                           "valid=57 rows, test=51 rows)" % tiny_table)
 
 
 def test_default_cache_dir_comes_from_the_environment(tiny_table, tmp_path, monkeypatch):
