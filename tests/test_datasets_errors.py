@@ -134,3 +134,17 @@ def test_unparsable_date(tmp_path):
     with raises(r"prices\.csv: column 'date' row 7 has unparsable date '2020-02-30'") as error:
         prepare_table(tmp_path, prices)
     assert one_line(error)
+
+
+def test_malformed_qlib_bins(tmp_path):
+    root = write_qlib_dir(tmp_path / "q", tiny_prices(), tiny_membership())
+    close = root / "features" / "sz000003" / "close.day.bin"
+    close.write_bytes(close.read_bytes()[:-2])
+    with raises(r"sz000003/close\.day\.bin: not a Qlib \.bin file \(size \d+ bytes\)"):
+        datasets.prepare(root, **tiny_segments(), cache_dir=tmp_path / "c", progress=False)
+    np.concatenate([np.array([70], "<f4"), np.ones(20, "<f4")]).tofile(close)
+    with raises(r"sz000003/close\.day\.bin: start index 70\.0 with 20 values does not fit the calendar of 80 days"):
+        datasets.prepare(root, **tiny_segments(), cache_dir=tmp_path / "c", progress=False)
+    close.unlink()
+    with raises(r"sz000003/close\.day\.bin: missing \(close is required\)"):
+        datasets.prepare(root, **tiny_segments(), cache_dir=tmp_path / "c", progress=False)
