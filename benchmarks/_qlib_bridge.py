@@ -81,25 +81,6 @@ def read_segment(directory: Path, name: str) -> SegmentFiles:
                         index)
 
 
-def concept_matrix(instruments: np.ndarray, csv: Path = CONCEPTS_CSV) -> tuple[np.ndarray, list[str]]:
-    """float32 0/1 ``[len(instruments), K]`` from a (symbol, concept_id) table; a stock without concepts: zero row.
-
-    Concepts are the table's concept ids, sorted; symbols of the table that are not in ``instruments`` are
-    ignored (they cannot appear in a day batch).
-    """
-    table = pd.read_csv(csv, usecols=["symbol", "concept_id"], dtype=str)
-    missing = table[table.isna().any(axis=1)]
-    if len(missing):
-        raise SystemExit(f"{csv}: empty symbol or concept_id in row {missing.index[0] + 2}")
-    names = sorted(table["concept_id"].unique())
-    rows = pd.Index(instruments).get_indexer(table["symbol"].str.upper())
-    columns = pd.Index(names).get_indexer(table["concept_id"])
-    keep = rows >= 0
-    matrix = np.zeros((len(instruments), len(names)), dtype=np.float32)
-    matrix[rows[keep], columns[keep]] = 1.0
-    return matrix, names
-
-
 def write_hist_files(instruments: np.ndarray, matrix: np.ndarray, out: Path) -> tuple[Path, Path]:
     """Qlib HIST's two inputs: ``stock2concept.npy`` (the matrix) and ``stock_index.npy`` (pickled symbol → row)."""
     stock2concept, stock_index = out / "stock2concept.npy", out / "stock_index.npy"

@@ -275,10 +275,11 @@ def instrument(model: Any, name: str, events: list[dict[str, Any]]) -> None:
         def call(*args: Any) -> Any:
             if name == "hist" and method_name in ("train_epoch", "test_epoch"):
                 args = (*args[:2], _WritableValues(args[2]))
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             with cpu_safe_get_device() if name == "hist" else contextlib.nullcontext():
                 result = method(*args)
             events.append({"call": method_name, "seconds": time.perf_counter() - started,
+                           "cpu_seconds": time.process_time() - cpu_started,
                            "result": [float(v) for v in result] if method_name == "test_epoch" else None})
             return result
         return call
@@ -305,6 +306,7 @@ def epochs_from(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]
             raise SystemExit(f"qlib_side: expected 2 test_epoch calls per epoch, got {len(tests)}")
         summary.append({
             "seconds": sum(c["seconds"] for c in calls),
+            "cpu_seconds": sum(c["cpu_seconds"] for c in calls),
             "train_pass_seconds": sum(c["seconds"] for c in calls if c["call"] == "train_epoch"),
             "memory_seconds": sum(c["seconds"] for c in calls if c["call"] == "get_train_hidden"),
             "rescore_train_seconds": tests[0]["seconds"], "valid_seconds": tests[1]["seconds"],
