@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,7 +64,7 @@ def ended_trials(run_dir: Path) -> dict[str, list[dict]]:
 
 
 def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_the_rest(tmp_path) -> None:
-    data = save_planted(tmp_path, n_days=60, n_stocks=30)
+    data = save_planted(tmp_path, n_days=150, n_stocks=100)
     command = [sys.executable, "-m", "search", "run", "--space", str(write_space(tmp_path)), "--data", str(data),
                "--samples", "6", "--max-epochs", "3", "--max-concurrent", "1", "--sampler", "random", "--seed", "5",
                "--storage-path", str(tmp_path / "runs"), "--name", "killed", "--progress-seconds", "1"]
@@ -75,7 +77,7 @@ def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_th
         if len(ended_lines) >= 2 or time.monotonic() > deadline:
             break
     assert len(ended_lines) >= 2, "the search did not end two trials in time"
-    time.sleep(3)  # let Tune snapshot the experiment after the second trial ended
+    time.sleep(1)  # the third trial is running now
     driver_process.kill()
     driver_process.wait(timeout=30)
     run_dir = tmp_path / "runs" / "killed" / "lstm"
@@ -151,28 +153,40 @@ def test_ray_job_submit_runs_a_search_on_a_local_head(tmp_path) -> None:
     space = write_space(tmp_path)
     port, dashboard_port = free_port(), free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    head_log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--temp-dir={tmp_path / 'ray'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+         f"--temp-dir={temp_dir}"],
+        stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        address = f"http://127.0.0.1:{dashboard_port}"
-        runtime_env = json.dumps({"excludes": [".venv", "runs", ".git"]})
-        submit = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT),
-                  "--runtime-env-json", runtime_env, "--",
-                  sys.executable, "-m", "search", "run", "--space", str(space), "--data", str(data), "--samples", "3",
-                  "--max-epochs", "2", "--storage-path", str(tmp_path / "runs"), "--name", "job"]
-        deadline = time.monotonic() + 60
-        while True:  # the dashboard's job server takes a few seconds to come up
-            completed = subprocess.run(submit, capture_output=True, text=True, timeout=400)
-            if completed.returncode == 0 or time.monotonic() > deadline or "Connection" not in completed.stderr + completed.stdout:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the dashboard (which serves the job API) comes up last
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", dashboard_port)) == 0:
+                    break
+            time.sleep(1)
+        # Ray's job CLI sends the token only in token mode; the token is the one `ray start` found in ~/.ray.
+        environment = {**os.environ, "RAY_AUTH_MODE": "token"}
+        # A fresh head may still lack its job agent, or lose the first working-dir upload (Ray's own races).
+        transient = ("Failed to download runtime_env", "try again later", "Connection refused")
+        for attempt in range(6):
+            name = f"job{attempt}"
+            submit = [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
+                      "--working-dir", str(ROOT), "--",
+                      sys.executable, "-m", "search", "run", "--space", str(space), "--data", str(data),
+                      "--samples", "3", "--max-epochs", "2", "--storage-path", str(tmp_path / "runs"), "--name", name]
+            completed = subprocess.run(submit, capture_output=True, text=True, timeout=400, env=environment)
+            if completed.returncode == 0 or not any(t in completed.stdout + completed.stderr for t in transient):
                 break
-            time.sleep(2)
+            time.sleep(5)
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-        assert "succeeded" in completed.stdout
-        best = yaml.safe_load((tmp_path / "runs" / "job" / "lstm" / "best.yaml").read_text())
+        assert "succeeded" in completed.stdout + completed.stderr
+        best = yaml.safe_load((tmp_path / "runs" / name / "lstm" / "best.yaml").read_text())
         assert best["model"] == "lstm" and Path(best["checkpoint"]).is_file()
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        head_log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
