@@ -1,0 +1,124 @@
+"""Qlib's default config vs the config a search found, per model, on the test segment of CSI300.
+
+For each model: ``python -m search run`` on ``../shared/data/cn_csi300`` (timed: the search's wall time and
+budget), then ``python -m search.evaluate`` on its best.yaml, which retrains the searched and the default
+config over ``--seeds`` seeds and scores the test segment (IC, Rank IC, and the top-k dropout backtest's
+annualised excess return with cost, information ratio and max drawdown over SH000300). Records the table
+in docs/benchmarks.md.
+
+Windows: ``quick`` (default, CPU-sized): train 2016, valid 2017-H1, test 2017-H2; ``full`` (Qlib's
+scale, for a GPU machine): train 2010-2016, valid 2017-2018, test 2019-2020.
+
+    python benchmarks/bench_evaluate.py --models all --samples 16 --seeds 3           # hours of CPU
+    python benchmarks/bench_evaluate.py --models lstm --samples 2 --max-epochs 1 --eval-epochs 1 --seeds 1  # check
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import models  # noqa: E402
+from benchmarks.report import markdown_table, write_section  # noqa: E402
+
+WINDOWS = {
+    "quick": {"train": "2016-01-01:2016-12-31", "valid": "2017-01-01:2017-06-30", "test": "2017-07-01:2017-12-31"},
+    "full": {"train": "2010-01-01:2016-12-31", "valid": "2017-01-01:2018-12-31", "test": "2019-01-01:2020-12-31"},
+}
+COLUMNS = [("IC", "IC"), ("Rank IC", "Rank IC"), ("annualized_return", "Ann. excess return"),
+           ("information_ratio", "IR"), ("max_drawdown", "Max DD")]
+
+
+def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
+    """Run one model's search; return its best.yaml and the wall time in seconds."""
+    window = WINDOWS[args.window]
+    command = [sys.executable, "-m", "search", "run", "--model", model, "--data", str(args.data),
+               "--train", window["train"], "--valid", window["valid"], "--test", window["test"],
+               "--samples", str(args.samples), "--storage-path", str(args.storage_path), "--name", args.name,
+               "--gpus-per-trial", str(args.gpus_per_trial)]
+    if args.max_epochs is not None:
+        command += ["--max-epochs", str(args.max_epochs)]
+    began = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - began
+    best = args.storage_path.resolve() / args.name / model / "best.yaml"
+    if not best.is_file():
+        raise SystemExit(f"{model}: the search finished without {best}")
+    return best, seconds
+
+
+def evaluate(best: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate one best.yaml in a fresh process; return evaluation.yaml's content."""
+    command = [sys.executable, "-m", "search.evaluate", str(best), "--seeds", str(args.seeds),
+               "--device", args.device]
+    if args.eval_epochs is not None:
+        command += ["--epochs", str(args.eval_epochs)]
+    if models.REGISTRY[yaml.safe_load(best.read_text())["model"]].pretrained_base:
+        command += ["--pretrained", "pretrain"]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return yaml.safe_load((best.parent / "evaluation.yaml").read_text())
+
+
+def cell(config: dict[str, Any], key: str) -> str:
+    mean, std = config["mean"][key], config["std"][key]
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="all", help="comma-separated registry names, or 'all'")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/cn_csi300")
+    parser.add_argument("--window", choices=WINDOWS, default="quick")
+    parser.add_argument("--samples", type=int, default=16, help="trials per search (ASHA-pruned)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="epochs a trial may train at most "
+                        "(default: the search's own default)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per config in the evaluation")
+    parser.add_argument("--eval-epochs", type=int, default=None,
+                        help="cap the evaluation's n_epochs (only to check that the script works)")
+    parser.add_argument("--device", default="cpu", help="torch device for the evaluation's training")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+    parser.add_argument("--storage-path", type=Path, default=ROOT / "runs")
+    parser.add_argument("--name", default=f"bench-evaluate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    args = parser.parse_args()
+    names = list(models.REGISTRY) if args.models == "all" else [m.strip() for m in args.models.split(",")]
+    unknown = [name for name in names if name not in models.REGISTRY]
+    if unknown:
+        raise SystemExit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(models.REGISTRY)})")
+
+    rows = []
+    for model in names:
+        best, seconds = search(model, args)
+        record = evaluate(best, args)
+        budget = f"{args.samples} trials" + (f", ≤{args.max_epochs} epochs" if args.max_epochs else "")
+        for label in ("default", "searched"):
+            config = record["configs"][label]
+            rows.append([model, label, *(cell(config, key) for key, _ in COLUMNS),
+                         f"{seconds / 60:.1f} min, {budget}" if label == "searched" else ""])
+        print(markdown_table(["model", "config", *(title for _, title in COLUMNS), "search"], rows[-2:]))
+
+    window = WINDOWS[args.window]
+    epochs_note = (f" The evaluation capped training at {args.eval_epochs} epoch(s): a check that the script "
+                   f"works, not a result." if args.eval_epochs is not None else "")
+    body = (f"`../shared/data/cn_csi300`, train {window['train']}, valid {window['valid']}, test {window['test']}; "
+            f"each config retrained with {args.seeds} seed(s) (mean ± std, std with ddof 1); portfolio numbers are "
+            f"the top-k dropout backtest's excess return with cost over {record['benchmark']} (Qlib's rules, "
+            f"N = 238). The machine is shared by several engineers right now, so search wall times are noisy."
+            f"{epochs_note}\n\n"
+            + markdown_table(["model", "config", *(title for _, title in COLUMNS), "search"], rows))
+    print(body)
+    write_section("bench_evaluate", "Searched vs Qlib default config on the test segment", body)
+
+
+if __name__ == "__main__":
+    main()
