@@ -37,7 +37,11 @@ class LocalformerEncoder(nn.Module):
 
 
 class Localformer(nn.Module):
-    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000)."""
+    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000).
+
+    An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
+    NaN in a row makes that row's score NaN (attention mixes days, never rows).
+    """
 
     def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
                  dropout: float = 0.0):
@@ -54,7 +58,7 @@ class Localformer(nn.Module):
         self.decoder_layer = nn.Linear(d_model, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sequence = x.reshape(len(x), self.d_feat, -1).transpose(1, 2)     # [N, T, d_feat]
+        sequence = x.unflatten(1, (self.d_feat, -1)).transpose(1, 2)     # [N, T, d_feat]
         hidden = self.pos_encoder(self.feature_layer(sequence))           # [N, T, d_model]
         hidden = self.transformer_encoder(hidden)                         # [N, T, d_model]
         _, last = self.rnn(hidden)                                        # [num_layers, N, d_model]

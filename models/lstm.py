@@ -15,6 +15,7 @@ class LSTM(nn.Module):
     A row is ``d_feat`` blocks of ``T`` days (oldest first), so it is read as ``[d_feat, T]`` and transposed to
     the sequence ``[T, d_feat]``. The score is a linear read-out of the top layer's last hidden state.
     ``dropout`` acts between stacked layers only (none with one layer). NaN inputs propagate to NaN scores.
+    An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
     """
 
     def __init__(self, d_feat: int = 6, hidden_size: int = 64, num_layers: int = 2, dropout: float = 0.0):
@@ -25,6 +26,6 @@ class LSTM(nn.Module):
         self.fc_out = nn.Linear(hidden_size, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sequence = x.reshape(len(x), self.d_feat, -1).transpose(1, 2)  # [N, T, d_feat]
+        sequence = x.unflatten(1, (self.d_feat, -1)).transpose(1, 2)  # [N, T, d_feat]
         _, (hidden, _) = self.rnn(sequence)                            # hidden: [num_layers, N, H]
         return self.fc_out(hidden[-1]).squeeze(-1)                     # [N, H] → [N, 1] → [N]

@@ -63,7 +63,10 @@ class TemporalConvNet(nn.Module):
 
 
 class TCN(nn.Module):
-    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores. NaN inputs propagate to NaN scores."""
+    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores. NaN inputs propagate to NaN scores.
+
+    An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
+    """
 
     def __init__(self, d_feat: int = 6, n_chans: int = 128, num_layers: int = 5, kernel_size: int = 3,
                  dropout: float = 0.5):
@@ -74,5 +77,5 @@ class TCN(nn.Module):
         self.linear = nn.Linear(n_chans, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = self.tcn(x.reshape(len(x), self.d_feat, -1))         # [N, d_feat, T] → [N, n_chans, T]
+        channels = self.tcn(x.unflatten(1, (self.d_feat, -1)))         # [N, d_feat, T] → [N, n_chans, T]
         return self.linear(channels[:, :, -1]).squeeze(-1)              # [N, n_chans] → [N]

@@ -35,7 +35,11 @@ class PositionalEncoding(nn.Module):
 
 
 class Transformer(nn.Module):
-    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000)."""
+    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000).
+
+    An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
+    NaN in a row makes that row's score NaN (attention mixes days, never rows).
+    """
 
     def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
                  dropout: float = 0.0):
@@ -50,7 +54,7 @@ class Transformer(nn.Module):
         self.decoder_layer = nn.Linear(d_model, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sequence = x.reshape(len(x), self.d_feat, -1).transpose(1, 2)     # [N, T, d_feat]
+        sequence = x.unflatten(1, (self.d_feat, -1)).transpose(1, 2)     # [N, T, d_feat]
         hidden = self.pos_encoder(self.feature_layer(sequence))           # [N, T, d_model]
         hidden = self.transformer_encoder(hidden)                         # [N, T, d_model]
         return self.decoder_layer(hidden[:, -1]).squeeze(-1)              # [N, d_model] → [N]

@@ -24,7 +24,7 @@ def parameter_count(module: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("name", ROW_MODELS)
-@pytest.mark.parametrize("rows", [1, 2, 300])
+@pytest.mark.parametrize("rows", [0, 1, 2, 300])
 def test_output_is_one_score_per_row(name: str, rows: int) -> None:
     torch.manual_seed(0)
     net = models.build(name)
@@ -36,6 +36,28 @@ def test_output_is_one_score_per_row(name: str, rows: int) -> None:
         assert scores.shape == (rows,)
         assert scores.dtype == torch.float32
         assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", ROW_MODELS)
+def test_rows_are_independent(name: str) -> None:
+    """A row's score depends on that row only: NaN stays in its row, and batch-mates do not move it."""
+    torch.manual_seed(0)
+    net = models.build(name).eval()
+    x = torch.randn(5, 360)
+    poisoned = x.clone()
+    poisoned[2, 100] = float("nan")
+    with torch.no_grad():
+        clean, scores = net(x), net(poisoned)
+        alone = net(x[3:4])
+    assert torch.isnan(scores[2]) and torch.isfinite(scores[[0, 1, 3, 4]]).all()
+    torch.testing.assert_close(scores[[0, 1, 3, 4]], clean[[0, 1, 3, 4]])
+    torch.testing.assert_close(alone, clean[3:4])
+
+
+@pytest.mark.parametrize("name", ROW_MODELS)
+def test_row_width_must_split_into_d_feat_blocks(name: str) -> None:
+    with pytest.raises(RuntimeError, match=r"unflatten: Provided sizes \[6, -1\] don't multiply up to .* \(361\)"):
+        models.build(name)(torch.randn(2, 361))
 
 
 @pytest.mark.parametrize("name", ROW_MODELS)
