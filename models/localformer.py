@@ -17,7 +17,7 @@ from models.transformer import PositionalEncoding
 
 
 class LocalformerEncoder(nn.Module):
-    """``num_layers`` copies of ``layer`` and of one ``Conv1d(d_model, d_model, 3, padding=1)``: ``[N, T, d] → [N, T, d]``.
+    """``num_layers`` copies of ``layer`` and of one ``Conv1d(d_model, d_model, 3, padding=1)``; ``[N, T, d]`` in/out.
 
     The copies start from identical weights (Qlib deep-copies one layer and one conv).
     """

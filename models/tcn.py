@@ -5,7 +5,7 @@ each block is twice (weight-normalised causal conv → ReLU → dropout), plus a
 channel count changes (the first block), then ReLU. The last day's channels feed a linear read-out.
 
 Differences from Qlib that keep the computation: the causal conv pads on the left only instead of padding both
-sides and chomping the right end (fewer output columns, no copy); weight norm is the current
+sides and chomping the right end (no output columns computed only to be cut off); weight norm is the current
 ``torch.nn.utils.parametrizations.weight_norm`` (dim 0), so ``weight_g``/``weight_v`` are named
 ``parametrizations.weight.original0``/``original1`` (``models.load_qlib_weights`` maps them). Qlib's
 ``normal(0, 0.01)`` init of the weight-normalised convs never takes effect there, so only the 1×1 conv gets it here.

@@ -37,7 +37,8 @@ def linear_shapes(prefix: str, outputs: int, inputs: int, bias: bool = True) -> 
 
 
 def encoder_layer_shapes(prefix: str, d_model: int, feedforward: int = 2048) -> Shapes:
-    return {f"{prefix}self_attn.in_proj_weight": (3 * d_model, d_model), f"{prefix}self_attn.in_proj_bias": (3 * d_model,),
+    return {f"{prefix}self_attn.in_proj_weight": (3 * d_model, d_model),
+            f"{prefix}self_attn.in_proj_bias": (3 * d_model,),
             **linear_shapes(f"{prefix}self_attn.out_proj.", d_model, d_model),
             **linear_shapes(f"{prefix}linear1.", feedforward, d_model),
             **linear_shapes(f"{prefix}linear2.", d_model, feedforward),
@@ -90,7 +91,8 @@ def qlib_shapes(name: str, hp: dict) -> Shapes:
             shapes |= linear_shapes(f"{layer}.", 1, hidden)
         return shapes
     if name == "igmtf":
-        return shapes | {**linear_shapes("lins.linear0.", hidden, hidden), **linear_shapes("lins.linear1.", hidden, hidden),
+        return shapes | {**linear_shapes("lins.linear0.", hidden, hidden),
+                         **linear_shapes("lins.linear1.", hidden, hidden),
                          **linear_shapes("project1.", hidden, hidden, bias=False),
                          **linear_shapes("project2.", hidden, hidden, bias=False),
                          **linear_shapes("fc_out_pred.", 1, 2 * hidden),
