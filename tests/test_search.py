@@ -191,3 +191,20 @@ def test_a_bad_space_file_is_refused_by_the_real_cli_with_its_line(tmp_path) -> 
     assert completed.returncode == 2
     assert f"{space}:3: lr: low 0.01 > high 0.0001" in completed.stderr
     assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("search-*"))
+
+
+def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ray_session, planted_dir,
+                                                                              tmp_path) -> None:
+    gru_space = tmp_path / "gru.yaml"
+    gru_space.write_text(TINY_SPACE.replace("model: lstm", "model: gru"))
+    options = tiny_options(tmp_path, planted_dir, models=["lstm", "gru"], samples=2, max_epochs=1)
+    options.space_files["gru"] = str(gru_space)
+    run_dirs = driver.run(options)
+    assert [path.name for path in run_dirs] == ["lstm", "gru"]
+    for run_dir in run_dirs:
+        best = yaml.safe_load((run_dir / "best.yaml").read_text())
+        assert best["model"] == run_dir.name
+        study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+        assert len(study.get_trials()) == 2
+        qlib_class = yaml.safe_load((run_dir / "best_qlib.yaml").read_text())["task"]["model"]["class"]
+        assert qlib_class == models.REGISTRY[run_dir.name].qlib_class
