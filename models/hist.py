@@ -45,7 +45,7 @@ class HIST(nn.Module):
     def forward(self, x: torch.Tensor, concepts: torch.Tensor,
                 day_offsets: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         days = DayBatch(len(x), day_offsets, x.device)
-        rows = None if days.mask is None else days.mask                    # [D, W] real rows
+        rows = days.mask                                                   # [D, W] real rows, None: one day
         hidden = days.pad(last_hidden(self.rnn, x, self.d_feat))           # [D, W, H]
         member = days.pad(concepts.to(hidden.dtype))                       # [D, W, K], zero rows in padding
 
