@@ -225,7 +225,7 @@ class Trainer:
             metrics = EpochMetrics(epoch, train_loss, valid_loss, valid_ic, score, result.best_score,
                                    result.best_epoch, time.perf_counter() - start, train_score)
             result.history.append(metrics)
-            if callback is not None and callback(metrics, self) is True:
+            if callback is not None and callback(metrics, self):  # True (or any truthy value) stops
                 result.stopped_by = "callback"
                 break
             if patience >= cfg.early_stop:
