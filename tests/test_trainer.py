@@ -123,6 +123,12 @@ def test_predictions_do_not_depend_on_the_evaluation_batch(planted, name):
         pd.testing.assert_series_equal(again.predict(planted, "test"), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_amp_and_compile_are_ignored_on_cpu(planted):
+    plain, _ = models.fit("gats", planted, {**TINY, "n_epochs": 1})
+    asked, _ = models.fit("gats", planted, {**TINY, "n_epochs": 1}, amp=True, compile=True)
+    pd.testing.assert_series_equal(asked.predict(planted, "test"), plain.predict(planted, "test"))
+
+
 # ------------------------------------------------------------------ early stopping and the callback
 
 def test_early_stopping_restores_the_best_epoch(planted):
