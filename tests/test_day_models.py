@@ -181,3 +181,11 @@ def test_pretrain_trains_the_base_first(planted):
     random_start, _ = models.fit("hist", planted, {"hidden_size": 8, "n_epochs": 1, "seed": 0})
     # same seed, same initial network: only the pretrained base makes the difference
     assert not torch.allclose(trainer.net.rnn.weight_ih_l0, random_start.net.rnn.weight_ih_l0)
+
+
+def test_pretrained_base_from_our_own_lstm_checkpoint(planted, tmp_path):
+    lstm, _ = models.fit("lstm", planted, {"hidden_size": 8, "n_epochs": 1, "seed": 1})
+    lstm.save(tmp_path / "lstm.pt")
+    trainer, _ = models.fit("igmtf", planted, {"hidden_size": 8, "n_epochs": 1, "lr": 1e-7, "optimizer": "gd"},
+                            pretrained=str(tmp_path / "lstm.pt"))
+    torch.testing.assert_close(trainer.net.rnn.weight_hh_l1, lstm.net.rnn.weight_hh_l1, rtol=0, atol=1e-4)
