@@ -7,6 +7,7 @@ from typing import Any
 
 import datasets
 from datasets.storage import META
+from search.options import OptionError
 
 
 def is_prepared(path: str | Path) -> bool:
@@ -16,7 +17,8 @@ def is_prepared(path: str | Path) -> bool:
 
 def open_dataset(data: str | None, segments: dict[str, tuple[str, str] | None], market: str,
                  benchmark: str | None) -> datasets.PreparedDataset:
-    """Load ``data`` when it is a prepared directory (``segments`` must then be left unset), else prepare it.
+    """Load ``data`` when it is a prepared directory (``segments`` must then be left unset: ``OptionError``),
+    else prepare it (bad sources raise ``datasets.DataError``).
 
     ``data=None`` prepares the embedded data. Preparation is cached by ``datasets.prepare``; the arrays come back
     memory-mapped and read-only.
@@ -24,7 +26,7 @@ def open_dataset(data: str | None, segments: dict[str, tuple[str, str] | None], 
     if data is not None and is_prepared(data):
         given = [name for name, span in segments.items() if span is not None]
         if given:
-            raise ValueError(f"--data {data} is already prepared with fixed segments; drop --{given[0]} "
+            raise OptionError(f"--data {data} is already prepared with fixed segments; drop --{given[0]} "
                              f"(or pass the source instead of the prepared directory)")
         return datasets.load(Path(data).expanduser())
     spans = {name: span for name, span in segments.items() if span is not None}

@@ -18,8 +18,8 @@ import spaces
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 METRICS = ("valid_ic", "score")
-# A bare ``python -m search run`` is a short real search: embedded data with a four-month training window.
-QUICK_SEGMENTS = {"train": ("2018-09-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
+# A bare ``python -m search run`` is a short real search: embedded data with a three-month training window.
+QUICK_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
                   "test": ("2019-03-01", "2019-11-28")}
 # Optional packages a sampler needs (Optuna imports them lazily; check before anything starts).
 SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "qmc": ("scipy",)}

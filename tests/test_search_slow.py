@@ -85,6 +85,11 @@ def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_th
               if any(trial in line for line in ended_lines)}
     assert len(before) >= 2
     assert not (run_dir / "best.yaml").exists()
+    exported = subprocess.run([sys.executable, "-m", "search", "export", str(run_dir)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    interrupted_best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert interrupted_best["trial_id"] in before or interrupted_best["search"]["trials"].get("running")
 
     resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(run_dir.parent)], cwd=ROOT,
                              capture_output=True, text=True, timeout=400)
