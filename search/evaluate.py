@@ -28,6 +28,7 @@ import datasets
 import models
 import spaces
 from datasets.storage import META
+from models.registry import get_spec, validate
 from search.backtest import BacktestConfig, BacktestReport, backtest
 from search.plots import plot_cumulative_excess, plot_daily_ic
 from search.signal import SignalMetrics, signal_metrics
@@ -115,6 +116,13 @@ def score(prediction: pd.Series, ds: datasets.PreparedDataset, config: BacktestC
             backtest(prediction, ds.market, start, end, config, benchmark_name=ds.benchmark))
 
 
+def full_config(model: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """The full flat config (defaults filled in), without the seed: what decides a training run but the seed."""
+    merged = validate(get_spec(model), hyperparameters)
+    merged.pop("seed", None)
+    return merged
+
+
 def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: datasets.PreparedDataset,
                     config: BacktestConfig, epochs: int | None, options: dict[str, Any]) -> Run:
     """Train one seed (early stopping on valid, best weights restored), predict the test segment, score it."""
@@ -155,10 +163,10 @@ def _plain(value: Any) -> Any:
 
 
 def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset, benchmark: str,
-                      results: dict[str, ConfigResult], config: BacktestConfig) -> dict[str, Any]:
-    """What evaluation.yaml holds (NaN written as null)."""
+                      results: dict[str, ConfigResult], config: BacktestConfig, same: bool) -> dict[str, Any]:
+    """What evaluation.yaml holds (NaN written as null). ``same``: the searched config is the default one."""
     return _plain({
-        "model": model, "best": str(best_path),
+        "model": model, "best": str(best_path), "searched_is_default": same,
         "data": {"source": ds.source, "market": ds.market_name, "segments": dict(ds.segments)},
         "benchmark": benchmark,
         "backtest": {"topk": config.topk, "n_drop": config.n_drop, "account": config.account,
@@ -193,7 +201,12 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     out.mkdir(parents=True, exist_ok=True)
     configs = {"searched": dict(best["hyperparameters"]), "default": default_hyperparameters(model)}
     results = {label: ConfigResult(hp) for label, hp in configs.items()}
+    same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
     for label, result in results.items():
+        if label == "default" and same:
+            result.runs = results["searched"].runs
+            log(f"{model} default: the searched config is Qlib's default; its runs are reused")
+            continue
         for seed in range(seeds):
             run = train_and_score(model, result.hyperparameters, seed, ds, config, epochs, options)
             result.runs.append(run)
@@ -202,7 +215,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
                 f"{run.seconds:.0f} s")
 
     benchmark = results["searched"].runs[0].portfolio.benchmark
-    record = evaluation_record(best_path, model, ds, benchmark, results, config)
+    record = evaluation_record(best_path, model, ds, benchmark, results, config, same)
     (out / "evaluation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
 
     def mean_daily(label: str, column: str) -> pd.Series:

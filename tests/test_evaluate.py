@@ -57,6 +57,12 @@ def test_bad_best_yaml_is_refused_naming_the_field(tmp_path: Path, changes: dict
     assert str(path) in error and message in error
 
 
+def test_searched_config_equal_to_the_default_is_recognised() -> None:
+    default = evaluate.default_hyperparameters("lstm")
+    assert evaluate.full_config("lstm", {**default, "seed": 7}) == evaluate.full_config("lstm", {})
+    assert evaluate.full_config("lstm", {"hidden_size": 8}) != evaluate.full_config("lstm", default)
+
+
 def test_zero_seeds_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--seeds must be at least 1"):
         evaluate.evaluate(write_best(tmp_path), seeds=0)
@@ -72,6 +78,7 @@ def test_evaluation_end_to_end_on_embedded_data(tmp_path: Path, capsys: pytest.C
 
     record = yaml.safe_load((tmp_path / "evaluation.yaml").read_text())
     assert record["model"] == "lstm" and record["benchmark"] == "equal-weighted universe"
+    assert record["searched_is_default"] is False
     assert record["data"]["segments"]["test"] == SEGMENTS["test"]
     searched, default = record["configs"]["searched"], record["configs"]["default"]
     assert searched["hyperparameters"]["hidden_size"] == 8 and default["hyperparameters"]["hidden_size"] == 64
