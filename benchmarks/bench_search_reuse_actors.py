@@ -3,7 +3,7 @@
 Same search both ways, run one after the other in this process with one Ray session (order A-B-A to expose drift
 on a shared machine): a tiny LSTM space on two months of the embedded data, 16 trials of at most 2 epochs.
 
-    python benchmarks/bench_search_reuse_actors.py [--trials 16]
+    python -m benchmarks.bench_search_reuse_actors [--trials 16]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ray
 
-from benchmarks.report import machine, markdown_table, write_section
+from benchmarks.report import markdown_table, write_section
 from search import driver
 from search.options import SearchOptions
 from search.results import read_trials
@@ -63,7 +63,7 @@ def main() -> None:
             print(f"reuse_actors={reuse}: {seconds:.1f} s for {ended} trials, {epochs} epochs", flush=True)
     ray.shutdown()
     table = markdown_table(["order", "reuse_actors", "trials", "epochs", "wall s", "trials / min"], rows)
-    body = (f"{machine()}. One Ray session, 2 CPUs, 1 CPU per trial; {args.trials} trials of a tiny LSTM "
+    body = (f"One Ray session, 2 CPUs, 1 CPU per trial; {args.trials} trials of a tiny LSTM "
             f"(hidden 4-16, 1 layer) for at most 2 epochs (ASHA, grace 1) on two months of the embedded data; "
             f"runs in order A-B-A in one process. The machine was shared with other jobs while this ran, so "
             f"compare the rows of one run only.\n\n{table}\n")
