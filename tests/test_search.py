@@ -195,12 +195,12 @@ def test_a_bad_space_file_is_refused_by_the_real_cli_with_its_line(tmp_path) -> 
 
 def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ray_session, planted_dir,
                                                                               tmp_path) -> None:
-    gru_space = tmp_path / "gru.yaml"
-    gru_space.write_text(TINY_SPACE.replace("model: lstm", "model: gru"))
-    options = tiny_options(tmp_path, planted_dir, models=["lstm", "gru"], samples=2, max_epochs=1)
-    options.space_files["gru"] = str(gru_space)
+    hist_space = tmp_path / "hist.yaml"  # a day-batch model with the stock-concept graph
+    hist_space.write_text(TINY_SPACE.replace("model: lstm", "model: hist"))
+    options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1)
+    options.space_files["hist"] = str(hist_space)
     run_dirs = driver.run(options)
-    assert [path.name for path in run_dirs] == ["lstm", "gru"]
+    assert [path.name for path in run_dirs] == ["lstm", "hist"]
     for run_dir in run_dirs:
         best = yaml.safe_load((run_dir / "best.yaml").read_text())
         assert best["model"] == run_dir.name
