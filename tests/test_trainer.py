@@ -123,10 +123,22 @@ def test_predictions_do_not_depend_on_the_evaluation_batch(planted, name):
         pd.testing.assert_series_equal(again.predict(planted, "test"), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_amp_and_compile_are_ignored_on_cpu(planted):
+def test_compile_is_ignored_on_cpu(planted):
     plain, _ = models.fit("gats", planted, {**TINY, "n_epochs": 1})
-    asked, _ = models.fit("gats", planted, {**TINY, "n_epochs": 1}, amp=True, compile=True)
+    asked, _ = models.fit("gats", planted, {**TINY, "n_epochs": 1}, compile=True)
     pd.testing.assert_series_equal(asked.predict(planted, "test"), plain.predict(planted, "test"))
+
+
+@pytest.mark.parametrize("name", ["lstm", "hist"])
+def test_amp_on_cpu_trains_in_bf16_where_the_cpu_has_it(planted, name):
+    plain, _ = models.fit(name, planted, {**TINY, "n_epochs": 2})
+    mixed, _ = models.fit(name, planted, {**TINY, "n_epochs": 2}, amp=True)
+    expected, got = plain.predict(planted, "test").to_numpy(), mixed.predict(planted, "test").to_numpy()
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert np.isfinite(got).all() and not np.array_equal(got, expected)
+        assert np.corrcoef(got, expected)[0, 1] > 0.95  # same training, bf16 rounding
+    else:
+        np.testing.assert_array_equal(got, expected)  # ignored without bf16 kernels
 
 
 # ------------------------------------------------------------------ early stopping and the callback
