@@ -1,4 +1,12 @@
 """Hyperparameter search over the model registry: Ray Tune runs trials, Optuna proposes, ASHA prunes.
 
-``python -m search run|resume|export``; from code: ``search.driver.run(SearchOptions(...))``.
+``python -m search run|resume|export`` (``search.cli``); from code ``search.driver.run(SearchOptions(...))``.
+Modules, in the order data flows: ``options`` (what to search, validated before Ray starts), ``data`` (the
+dataset, prepared once), ``searcher`` (Optuna behind Tune), ``trial`` (the trial function), ``callbacks``
+(NaN stopper, progress, TensorBoard), ``driver`` (the Tuner, run/resume/export), ``results`` and ``export``
+(best trial → ``best.yaml``, ``best_qlib.yaml``), ``rundir`` (the layout of a run directory).
+
+Ray security: a search started without ``--address`` starts a local Ray whose token authentication is on (Ray
+2.60's default for ``ray.init``; the token lives in ``~/.ray/auth_token``) and whose dashboard, if asked for with
+``--dashboard``, binds 127.0.0.1. Nothing here turns authentication off.
 """
