@@ -23,10 +23,12 @@ def make_sampler(name: str, seed: int | None, samples: int) -> optuna.samplers.B
     """Optuna's sampler ``name`` (tpe, random, cmaes, qmc) seeded with ``seed``.
 
     TPE starts modelling after ``max(2, samples // 4)`` trials (at most Optuna's usual 10), so a short search
-    still gets guided proposals. CMA-ES samples categorical hyperparameters independently (at random).
+    still gets guided proposals, and uses the constant liar (trials still running count as bad), so concurrent
+    trials are not proposed the same point. CMA-ES samples categorical hyperparameters independently (at random).
     """
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, samples // 4)))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, samples // 4)),
+                                          constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

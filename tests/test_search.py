@@ -197,7 +197,7 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
                                                                               tmp_path) -> None:
     hist_space = tmp_path / "hist.yaml"  # a day-batch model with the stock-concept graph
     hist_space.write_text(TINY_SPACE.replace("model: lstm", "model: hist"))
-    options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1)
+    options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1, sampler="tpe")
     options.space_files["hist"] = str(hist_space)
     run_dirs = driver.run(options)
     assert [path.name for path in run_dirs] == ["lstm", "hist"]
