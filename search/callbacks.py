@@ -76,6 +76,10 @@ class ProgressPrinter(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "stream": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A restored printer (resumed search) counts time from the resume."""
+        self.__dict__.update(state, start=time.monotonic(), last_print=0.0)
+
     def _write(self, line: str) -> None:
         stream = self.stream or sys.stdout
         stream.write(line + "\n")
