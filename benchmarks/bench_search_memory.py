@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         "hundred MB whatever the data path, so *one dataset + N models* means peak − idle ≈ dataset + N × "
         "worker. The object store keeps one copy of the arrays in shared memory that every trial maps; "
         "memory-mapped files from disk share the page cache the same way (trials read only the train and valid "
-        "segments); a trial that reads the data into its own memory adds a whole dataset per trial. PSS is the "
+        "segments); a trial that reads the data into its own memory adds a whole dataset per trial. The driver's load "
+        "and put last well under a second, so the 0.5 s sampling can miss them (a put-phase peak equal to idle); "
+        "caught, the object store's put briefly holds two datasets (the driver's mapped file pages and the shared "
+        "copy) until the driver drops its own. PSS is the "
         "honest sum; RSS counts each shared page once per process, so it overstates both sharing paths. On this "
         "2-core machine 4 trials at once share 2 cores, which changes time, not memory; other engineers' jobs "
         "were running (load average at the end: " + util.load_average() + ").",
