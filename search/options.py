@@ -6,7 +6,6 @@ resources. A bad value raises ``OptionError`` with one line naming the option an
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,8 +20,6 @@ METRICS = ("valid_ic", "score")
 # A bare ``python -m search run`` is a short real search: embedded data with a three-month training window.
 QUICK_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
                   "test": ("2019-03-01", "2019-11-28")}
-# Optional packages a sampler needs (Optuna imports them lazily; check before anything starts).
-SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "qmc": ("scipy",)}
 
 
 class OptionError(ValueError):
@@ -100,10 +97,6 @@ class SearchOptions:
             raise OptionError(f"--max-failures must be ≥ 0 (or -1 for unlimited); got {self.max_failures}")
         if self.sampler not in SAMPLERS:
             raise OptionError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        for package in SAMPLER_PACKAGES.get(self.sampler, ()):
-            if importlib.util.find_spec(package) is None:
-                raise OptionError(f"--sampler {self.sampler} needs the Python package {package!r}, which is not "
-                                  f"installed (pip install {package}); tpe and random need nothing extra")
         if self.metric not in METRICS:
             raise OptionError(f"--metric must be one of {', '.join(METRICS)}; got {self.metric!r}")
         if not self.name or "/" in self.name or self.name in (".", ".."):
