@@ -1,4 +1,4 @@
-"""Shared pytest fixtures. Datasets section: a tiny synthetic price panel written as a CSV table or Qlib dir."""
+"""Shared pytest fixtures: one torch thread per test, and a tiny synthetic price panel (CSV table or Qlib dir)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread, and CI's two cores are shared with Ray's workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # --- datasets ---------------------------------------------------------------------------------------------------
 

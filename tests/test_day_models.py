@@ -7,20 +7,12 @@ import pytest
 import torch
 
 import models
-from models.gats import GATs
 from models.hist import HIST
 from models.igmtf import IGMTF
 from planted import planted_dataset
 
 H = 64
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rnn_shapes(gates: int, layers: int = 2, d_feat: int = 6) -> dict[str, tuple[int, ...]]:

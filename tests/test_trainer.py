@@ -17,14 +17,6 @@ from planted import keep_rows, planted_dataset
 TINY = {"hidden_size": 8, "lr": 3e-3, "batch_size": 64, "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the CI machine's two cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def planted():

@@ -28,13 +28,6 @@ def test_every_registered_model_is_covered():
     assert set(SMALL) == set(models.REGISTRY)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
