@@ -63,6 +63,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one on 127.0.0.1)")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1)")
     parser.add_argument("--progress-seconds", type=float, default=defaults.progress_seconds)
+    parser.add_argument("--pretrained", default=None, metavar="{pretrain,none,PATH}",
+                        help="where GATs/HIST/IGMTF trials start: 'pretrain' (default) trains the LSTM/GRU base once "
+                             "per search (registry defaults, at most --max-epochs epochs), 'none' random weights, "
+                             "or a base file (our checkpoint or Qlib's .pkl); trials whose size differs from the "
+                             "base's start from random weights. Ignored by the other models")
     parser.add_argument("--resume", action="store_true",
                         help="continue the search --storage-path/--name instead of starting one")
 
@@ -85,7 +90,7 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, sampler=args.sampler,
         seed=args.seed, metric=args.metric, storage_path=args.storage_path, name=args.name,
         max_failures=args.max_failures, reuse_actors=args.reuse_actors, address=args.address,
-        dashboard=args.dashboard, progress_seconds=args.progress_seconds)
+        dashboard=args.dashboard, progress_seconds=args.progress_seconds, pretrained=args.pretrained)
 
 
 def run_main(args: argparse.Namespace) -> int:

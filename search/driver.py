@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import ray
+import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -25,6 +26,7 @@ from ray.tune.schedulers import ASHAScheduler
 import spaces
 from search import export as exporting
 from search import results
+from search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
 from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
 from search.data import describe, open_dataset
 from search.options import SearchOptions
@@ -54,11 +56,14 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions) -> Any:
-    """The trial function bound to the shared dataset and this model's space, with its resources."""
+def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions,
+               bases: dict[str, Base] | None = None) -> Any:
+    """The trial function bound to the shared dataset, this model's space and its pretrained bases, with its
+    resources."""
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
     bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, max_epochs=options.max_epochs,
-                                 metric=options.metric, threads=max(1, int(options.cpus_per_trial)), device=device)
+                                 metric=options.metric, threads=max(1, int(options.cpus_per_trial)), device=device,
+                                 bases={kind: base.to_dict() for kind, base in (bases or {}).items()})
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
 
 
@@ -95,7 +100,7 @@ def _tune_environment() -> Iterator[None]:
 
 
 def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
-           stream: TextIO | None) -> tune.Tuner:
+           stream: TextIO | None, bases: dict[str, Base]) -> tune.Tuner:
     searcher = StudySearch(space, options.metric, run_dir, make_sampler(options.sampler, options.seed, options.samples))
     scheduler = ASHAScheduler(time_attr="epoch", metric=options.metric, mode="max", max_t=options.max_epochs,
                               grace_period=options.grace_epochs, reduction_factor=options.reduction_factor)
@@ -103,7 +108,7 @@ def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_r
                  TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, options.metric),
                  CSVLoggerCallback(), JsonLoggerCallback()]
     return tune.Tuner(
-        _trainable(dataset_ref, space, options),
+        _trainable(dataset_ref, space, options, bases),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
                                     max_concurrent_trials=options.max_concurrent, reuse_actors=options.reuse_actors,
                                     trial_dirname_creator=_trial_dirname),
@@ -115,25 +120,41 @@ def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_r
 
 
 def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
-    """Search every model of ``options``; returns the run directories. Everything is validated before Ray starts."""
+    """Search every model of ``options``; returns the run directories. Everything is validated before Ray starts.
+
+    GATs, HIST and IGMTF get their pretrained bases first (``search.pretrained``: each base kind trained once
+    per search, in the driver, before that model's trials), recorded in the run directory's ``bases.yaml``."""
     out = stream or sys.stdout
     model_spaces = options.validate()
+    for model, space in model_spaces.items():
+        if (options.run_dir(model) / TUNE_DIR).exists():
+            raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
+                              f"pick --name")
+    if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
+        out.write(f"note: --pretrained {options.pretrained} is ignored: {', '.join(model_spaces)} start from random "
+                  f"weights (only GATs, HIST and IGMTF start from an LSTM/GRU base)\n")
     ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark)
     data = describe(ds)
     start_ray(options.address, options.dashboard)
     dataset_ref = ray.put(ds)
+    base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    trained: dict[str, Base] = {}
+    model_bases = {}
+    for model, space in model_spaces.items():
+        run_dir = options.run_dir(model)
+        write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
+        model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs, options.seed,
+                                           base_device, trained, out)
+        write_bases(run_dir, model_bases[model])
     del ds
     run_dirs = []
     for model, space in model_spaces.items():
-        run_dir = options.run_dir(model)
-        if (run_dir / TUNE_DIR).exists():
-            raise RunDirError(f"{run_dir} already holds a search; resume it (--resume / resume) or pick --name")
-        write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
+        run_dir, bases = options.run_dir(model), model_bases[model]
         out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}\n"
                   f"{space.describe()}\n")
         out.flush()
         with _tune_environment():
-            _tuner(run_dir, space, options, dataset_ref, stream).fit()
+            _tuner(run_dir, space, options, dataset_ref, stream, bases).fit()
         report(run_dir, out)
         run_dirs.append(run_dir)
         if _interrupted(run_dir, out):
@@ -172,7 +193,8 @@ def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
         out.write(f"[{manifest.model}] resuming {run_dir}\n")
         out.flush()
         with _tune_environment():
-            tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(dataset_ref, manifest.space, manifest.options),
+            trainable = _trainable(dataset_ref, manifest.space, manifest.options, read_bases(run_dir))
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)
             tuner.fit()
         report(run_dir, out)

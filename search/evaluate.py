@@ -7,6 +7,10 @@ segment), predicts the test segment and scores it: IC, ICIR, Rank IC, Rank ICIR 
 table (mean ± std over seeds; std with ddof 1, none for one seed), writes the same numbers to
 ``evaluation.yaml`` beside ``best.yaml`` and two plots: ``evaluation_returns.png`` (cumulative excess return with
 cost, searched vs default, and the benchmark) and ``evaluation_ic.png`` (daily IC).
+
+GATs, HIST and IGMTF start both configs from the search's pretrained base recorded in best.yaml (``bases``),
+each when its ``base_model`` and sizes match the base (else from random weights, said in the log and in
+evaluation.yaml); ``--pretrained`` (a base file, ``pretrain`` or ``none``) overrides that for both.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from datasets.storage import META
 from models.registry import get_spec, validate
 from search.backtest import BacktestConfig, BacktestReport, backtest
 from search.plots import plot_cumulative_excess, plot_daily_ic
+from search.pretrained import NONE, bases_from_dicts, choose
 from search.signal import SignalMetrics, signal_metrics
 
 METRICS = ("IC", "ICIR", "Rank IC", "Rank ICIR", "annualized_return", "information_ratio", "max_drawdown")
@@ -57,6 +62,7 @@ class ConfigResult:
 
     hyperparameters: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
+    pretrained: str | None = None  # GATs/HIST/IGMTF: the base file it started from, or "none (...)"
 
     def mean(self, key: str) -> float:
         return statistics.fmean(run.metrics[key] for run in self.runs)
@@ -174,6 +180,7 @@ def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset,
                      "limit_threshold": config.limit_threshold, "trade_unit": config.trade_unit,
                      "annual_days": config.annual_days},
         "configs": {label: {"hyperparameters": result.hyperparameters,
+                            **({"pretrained": result.pretrained} if result.pretrained is not None else {}),
                             "mean": {key: result.mean(key) for key in METRICS},
                             "std": {key: result.std(key) for key in METRICS},
                             "runs": [{"seed": run.seed, "best_epoch": run.best_epoch, "epochs": run.epochs,
@@ -204,11 +211,15 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
     for label, result in results.items():
         if label == "default" and same:
-            result.runs = results["searched"].runs
+            result.runs, result.pretrained = results["searched"].runs, results["searched"].pretrained
             log(f"{model} default: the searched config is Qlib's default; its runs are reused")
             continue
+        run_options = dict(options)
+        if get_spec(model).pretrained_base:
+            result.pretrained = _start(model, result.hyperparameters, best, best_path, run_options)
+            log(f"{model} {label}: starts from {result.pretrained}")
         for seed in range(seeds):
-            run = train_and_score(model, result.hyperparameters, seed, ds, config, epochs, options)
+            run = train_and_score(model, result.hyperparameters, seed, ds, config, epochs, run_options)
             result.runs.append(run)
             log(f"{model} {label} seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
                 f"IC {run.metrics['IC']:.4f}, annualized excess {run.metrics['annualized_return']:.4f}, "
@@ -234,6 +245,31 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     return record
 
 
+def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], best_path: Path,
+           options: dict[str, Any]) -> str:
+    """Where a GATs/HIST/IGMTF config starts: ``options["pretrained"]`` when given (``none`` → random start),
+    else best.yaml's base when the config fits it. Sets ``options["pretrained"]`` for ``models.fit``; returns
+    what evaluation.yaml records."""
+    given = options.get("pretrained")
+    if given == NONE:
+        options.pop("pretrained")
+        return NONE
+    if given is not None:
+        return str(given)
+    try:
+        bases = bases_from_dicts(best.get("bases"))
+    except TypeError:
+        raise ValueError(f"{best_path}: bases: expected kind → {{kind, d_feat, hidden_size, num_layers, path, qlib_path}}; got "
+                         f"{best.get('bases')!r}") from None
+    path, start = choose(bases, full_config(model, hyperparameters))
+    if path is not None:
+        if not Path(path).is_file():
+            raise ValueError(f"{best_path}: bases: the {hyperparameters.get('base_model')} base {path} no longer exists "
+                             f"(pass --pretrained PATH, pretrain or none)")
+        options["pretrained"] = path
+    return start
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``evaluate`` subcommand's arguments."""
     parser.add_argument("best", type=Path, help="best.yaml written by `python -m search run`/`export`")
@@ -242,7 +278,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="seeds per config (0..K-1), mean ± std (default 1)")
     parser.add_argument("--epochs", type=int, help="cap n_epochs of both configs (quick looks only)")
     parser.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
-    parser.add_argument("--pretrained", help="GATs/HIST/IGMTF base: an LSTM/GRU state_dict path or 'pretrain'")
+    parser.add_argument("--pretrained", help="GATs/HIST/IGMTF base for both configs: an LSTM/GRU state_dict path, "
+                        "'pretrain' or 'none' (default: the search's base from best.yaml, where a config fits it)")
     parser.add_argument("--out", type=Path, help="where evaluation.yaml and the plots go (default: beside best.yaml)")
 
 

@@ -35,6 +35,8 @@ class SearchOptions:
     ranges (``None`` per segment: the source's default; all ``None`` with ``data=None``: ``QUICK_SEGMENTS``).
     ``max_epochs`` caps every trial (the space's ``n_epochs`` still applies when smaller); ASHA stops trials at
     rungs ``grace_epochs · reduction_factor^k``. ``storage_path/name/<model>`` is each model's run directory.
+    ``pretrained`` is where GATs, HIST and IGMTF trials start (``search.pretrained``): ``"pretrain"`` (what
+    ``None``, the default, means), ``"none"`` or a base file; the row models ignore it.
     """
 
     models: list[str] = field(default_factory=lambda: ["lstm"])
@@ -60,6 +62,7 @@ class SearchOptions:
     address: str | None = None
     dashboard: bool = False
     progress_seconds: float = 10.0
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -106,7 +109,20 @@ class SearchOptions:
         for segment, span in self.segments.items():
             if span is not None and (len(span) != 2 or not all(isinstance(x, str) and x for x in span)):
                 raise OptionError(f"--{segment}: expected START:END dates; got {span!r}")
+        if self.pretrained is not None and not (isinstance(self.pretrained, str) and self.pretrained):
+            raise OptionError(f"--pretrained must be pretrain, none or a file; got {self.pretrained!r}")
+        if self.uses_base_file and any(models.REGISTRY[name].pretrained_base for name in self.models):
+            from search.pretrained import read_base
+            try:
+                read_base(self.pretrained)
+            except (FileNotFoundError, ValueError) as error:
+                raise OptionError(f"--pretrained: {error}") from None
         return {name: spaces.load(self.space_files.get(name, name), model=name) for name in self.models}
+
+    @property
+    def uses_base_file(self) -> bool:
+        """Whether ``pretrained`` names a base file (not ``pretrain``/``none``/unset)."""
+        return self.pretrained not in (None, "pretrain", "none")
 
     @property
     def search_dir(self) -> Path:

@@ -29,6 +29,7 @@ class TrialRecord:
     best_valid_ic: float
     best_valid_loss: float
     checkpoint: Path | None
+    pretrained: str | None = None  # the base file the trial started from, "none (...)", or None (not reported)
 
     def best(self, metric: str) -> float:
         return self.best_valid_ic if metric == "valid_ic" else self.best_score
@@ -59,7 +60,8 @@ def read_trials(run_dir: Path, manifest: Manifest) -> list[TrialRecord]:
             epochs=int(result.get("epoch", 0)), best_epoch=int(result.get("best_epoch", 0)),
             best_score=float(result.get("best_score", math.nan)),
             best_valid_ic=float(result.get("best_valid_ic", math.nan)),
-            best_valid_loss=float(result.get("best_valid_loss", math.nan)), checkpoint=checkpoint))
+            best_valid_loss=float(result.get("best_valid_loss", math.nan)), checkpoint=checkpoint,
+            pretrained=result.get("pretrained")))
     return records
 
 

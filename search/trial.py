@@ -9,6 +9,11 @@ The best state so far is checkpointed (``model.pt`` from ``Trainer.save`` plus `
 report of the epoch that reached it. A retried trial (its worker died) restarts from that checkpoint: the best
 weights, the epoch count and the best numbers carry over; the optimizer state does not.
 
+GATs, HIST and IGMTF start from the search's pretrained base (``search.pretrained``) when the trial's
+``base_model`` and sizes match it, else from random weights; every report carries ``pretrained``: the base
+file loaded, ``none``, or ``none (shape mismatch: ...)``. A trial restored from its own checkpoint keeps its
+restored weights: the base is not loaded over them.
+
 A non-finite value of the searched metric stops the trial at once (the callback returns ``True``); the report
 carries it, so the driver records the trial as failed. It is not raised as an error, so Tune does not retry it.
 """
@@ -26,6 +31,7 @@ import torch
 from ray import tune
 
 import models
+from search.pretrained import bases_from_dicts, choose
 from spaces import Space
 
 MODEL_FILE = "model.pt"
@@ -37,11 +43,12 @@ def _finite(value: Any) -> bool:
 
 
 def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epochs: int, metric: str,
-                threads: int, device: str) -> None:
+                threads: int, device: str, bases: dict[str, dict[str, Any]] | None = None) -> None:
     """Train one configuration of ``space.model`` on ``dataset`` and report every epoch to Tune.
 
     ``config`` is Tune's trial config (the searched values); ``dataset`` arrives from the object store (its
-    arrays are read-only and shared, never copied). ``max_epochs`` caps the space's ``n_epochs``.
+    arrays are read-only and shared, never copied). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
+    are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start).
     """
     torch.set_num_threads(max(1, threads))
     for name in ("ray.train", "ray.tune"):  # one INFO line per saved checkpoint is noise in the driver's output
@@ -49,19 +56,22 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epoch
     hyperparameters = space.hyperparameters(config)
     n_epochs = min(int(hyperparameters.get("n_epochs", max_epochs)), max_epochs)
     early_stop = int(hyperparameters.get("early_stop", n_epochs))
+    base_path, start = choose(bases_from_dicts(bases), models.registry.validate(models.get_spec(space.model),
+                                                                               hyperparameters))
     state = {"epoch": 0, "best_epoch": 0, "best_score": math.nan, "best_valid_ic": math.nan,
-             "best_valid_loss": math.nan}
+             "best_valid_loss": math.nan, "pretrained": start}
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = json.loads((Path(directory) / STATE_FILE).read_text())
+            state = {"pretrained": start, **json.loads((Path(directory) / STATE_FILE).read_text())}
             _, _, net = models.load_checkpoint(Path(directory) / MODEL_FILE)
+        base_path = None  # the restored weights already hold the base's start; loading it again would undo them
     remaining = n_epochs - state["epoch"]
     if remaining <= 0:
         return
     run_hp = {**hyperparameters, "n_epochs": remaining}
-    built, config_ = models.from_hyperparameters(space.model, run_hp, device=device)
+    built, config_ = models.from_hyperparameters(space.model, run_hp, device=device, pretrained=base_path)
     if checkpoint is None:
         net = built
     trainer = models.Trainer(net, config_, getattr(dataset, "concepts", None), name=space.model,

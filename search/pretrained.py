@@ -1,0 +1,209 @@
+"""The pretrained LSTM/GRU base that GATs, HIST and IGMTF start from, as Qlib's published configs do.
+
+``--pretrained`` takes three forms:
+
+* ``pretrain`` (the default): before the trials start, the driver trains each base the model's space can ask
+  for (``base_model``: its choices when searched, else its value) once per search, on the search's dataset,
+  with the LSTM/GRU registry defaults (Qlib's Alpha360 LSTM/GRU config: d_feat 6, hidden_size 64, 2 layers)
+  and ``n_epochs`` capped at ``--max-epochs``. It is saved in the run directory as ``base_<lstm|gru>.pt`` (our
+  checkpoint) and ``base_<lstm|gru>.pkl`` (a plain state_dict with Qlib's ``LSTMModel``/``GRUModel`` names,
+  for ``model_path`` in ``best_qlib.yaml``).
+* a path: that file (our checkpoint, or a Qlib ``.pkl`` state_dict) is the base. It must exist and load as an
+  LSTM/GRU state_dict before anything starts; a plain-state_dict copy goes into the run directory as above.
+* ``none``: every trial starts from random weights.
+
+Shape rule: one base serves every trial, so a trial whose ``base_model``, ``d_feat``, ``hidden_size`` or
+``num_layers`` differs from the base's starts from random weights and records
+``none (shape mismatch: ...)`` as its ``pretrained`` result instead of the base's path (training a base per
+trial shape would cost as much as the trials). Qlib itself can only load the default-size base
+(``LSTMModel()`` with 6/64/2), so the same rule keeps ``best_qlib.yaml`` loadable.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+import models
+from models.registry import validate
+from search.rundir import dump_yaml, read_yaml
+from spaces import Conditional, Space
+
+PRETRAIN = "pretrain"
+NONE = "none"
+KINDS = ("LSTM", "GRU")
+_LAYER = re.compile(r"^rnn\.weight_ih_l(\d+)$")
+
+
+@dataclass(frozen=True)
+class Base:
+    """One LSTM/GRU base: its shape, the file trials load (``path``) and the plain state_dict for Qlib."""
+
+    kind: str  # "LSTM" | "GRU", as the models' base_model
+    d_feat: int
+    hidden_size: int
+    num_layers: int
+    path: str
+    qlib_path: str
+
+    def mismatch(self, hyperparameters: dict[str, Any]) -> str | None:
+        """Why a trial of these (full, flat) hyperparameters cannot start from this base; ``None`` if it can."""
+        differences = [f"{key} {hyperparameters.get(key)} vs base {getattr(self, key)}"
+                       for key in ("d_feat", "hidden_size", "num_layers")
+                       if hyperparameters.get(key) != getattr(self, key)]
+        return ", ".join(differences) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def base_shape(state: dict[str, torch.Tensor], source: str) -> tuple[str, int, int, int]:
+    """``(kind, d_feat, hidden_size, num_layers)`` of an LSTM/GRU state_dict (Qlib's names: ``rnn.*``).
+
+    The kind comes from the gate rows of ``rnn.weight_ih_l0`` (4·H for an LSTM, 3·H for a GRU). Raises
+    ``ValueError`` naming ``source`` when the tensors are not such a base."""
+    layers = sorted(int(match.group(1)) for key in state if (match := _LAYER.match(key)))
+    if not layers or "rnn.weight_hh_l0" not in state:
+        raise ValueError(f"{source}: not an LSTM/GRU base (no rnn.weight_ih_l0 / rnn.weight_hh_l0; "
+                         f"has {', '.join(sorted(state)[:4]) or 'nothing'})")
+    hidden = int(state["rnn.weight_hh_l0"].shape[1])
+    gates = int(state["rnn.weight_ih_l0"].shape[0]) // max(hidden, 1)
+    kinds = {4: "LSTM", 3: "GRU"}
+    if gates not in kinds or layers != list(range(len(layers))):
+        raise ValueError(f"{source}: rnn.weight_ih_l0 {list(state['rnn.weight_ih_l0'].shape)} with hidden size "
+                         f"{hidden} is neither an LSTM nor a GRU base")
+    return kinds[gates], int(state["rnn.weight_ih_l0"].shape[1]), hidden, len(layers)
+
+
+def read_base(path: str | Path) -> tuple[dict[str, torch.Tensor], tuple[str, int, int, int]]:
+    """The base's tensors (on CPU, read safely) and shape from a file; one-line ``FileNotFoundError`` /
+    ``ValueError`` naming the file otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    state = models.read_state_dict(path)
+    return state, base_shape(state, str(path))
+
+
+def base_kinds(space: Space) -> list[str]:
+    """The base models a search of ``space`` can ask for: ``base_model``'s choices when searched (every case of
+    a conditional one), else its fixed/default value. Empty for models without a pretrained base."""
+    spec = models.get_spec(space.model)
+    if not spec.pretrained_base:
+        return []
+    param = space.params.get("base_model")
+    if param is None:
+        return [validate(spec, space.default)["base_model"]]
+    cases = [dist for _, dist in param.cases] if isinstance(param, Conditional) else [param]
+    return [kind for kind in KINDS if any(kind in dist.choices for dist in cases)]
+
+
+def _save_plain(state: dict[str, torch.Tensor], target: Path) -> None:
+    """Write the ``rnn.*``/``fc_out.*`` tensors as a plain state_dict (what Qlib's ``model_path`` loads)."""
+    torch.save({key: value for key, value in state.items() if key.startswith(("rnn.", "fc_out."))}, target)
+
+
+def pretrain_base(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | None, device: str,
+                  label: str, out: TextIO) -> Base:
+    """Train the ``kind`` base with its registry defaults (``n_epochs`` capped at ``max_epochs``) on ``ds``;
+    save ``base_<kind>.pt`` and ``.pkl`` in ``run_dir``; print a line when it starts and when it ends."""
+    name = kind.lower()
+    defaults = models.REGISTRY[name].defaults
+    epochs = min(int(defaults["n_epochs"]), max_epochs)
+    out.write(f"[{label}] pretraining the {kind} base (hidden_size {defaults['hidden_size']}, num_layers "
+              f"{defaults['num_layers']}, registry defaults) for at most {epochs} epochs on {device}\n")
+    out.flush()
+    began = time.perf_counter()
+    trainer, fit = models.fit(name, ds, {"n_epochs": epochs, "seed": seed}, device=device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path, qlib_path = run_dir / f"base_{name}.pt", run_dir / f"base_{name}.pkl"
+    trainer.save(path)
+    _save_plain(trainer.net.state_dict(), qlib_path)
+    best = next((m for m in fit.history if m.epoch == fit.best_epoch), fit.history[-1])
+    out.write(f"[{label}] {kind} base: {len(fit.history)} epochs, best epoch {fit.best_epoch}: valid loss "
+              f"{best.valid_loss:.4f}, valid IC {best.valid_ic:.4f} ({time.perf_counter() - began:.0f} s); "
+              f"saved {path.name}, {qlib_path.name}\n")
+    out.flush()
+    _, shape = read_base(path)
+    return Base(*shape, path=str(path), qlib_path=str(qlib_path))
+
+
+def copy_base(base: Base, run_dir: Path) -> Base:
+    """The same base for another model's run directory (one base per search; each run directory whole)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path, qlib_path = run_dir / Path(base.path).name, run_dir / Path(base.qlib_path).name
+    shutil.copyfile(base.path, path)
+    shutil.copyfile(base.qlib_path, qlib_path)
+    return Base(base.kind, base.d_feat, base.hidden_size, base.num_layers, str(path), str(qlib_path))
+
+
+def given_base(path: str | Path, run_dir: Path) -> Base:
+    """A base from a user's file: trials load the file itself; its plain state_dict goes to ``run_dir``."""
+    path = Path(path).expanduser().resolve()
+    state, shape = read_base(path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    qlib_path = run_dir / f"base_{shape[0].lower()}.pkl"
+    _save_plain(state, qlib_path)
+    return Base(*shape, path=str(path), qlib_path=str(qlib_path))
+
+
+def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max_epochs: int, seed: int | None,
+                  device: str, trained: dict[str, Base], out: TextIO) -> dict[str, Base]:
+    """The bases of one model's search (kind → ``Base``), made before its trials start.
+
+    ``setting`` is ``--pretrained`` (``None``: the default, ``pretrain``). ``trained`` holds the bases this
+    search has already pretrained (filled in here), so that each kind is trained once per search."""
+    kinds = base_kinds(space)
+    if not kinds or setting == NONE:
+        return {}
+    if setting not in (None, PRETRAIN):
+        base = given_base(setting, run_dir)
+        return {base.kind: base}
+    bases = {}
+    for kind in kinds:
+        if kind in trained:
+            bases[kind] = copy_base(trained[kind], run_dir)
+        else:
+            bases[kind] = trained[kind] = pretrain_base(kind, ds, run_dir, max_epochs, seed, device,
+                                                        space.model, out)
+    return bases
+
+
+def choose(bases: dict[str, Base], hyperparameters: dict[str, Any]) -> tuple[str | None, str]:
+    """``(path to load or None, what the trial records as its start)`` for one trial's full flat
+    hyperparameters: the base's path, ``none``, or ``none (shape mismatch: ...)``."""
+    if not bases:
+        return None, NONE
+    kind = hyperparameters.get("base_model")
+    base = bases.get(kind)
+    if base is None:
+        return None, f"{NONE} (no {kind} base; the base is {', '.join(bases)})"
+    reason = base.mismatch(hyperparameters)
+    if reason is not None:
+        return None, f"{NONE} (shape mismatch: {reason})"
+    return base.path, base.path
+
+
+def bases_from_dicts(data: dict[str, Any] | None) -> dict[str, Base]:
+    """``Base`` objects back from ``{kind: Base.to_dict()}`` (as best.yaml and the run's bases file hold them)."""
+    return {kind: Base(**fields) for kind, fields in (data or {}).items()}
+
+
+BASES_FILE = "bases.yaml"
+
+
+def write_bases(run_dir: Path, bases: dict[str, Base]) -> None:
+    """Record the run's bases (``bases.yaml``) so that a resumed search and the export see the same ones."""
+    dump_yaml({kind: base.to_dict() for kind, base in bases.items()}, Path(run_dir) / BASES_FILE)
+
+
+def read_bases(run_dir: Path) -> dict[str, Base]:
+    """The run's bases from ``bases.yaml``; empty when the run has none (random start, or a row model)."""
+    path = Path(run_dir) / BASES_FILE
+    return bases_from_dicts(read_yaml(path)) if path.is_file() else {}
