@@ -6,6 +6,12 @@ One real search (Ray Tune, two GATs trials of one epoch on a tiny planted datase
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +158,48 @@ def _write(path: Path, content: bytes) -> Path:
 def _save(path: Path, state: dict) -> Path:
     torch.save(state, path)
     return path
+
+
+@pytest.mark.slow
+def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base(tmp_path) -> None:
+    """The base file turns to NaN between the first checkpoint and the worker's death: a retry that loaded the
+    base again would report NaN and fail; one that keeps its restored weights finishes."""
+    data = tmp_path / "data"
+    datasets.save(planted_dataset(n_days=220, n_stocks=120, seed=4), data)
+    space = tmp_path / "gats.yaml"
+    space.write_text(GATS_SPACE.replace("choices: [1.0e-7, 2.0e-7]", "choices: [1.0e-3]").replace("1.0e-7}", "1.0e-3}"))
+    base_file = _save(tmp_path / "base.pkl", models.build("lstm").state_dict())
+    options = SearchOptions(models=["gats"], space_files={"gats": str(space)}, data=str(data), samples=1,
+                            max_epochs=4, grace_epochs=4, max_failures=2, sampler="random", seed=5,
+                            storage_path=str(tmp_path / "runs"), name="retry", progress_seconds=60.0,
+                            pretrained=str(base_file))
+    run_dir = options.run_dir("gats")
+    killed: list[int] = []
+
+    def poison_base_then_kill_worker() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            results = list((run_dir / "tune").glob("trial_*/result.json"))
+            if results and list((run_dir / "tune").glob("trial_*/checkpoint_*/model.pt")):
+                rows = [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
+                if rows:
+                    _save(base_file, {key: torch.full_like(value, math.nan)
+                                      for key, value in models.read_state_dict(base_file).items()})
+                    os.kill(rows[0]["pid"], signal.SIGKILL)
+                    killed.append(rows[0]["pid"])
+                    return
+            time.sleep(0.2)
+
+    driver.start_ray(num_cpus=2)
+    try:
+        killer = threading.Thread(target=poison_base_then_kill_worker)
+        killer.start()
+        driver.run(options)
+        killer.join()
+    finally:
+        ray.shutdown()
+    assert killed, "the worker was never killed"
+    [record] = read_trials(run_dir, read_manifest(run_dir))
+    assert record.outcome == "finished" and record.epochs == 4
+    assert record.pretrained == str(base_file)
+    assert math.isfinite(record.best_valid_ic)
