@@ -2,7 +2,8 @@
 
 ``python -m search run|resume|export`` (``search.cli``); from code ``search.driver.run(SearchOptions(...))``.
 Modules, in the order data flows: ``options`` (what to search, validated before Ray starts), ``data`` (the
-dataset, prepared once), ``searcher`` (Optuna behind Tune), ``trial`` (the trial function), ``callbacks``
+dataset, prepared once), ``pretrained`` (the LSTM/GRU base of GATs/HIST/IGMTF, trained once per search
+before their trials, or a given file), ``searcher`` (Optuna behind Tune), ``trial`` (the trial function), ``callbacks``
 (NaN stopper, progress, TensorBoard), ``driver`` (the Tuner, run/resume/export), ``results`` and ``export``
 (best trial → ``best.yaml``, ``best_qlib.yaml``), ``rundir`` (the layout of a run directory).
 

@@ -131,8 +131,8 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
             raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
                               f"pick --name")
     if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
-        out.write(f"note: --pretrained {options.pretrained} is ignored: {', '.join(model_spaces)} start from random "
-                  f"weights (only GATs, HIST and IGMTF start from an LSTM/GRU base)\n")
+        out.write(f"note: --pretrained {options.pretrained} is ignored: no searched model ({', '.join(model_spaces)}) "
+                  f"starts from an LSTM/GRU base (only GATs, HIST and IGMTF do)\n")
     ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark)
     data = describe(ds)
     start_ray(options.address, options.dashboard)
