@@ -164,6 +164,9 @@ def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max
         return {}
     if setting not in (None, PRETRAIN):
         base = given_base(setting, run_dir)
+        if base.kind not in kinds:
+            out.write(f"note: [{space.model}] the base {setting} is a {base.kind}, but the space asks for "
+                      f"base_model {', '.join(kinds)}: its trials start from random weights\n")
         return {base.kind: base}
     bases = {}
     for kind in kinds:

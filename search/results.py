@@ -78,16 +78,26 @@ def summary_table(records: list[TrialRecord], space_params: list[str], metric: s
         value = record.best(metric)
         return (0, -value) if finite(value) else (1, 0.0)
 
-    header = ["trial", "outcome", "epochs", "best ep", "best valid_ic", "best valid_loss", *space_params]
+    starts = any(record.pretrained is not None for record in records)  # GATs/HIST/IGMTF: base or random start
+    header = ["trial", "outcome", "epochs", "best ep", "best valid_ic", "best valid_loss", *space_params,
+              *(["start"] if starts else [])]
     rows = []
     for record in sorted(records, key=key):
         rows.append([record.trial_id, record.outcome, str(record.epochs), str(record.best_epoch),
                      _number(record.best_valid_ic), _number(record.best_valid_loss),
-                     *(_number(record.hyperparameters.get(name)) for name in space_params)])
+                     *(_number(record.hyperparameters.get(name)) for name in space_params),
+                     *([_start(record.pretrained)] if starts else [])])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _start(pretrained: str | None) -> str:
+    """``base`` for a trial that started from the pretrained base, else its ``none ...`` note (``-``: unknown)."""
+    if pretrained is None:
+        return "-"
+    return pretrained if pretrained.startswith("none") else "base"
 
 
 def _number(value: Any) -> str:

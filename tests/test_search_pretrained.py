@@ -203,3 +203,18 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
     assert record.outcome == "finished" and record.epochs == 4
     assert record.pretrained == str(base_file)
     assert math.isfinite(record.best_valid_ic)
+
+
+def test_the_summary_table_says_where_each_trial_started() -> None:
+    from search.results import TrialRecord, summary_table
+    common = dict(outcome="finished", hyperparameters={"hidden_size": 64}, epochs=1, best_epoch=1, best_score=0.1,
+                  best_valid_ic=0.1, best_valid_loss=1.0, checkpoint=None)
+    table = summary_table([TrialRecord("a", **common, pretrained="/runs/base_lstm.pt"),
+                           TrialRecord("b", **{**common, "best_valid_ic": 0.0},
+                                       pretrained="none (shape mismatch: hidden_size 8 vs base 64)")],
+                          ["hidden_size"], "valid_ic")
+    header, _, first, second = table.splitlines()
+    assert header.split()[-1] == "start"
+    assert first.split()[0] == "a" and first.rstrip().endswith("base")
+    assert second.split()[0] == "b" and second.rstrip().endswith("none (shape mismatch: hidden_size 8 vs base 64)")
+    assert "start" not in summary_table([TrialRecord("c", **common)], ["hidden_size"], "valid_ic")
