@@ -259,13 +259,13 @@ def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], be
     try:
         bases = bases_from_dicts(best.get("bases"))
     except TypeError:
-        raise ValueError(f"{best_path}: bases: expected kind → {{kind, d_feat, hidden_size, num_layers, path, qlib_path}}; got "
-                         f"{best.get('bases')!r}") from None
+        raise ValueError(f"{best_path}: bases: expected kind → {{kind, d_feat, hidden_size, num_layers, path, "
+                         f"qlib_path}}; got {best.get('bases')!r}") from None
     path, start = choose(bases, full_config(model, hyperparameters))
     if path is not None:
         if not Path(path).is_file():
-            raise ValueError(f"{best_path}: bases: the {hyperparameters.get('base_model')} base {path} no longer exists "
-                             f"(pass --pretrained PATH, pretrain or none)")
+            raise ValueError(f"{best_path}: bases: the {hyperparameters.get('base_model')} base {path} no longer "
+                             f"exists (pass --pretrained PATH, pretrain or none)")
         options["pretrained"] = path
     return start
 

@@ -56,15 +56,18 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epoch
     hyperparameters = space.hyperparameters(config)
     n_epochs = min(int(hyperparameters.get("n_epochs", max_epochs)), max_epochs)
     early_stop = int(hyperparameters.get("early_stop", n_epochs))
-    base_path, start = choose(bases_from_dicts(bases), models.registry.validate(models.get_spec(space.model),
-                                                                               hyperparameters))
-    state = {"epoch": 0, "best_epoch": 0, "best_score": math.nan, "best_valid_ic": math.nan,
-             "best_valid_loss": math.nan, "pretrained": start}
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": math.nan, "best_valid_ic": math.nan,
+                             "best_valid_loss": math.nan}
+    base_path = None
+    spec = models.get_spec(space.model)
+    if spec.pretrained_base:
+        full = models.registry.validate(spec, hyperparameters)
+        base_path, state["pretrained"] = choose(bases_from_dicts(bases), full)
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = {"pretrained": start, **json.loads((Path(directory) / STATE_FILE).read_text())}
+            state.update(json.loads((Path(directory) / STATE_FILE).read_text()))
             _, _, net = models.load_checkpoint(Path(directory) / MODEL_FILE)
         base_path = None  # the restored weights already hold the base's start; loading it again would undo them
     remaining = n_epochs - state["epoch"]

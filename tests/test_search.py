@@ -96,6 +96,8 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     assert best["data"]["segments"]["train"] == list(datasets.load(planted_dir).segments["train"])
     assert best["validation"]["valid_ic"] > 0.1 and 1 <= best["validation"]["best_epoch"] <= 3
     assert best["trial_id"] in {record.trial_id for record in records}
+    assert "pretrained" not in best and all(record.pretrained is None for record in records)  # no base for LSTM
+    assert not list(run_dir.glob("base_*"))
     name, hyperparameters, net = models.load_checkpoint(best["checkpoint"])
     assert name == "lstm" and hyperparameters["hidden_size"] == best["hyperparameters"]["hidden_size"]
 

@@ -136,7 +136,8 @@ def test_a_gru_base_is_told_from_an_lstm_by_its_gate_rows() -> None:
 @pytest.mark.parametrize("make, message", [
     (lambda tmp: tmp / "missing.pkl", "--pretrained: {path} does not exist"),
     (lambda tmp: _write(tmp / "notes.txt", b"not torch"), "--pretrained: {path}: not a torch state_dict"),
-    (lambda tmp: _save(tmp / "tcn.pkl", models.build("tcn").state_dict()), "--pretrained: {path}: not an LSTM/GRU base"),
+    (lambda tmp: _save(tmp / "tcn.pkl", models.build("tcn").state_dict()),
+     "--pretrained: {path}: not an LSTM/GRU base"),
 ])
 def test_a_bad_base_file_is_refused_in_one_line_before_anything_starts(make, message, tmp_path, capsys,
                                                                        monkeypatch) -> None:
