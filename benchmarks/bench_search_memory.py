@@ -89,7 +89,6 @@ def measure(variant: str, trials: int, data: Path) -> dict:
     """Child process: one search of ``trials`` concurrent one-epoch trials; returns the node's peak memory."""
     import ray
     import datasets
-    import spaces
     from search import driver
     from search.options import SearchOptions
 

@@ -136,7 +136,8 @@ def local_head() -> Iterator[LocalHead]:
         deadline = time.monotonic() + 180
         while True:
             if head.poll() is not None:
-                pytest.fail(f"ray start --head exited with {head.returncode}:\n{(scratch / 'head.log').read_text()[-3000:]}")
+                log_tail = (scratch / "head.log").read_text()[-3000:]
+                pytest.fail(f"ray start --head exited with {head.returncode}:\n{log_tail}")
             try:
                 if http_status(f"{dashboard}/api/version", token) == 200:
                     break
