@@ -81,15 +81,15 @@ def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_th
     driver_process.kill()
     driver_process.wait(timeout=30)
     run_dir = tmp_path / "runs" / "killed" / "lstm"
-    before = {trial: rows for trial, rows in ended_trials(run_dir).items()
-              if any(trial in line for line in ended_lines)}
+    reported = ended_trials(run_dir)  # every trial with a result when the driver died (more may have ended by then)
+    before = {trial: rows for trial, rows in reported.items() if any(trial in line for line in ended_lines)}
     assert len(before) >= 2
     assert not (run_dir / "best.yaml").exists()
     exported = subprocess.run([sys.executable, "-m", "search", "export", str(run_dir)], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr[-3000:]
     interrupted_best = yaml.safe_load((run_dir / "best.yaml").read_text())
-    assert interrupted_best["trial_id"] in before or interrupted_best["search"]["trials"].get("running")
+    assert interrupted_best["trial_id"] in reported
 
     resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(run_dir.parent)], cwd=ROOT,
                              capture_output=True, text=True, timeout=400)
