@@ -1,20 +1,16 @@
-"""Slow end-to-end searches: a killed driver resumed, a killed worker retried, a search sent with ``ray job submit``.
+"""Slow end-to-end searches: a killed driver resumed, a killed worker retried (``ray job submit``: test_job_submit).
 
 Run with ``pytest -m slow tests/test_search_slow.py``. Each drives real processes: the search CLI in a
-subprocess, Ray's own workers, a ``ray start --head`` on 127.0.0.1 (stopped by its process id, never with
-``ray stop``, which would stop every Ray on the machine).
+subprocess and Ray's own workers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -145,53 +141,3 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint(tmp_path)
     assert state  # the experiment state still lists the trial
     [record] = read_trials(run_dir, read_manifest(run_dir))
     assert record.outcome == "finished"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_ray_job_submit_runs_a_search_on_a_local_head(tmp_path) -> None:
-    data = save_planted(tmp_path, n_days=60, n_stocks=30)
-    space = write_space(tmp_path)
-    port, dashboard_port = free_port(), free_port()
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    head_log = (tmp_path / "head.log").open("w")
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--temp-dir={temp_dir}"],
-        stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # the dashboard (which serves the job API) comes up last
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", dashboard_port)) == 0:
-                    break
-            time.sleep(1)
-        # Ray's job CLI sends the token only in token mode; the token is the one `ray start` found in ~/.ray.
-        environment = {**os.environ, "RAY_AUTH_MODE": "token"}
-        # A fresh head may still lack its job agent, or lose the first working-dir upload (Ray's own races).
-        transient = ("Failed to download runtime_env", "try again later", "Connection refused")
-        for attempt in range(6):
-            name = f"job{attempt}"
-            submit = [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-                      "--working-dir", str(ROOT), "--",
-                      sys.executable, "-m", "search", "run", "--space", str(space), "--data", str(data),
-                      "--samples", "3", "--max-epochs", "2", "--storage-path", str(tmp_path / "runs"), "--name", name]
-            completed = subprocess.run(submit, capture_output=True, text=True, timeout=400, env=environment)
-            if completed.returncode == 0 or not any(t in completed.stdout + completed.stderr for t in transient):
-                break
-            time.sleep(5)
-        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-        assert "succeeded" in completed.stdout + completed.stderr
-        best = yaml.safe_load((tmp_path / "runs" / name / "lstm" / "best.yaml").read_text())
-        assert best["model"] == "lstm" and Path(best["checkpoint"]).is_file()
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
-        head_log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
