@@ -7,6 +7,7 @@ resources. A bad value raises ``OptionError`` with one line naming the option an
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,8 @@ import models
 import spaces
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+# Set by Ray in the environment of a driver started with `ray job submit`.
+RAY_JOB_ENVIRONMENT = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 METRICS = ("valid_ic", "score")
 # A bare ``python -m search run`` is a short real search: embedded data with a three-month training window.
 QUICK_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
@@ -96,6 +99,10 @@ class SearchOptions:
             raise OptionError(f"--gpus-per-trial above 1 must be a whole number; got {self.gpus_per_trial!r}")
         if self.max_concurrent is not None:
             _positive_int("--max-concurrent", self.max_concurrent)
+        if RAY_JOB_ENVIRONMENT in os.environ and not Path(self.storage_path).expanduser().is_absolute():
+            raise OptionError(f"--storage-path {self.storage_path} is relative, but this search runs as a Ray job, "
+                              f"whose working directory is Ray's temporary copy of the project: results would "
+                              f"vanish with the cluster; give an absolute path (on several nodes: one they share)")
         if self.max_failures < -1:
             raise OptionError(f"--max-failures must be ≥ 0 (or -1 for unlimited); got {self.max_failures}")
         if self.sampler not in SAMPLERS:

@@ -23,7 +23,7 @@ import models
 import spaces
 from search import driver
 from search.__main__ import main as search_main
-from search.options import SAMPLERS, SearchOptions
+from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, SearchOptions
 from search.results import read_trials
 from search.searcher import make_sampler
 from search.rundir import read_manifest
@@ -221,3 +221,12 @@ def test_every_sampler_proposes_valid_points_of_a_conditional_space(sampler: str
         models.registry.validate(models.REGISTRY["transformer"], space.hyperparameters(point))
         study.tell(trial, float(point["lr"]))
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
+
+
+def test_a_relative_storage_path_is_refused_inside_a_ray_job(capsys, tmp_path, monkeypatch) -> None:
+    """Under `ray job submit` the working directory is Ray's temporary copy: relative results would be lost."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(RAY_JOB_ENVIRONMENT, "{}")
+    assert search_main(["run", "--storage-path", "runs"]) == 2
+    assert "--storage-path runs is relative, but this search runs as a Ray job" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
