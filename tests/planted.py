@@ -7,8 +7,9 @@ day as Qlib's ``CSRankNorm`` does, test labels are raw, like a prepared dataset.
 (day, stock) rows are absent, so days have different sizes; the first ``lone_days`` days of every segment hold a
 single stock.
 
-Also here: ``keep_rows`` (a dataset restricted to some rows, e.g. to compare with NaN-labelled rows) and
-``first_days`` (the first days of each segment of a real prepared dataset, to keep tests fast).
+Also here: ``keep_rows`` (a dataset restricted to some rows, e.g. to compare with NaN-labelled rows),
+``first_days`` (the first days of each segment of a real prepared dataset, to keep tests fast) and
+``TINY_SPACE``, the two-point LSTM search space the search tests use.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ import pandas as pd
 from datasets import FEATURE_NAMES, PreparedDataset, SegmentArrays
 
 SIGNAL_COLUMNS = {"CLOSE0": 1.0, "OPEN0": 1.0, "CLOSE1": 0.5}
+
+# The default (lr 1e-2) learns the planted signal at once; lr 1e-7 cannot, so ASHA has something to cut.
+TINY_SPACE = """\
+model: lstm
+params:
+  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}
+  hidden_size: {type: int, low: 4, high: 8}
+fixed: {num_layers: 1, batch_size: 256, early_stop: 5, seed: 1}
+default: {lr: 1.0e-2, hidden_size: 8}
+"""
 
 
 def rank_normalise(values: np.ndarray, day_offsets: np.ndarray) -> np.ndarray:

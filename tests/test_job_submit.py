@@ -35,19 +35,11 @@ import pytest
 import yaml
 
 import datasets
-from planted import planted_dataset
+from planted import TINY_SPACE, planted_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-TINY_SPACE = """\
-model: lstm
-params:
-  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}
-  hidden_size: {type: int, low: 4, high: 8}
-fixed: {num_layers: 1, batch_size: 256, early_stop: 5, seed: 1}
-default: {lr: 1.0e-2, hidden_size: 8}
-"""
 # Answers of a fresh head that is not ready to take a job yet: its node agent is still starting, or the first
 # working-dir upload raced the agent (the job then fails before the entrypoint runs).
 NOT_READY = ("No available agent", "try again later", "Failed to download runtime_env", "Connection refused",

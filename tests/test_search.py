@@ -27,19 +27,10 @@ from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, SearchOptions
 from search.results import read_trials
 from search.searcher import make_sampler
 from search.rundir import read_manifest
-from planted import planted_dataset
+from planted import TINY_SPACE, planted_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The default (lr 1e-2) learns the planted signal at once; lr 1e-7 cannot, so ASHA has something to cut.
-TINY_SPACE = """\
-model: lstm
-params:
-  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}
-  hidden_size: {type: int, low: 4, high: 8}
-fixed: {num_layers: 1, batch_size: 256, early_stop: 5, seed: 1}
-default: {lr: 1.0e-2, hidden_size: 8}
-"""
 
 
 @pytest.fixture(scope="module")

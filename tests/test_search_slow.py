@@ -20,7 +20,7 @@ import ray
 import yaml
 
 import datasets
-from planted import planted_dataset
+from planted import TINY_SPACE, planted_dataset
 from search import driver
 from search.options import SearchOptions
 from search.results import read_trials
@@ -28,14 +28,6 @@ from search.rundir import read_manifest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-TINY_SPACE = """\
-model: lstm
-params:
-  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}
-  hidden_size: {type: int, low: 4, high: 8}
-fixed: {num_layers: 1, batch_size: 256, early_stop: 5, seed: 1}
-default: {lr: 1.0e-2, hidden_size: 8}
-"""
 
 
 def write_space(tmp_path: Path) -> Path:
