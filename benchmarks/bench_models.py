@@ -20,7 +20,8 @@ set-up. Both processes use ``--threads`` torch threads. The 1-minute load averag
 each model, so a reader sees how busy the shared machine was.
 
 ``--keep-from FILE`` (a ``--json`` file of an earlier run) fills the models not measured in this run from that
-run; their rows say when they were measured and have no amp column if that run had none.
+run; their rows say when they were measured and have no amp column if that run had none. ``--render-from FILE``
+measures nothing and only re-renders a run's ``--json`` results (the rows keep their measurement times).
 
     python benchmarks/bench_models.py [--models lstm gru ...] [--epochs 2] [--threads 1] [--no-record]
                                       [--json OUT.json] [--keep-from EARLIER.json]
@@ -192,6 +193,25 @@ def targets_summary(results: dict[str, dict[str, Any]]) -> str:
             f"With `amp=True` (bf16 autocast, opt-in; not the default): {verdict('ours_amp')}.")
 
 
+def amp_gap_summary(results: dict[str, dict[str, Any]]) -> str:
+    """Per model, the largest valid-loss gap amp vs full precision (same seed) next to Qlib vs ours (other seed)."""
+    cells = []
+    for name, r in results.items():
+        if "error" in r or "ours_amp" not in r:
+            continue
+        amp_gap = max(abs(a["valid_loss"] - o["valid_loss"]) for a, o in zip(r["ours_amp"]["epochs"],
+                                                                            r["ours"]["epochs"]))
+        seed_gap = max(abs(q["valid_loss"] - o["valid_loss"]) for q, o in zip(r["qlib"]["epochs"],
+                                                                             r["ours"]["epochs"]))
+        cells.append(f"{name} {amp_gap:.4f} / {seed_gap:.4f}" + (" (**amp gap larger**)" if amp_gap > seed_gap
+                                                                 else ""))
+    if not cells:
+        return ""
+    return ("Largest valid-loss gap per model over the epochs, amp vs full precision (same seed and shuffling) / "
+            "Qlib vs ours in full precision (different shuffling: one sample of seed noise): "
+            + "; ".join(cells) + ".")
+
+
 def curve_table(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, r in results.items():
@@ -246,6 +266,7 @@ def render(results: dict[str, dict[str, Any]], kept: dict[str, dict[str, Any]], 
         "ours and ours (eval_train) share one seed and shuffling stream, and amp shows what bf16 rounding "
         "changes). Scores are Qlib's: −loss for `loss` models, mean daily IC for `ic` models; the train score is "
         "over the whole training set in eval mode (Qlib every epoch, ours with `eval_train=True`).",
+        *([gaps] if (gaps := amp_gap_summary(shown)) else []),
         curve_table(shown)])
 
 
@@ -264,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every measured number to this JSON file")
     parser.add_argument("--keep-from", type=Path,
                         help="an earlier run's --json file: its models not measured here are shown, marked as kept")
+    parser.add_argument("--render-from", type=Path,
+                        help="measure nothing: render (and record) the results of an earlier run's --json file")
     parser.add_argument("--note", help="a sentence saying why rows are kept (shown only if some are)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -271,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("this CPU has no oneDNN bf16 kernels: the trainer would ignore amp=True, so the amp "
                          "column would be full precision in disguise")
     kept = load_kept(args.keep_from) if args.keep_from else {}
+    if args.render_from:
+        results = json.loads(args.render_from.read_text())
+        if not args.no_record:
+            report.write_section("bench_models", "Epoch time per model: ours vs Qlib", render(results, kept, args))
+        print(render(results, kept, args))
+        return 0 if all("error" not in r for r in results.values()) else 1
 
     with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp:
         scratch = Path(tmp)
