@@ -13,6 +13,18 @@ import pandas as pd  # noqa: E402
 ROLLING_DAYS = 20
 
 
+def _save(figure: plt.Figure, axes: plt.Axes, ylabel: str, title: str, path: Path) -> None:
+    """Zero line, labels and legend over dated x ticks; write the PNG to ``path`` and free the figure."""
+    axes.axhline(0.0, color="black", linewidth=0.5)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(loc="best")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot_cumulative_excess(excess: dict[str, pd.Series], bench: pd.Series, bench_name: str, path: Path,
                            title: str) -> None:
     """Cumulative (summed, as Qlib's risk analysis) daily excess return with cost of each configuration, and
@@ -21,14 +33,7 @@ def plot_cumulative_excess(excess: dict[str, pd.Series], bench: pd.Series, bench
     for label, series in excess.items():
         axes.plot(series.index, series.cumsum(), label=f"{label}: excess return with cost")
     axes.plot(bench.index, bench.cumsum(), color="grey", linestyle="--", label=f"benchmark: {bench_name}")
-    axes.axhline(0.0, color="black", linewidth=0.5)
-    axes.set_ylabel("cumulative return (sum of daily)")
-    axes.set_title(title)
-    axes.legend(loc="best")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, axes, "cumulative return (sum of daily)", title, path)
 
 
 def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path, title: str) -> None:
@@ -39,11 +44,4 @@ def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path, title: str) -> Non
         line, = axes.plot(series.index, series, linewidth=0.6, alpha=0.35)
         axes.plot(series.index, series.rolling(ROLLING_DAYS, min_periods=1).mean(), color=line.get_color(),
                   label=f"{label}: {ROLLING_DAYS}-day mean (IC {series.mean():.4f})")
-    axes.axhline(0.0, color="black", linewidth=0.5)
-    axes.set_ylabel("IC (Pearson, prediction vs raw label)")
-    axes.set_title(title)
-    axes.legend(loc="best")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, axes, "IC (Pearson, prediction vs raw label)", title, path)
