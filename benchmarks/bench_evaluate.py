@@ -10,12 +10,18 @@ Windows: ``quick`` (default, CPU-sized): train 2016, valid 2017-H1, test 2017-H2
 scale, for a GPU machine): train 2010-2016, valid 2017-2018, test 2019-2020.
 
     python benchmarks/bench_evaluate.py --models all --samples 16 --seeds 3           # hours of CPU
+    python benchmarks/bench_evaluate.py --models lstm,gru --max-epochs 4 --eval-epochs 6   # a CPU-sized budget
     python benchmarks/bench_evaluate.py --models lstm --samples 2 --max-epochs 1 --eval-epochs 1 --seeds 1  # check
+
+GATs, HIST and IGMTF start both evaluated configs from the base their search pretrained (best.yaml's
+``bases``), where the config's sizes fit it. The table is rewritten after every model, so an interrupted run
+keeps the models it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -47,6 +53,8 @@ def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
                "--gpus-per-trial", str(args.gpus_per_trial)]
     if args.max_epochs is not None:
         command += ["--max-epochs", str(args.max_epochs)]
+    if args.grace_epochs is not None:
+        command += ["--grace-epochs", str(args.grace_epochs)]
     began = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = time.perf_counter() - began
@@ -62,8 +70,6 @@ def evaluate(best: Path, args: argparse.Namespace) -> dict[str, Any]:
                "--device", args.device]
     if args.eval_epochs is not None:
         command += ["--epochs", str(args.eval_epochs)]
-    if models.REGISTRY[yaml.safe_load(best.read_text())["model"]].pretrained_base:
-        command += ["--pretrained", "pretrain"]
     subprocess.run(command, check=True, cwd=ROOT)
     return yaml.safe_load((best.parent / "evaluation.yaml").read_text())
 
@@ -75,6 +81,11 @@ def cell(config: dict[str, Any], key: str) -> str:
     return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
+def epochs_cell(config: dict[str, Any]) -> str:
+    """Best epoch / epochs trained of each seed's run, e.g. ``3/6, 6/6, 2/6``."""
+    return ", ".join(f"{run['best_epoch']}/{run['epochs']}" for run in config["runs"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="all", help="comma-separated registry names, or 'all'")
@@ -83,9 +94,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="trials per search (ASHA-pruned)")
     parser.add_argument("--max-epochs", type=int, default=None, help="epochs a trial may train at most "
                         "(default: the search's own default)")
+    parser.add_argument("--grace-epochs", type=int, default=None, help="ASHA's first rung (default: the "
+                        "search's own)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per config in the evaluation")
     parser.add_argument("--eval-epochs", type=int, default=None,
-                        help="cap the evaluation's n_epochs (only to check that the script works)")
+                        help="cap n_epochs of both evaluated configs (a budget: Qlib's configs allow up to 200 "
+                        "with early stopping; default: no cap)")
     parser.add_argument("--device", default="cpu", help="torch device for the evaluation's training")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
     parser.add_argument("--storage-path", type=Path, default=ROOT / "runs")
@@ -96,28 +110,39 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(models.REGISTRY)})")
 
-    rows = []
-    for model in names:
+    rows: list[list[str]] = []
+    header = ["model", "config", *(title for _, title in COLUMNS), "best epoch / epochs per seed", "search"]
+    for done, model in enumerate(names, start=1):
+        load_before = os.getloadavg()[0]
         best, seconds = search(model, args)
         record = evaluate(best, args)
         budget = f"{args.samples} trials" + (f", ≤{args.max_epochs} epochs" if args.max_epochs else "")
         for label in ("default", "searched"):
             config = record["configs"][label]
-            rows.append([model, label, *(cell(config, key) for key, _ in COLUMNS),
+            rows.append([model, label, *(cell(config, key) for key, _ in COLUMNS), epochs_cell(config),
                          f"{seconds / 60:.1f} min, {budget}" if label == "searched" else ""])
-        print(markdown_table(["model", "config", *(title for _, title in COLUMNS), "search"], rows[-2:]))
+        print(markdown_table(header, rows[-2:]), flush=True)
+        print(f"[bench_evaluate] {model}: load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+              flush=True)
+        write_section("bench_evaluate", "Searched vs Qlib default config on the test segment",
+                      report(args, record["benchmark"], header, rows, names[done:]))
 
+
+def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: list[list[str]],
+           not_run: list[str]) -> str:
+    """The section's prose and table; ``not_run`` names the models this run has not reached yet."""
     window = WINDOWS[args.window]
-    epochs_note = (f" The evaluation capped training at {args.eval_epochs} epoch(s): a check that the script "
-                   f"works, not a result." if args.eval_epochs is not None else "")
-    body = (f"`../shared/data/cn_csi300`, train {window['train']}, valid {window['valid']}, test {window['test']}; "
-            f"each config retrained with {args.seeds} seed(s) (mean ± std, std with ddof 1); portfolio numbers are "
-            f"the top-k dropout backtest's excess return with cost over {record['benchmark']} (Qlib's rules, "
-            f"N = 238). The machine is shared by several engineers right now, so search wall times are noisy."
-            f"{epochs_note}\n\n"
-            + markdown_table(["model", "config", *(title for _, title in COLUMNS), "search"], rows))
-    print(body)
-    write_section("bench_evaluate", "Searched vs Qlib default config on the test segment", body)
+    cap = (f" Both configs trained at most {args.eval_epochs} epoch(s) per seed (Qlib's configs allow up to 200 "
+           f"with early stopping 20: on this CPU that does not fit), keeping the best validation epoch."
+           if args.eval_epochs is not None else " Each config trained with its own n_epochs and early stopping.")
+    missing = f" Not run: {', '.join(not_run)}." if not_run else ""
+    return (f"`{args.data.name}`, train {window['train']}, valid {window['valid']}, test {window['test']}; "
+            f"the search: {args.samples} trials, TPE + ASHA on valid IC"
+            f"{f', at most {args.max_epochs} epochs each' if args.max_epochs else ''}; then each config "
+            f"retrained with {args.seeds} seed(s) (mean ± std, std with ddof 1).{cap} GATs, HIST and IGMTF start "
+            f"both configs from the LSTM/GRU base their search pretrained where the sizes fit. Portfolio numbers "
+            f"are the top-k dropout backtest's annualised excess return with cost over {benchmark} (Qlib's rules, "
+            f"N = 238).{missing}\n\n" + markdown_table(header, rows))
 
 
 if __name__ == "__main__":
