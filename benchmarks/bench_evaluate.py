@@ -15,12 +15,15 @@ scale, for a GPU machine): train 2010-2016, valid 2017-2018, test 2019-2020.
 
 GATs, HIST and IGMTF start both evaluated configs from the base their search pretrained (best.yaml's
 ``bases``), where the config's sizes fit it. The table is rewritten after every model, so an interrupted run
-keeps the models it finished.
+keeps the models it finished; run it again with the same ``--name`` and the searches and evaluations already
+finished there (``<storage>/<name>/<model>/``: best.yaml with the search's wall time beside it, evaluation.yaml)
+are reused, not rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +43,7 @@ WINDOWS = {
     "quick": {"train": "2016-01-01:2016-12-31", "valid": "2017-01-01:2017-06-30", "test": "2017-07-01:2017-12-31"},
     "full": {"train": "2010-01-01:2016-12-31", "valid": "2017-01-01:2018-12-31", "test": "2019-01-01:2020-12-31"},
 }
+SEARCH_TIMING = "bench_search_seconds.json"  # the search's wall time, beside its best.yaml
 COLUMNS = [("IC", "IC"), ("Rank IC", "Rank IC"), ("annualized_return", "Ann. excess return"),
            ("information_ratio", "IR"), ("max_drawdown", "Max DD")]
 
@@ -55,17 +59,27 @@ def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
         command += ["--max-epochs", str(args.max_epochs)]
     if args.grace_epochs is not None:
         command += ["--grace-epochs", str(args.grace_epochs)]
+    best = args.storage_path.resolve() / args.name / model / "best.yaml"
+    timing = best.parent / SEARCH_TIMING
+    if timing.is_file() and best.is_file():
+        print(f"[bench_evaluate] {model}: reusing the finished search in {best.parent}", flush=True)
+        return best, json.loads(timing.read_text())["seconds"]
     began = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = time.perf_counter() - began
-    best = args.storage_path.resolve() / args.name / model / "best.yaml"
     if not best.is_file():
         raise SystemExit(f"{model}: the search finished without {best}")
+    timing.write_text(json.dumps({"seconds": seconds}))
     return best, seconds
 
 
 def evaluate(best: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate one best.yaml in a fresh process; return evaluation.yaml's content."""
+    """Evaluate one best.yaml in a fresh process (reusing an evaluation.yaml newer than the search); return
+    evaluation.yaml's content."""
+    done = best.parent / "evaluation.yaml"
+    if done.is_file() and (best.parent / SEARCH_TIMING).stat().st_mtime < done.stat().st_mtime:
+        print(f"[bench_evaluate] reusing {done}", flush=True)
+        return yaml.safe_load(done.read_text())
     command = [sys.executable, "-m", "search.evaluate", str(best), "--seeds", str(args.seeds),
                "--device", args.device]
     if args.eval_epochs is not None:

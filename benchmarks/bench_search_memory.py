@@ -2,7 +2,7 @@
 (the product path) against every trial loading the dataset itself from disk.
 
 Each measurement runs in a fresh Python process that starts its own local Ray node (``num_cpus`` = trials, so
-all of them run at once) and runs the search's own Tuner (``search.driver._tuner``: Optuna, ASHA, callbacks,
+all of them run at once) and runs the search's own Tuner (``search.driver.search_model``: Optuna, ASHA, callbacks,
 ``search.trial.train_trial``), N trials of one epoch of a small LSTM on CSI300 2014–2018. Only what the trial's
 ``ray.get`` returns differs:
 
@@ -119,8 +119,8 @@ def measure(variant: str, trials: int, data: Path) -> dict:
         training.start()
         run_dir = options.run_dir("lstm")
         run_dir.mkdir(parents=True)
-        with driver._tune_environment(), open(os.devnull, "w") as quiet:
-            grid = driver._tuner(run_dir, space, options, reference, quiet).fit()
+        with open(os.devnull, "w") as quiet:
+            grid = driver.search_model(run_dir, space, options, reference, quiet)
         seconds = time.perf_counter() - started
         training.stop()
         errors = [str(result.error) for result in grid if result.error is not None]

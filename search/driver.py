@@ -119,6 +119,18 @@ def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_r
     )
 
 
+def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
+                 stream: TextIO | None = None, bases: dict[str, Base] | None = None) -> tune.ResultGrid:
+    """Run one model's Tune search in ``run_dir`` (which must exist) and return Tune's results.
+
+    ``dataset_ref`` is what every trial passes to ``ray.get``: normally the prepared dataset put once into the
+    object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
+    benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
+    ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``report``."""
+    with _tune_environment():
+        return _tuner(run_dir, space, options, dataset_ref, stream, bases or {}).fit()
+
+
 def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     """Search every model of ``options``; returns the run directories. Everything is validated before Ray starts.
 
@@ -153,8 +165,7 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
         out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}\n"
                   f"{space.describe()}\n")
         out.flush()
-        with _tune_environment():
-            _tuner(run_dir, space, options, dataset_ref, stream, bases).fit()
+        search_model(run_dir, space, options, dataset_ref, stream, bases)
         report(run_dir, out)
         run_dirs.append(run_dir)
         if _interrupted(run_dir, out):
