@@ -84,11 +84,30 @@ _TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
                      "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
+def concurrent_slots(options: SearchOptions) -> int:
+    """How many trials can run at once: ``--max-concurrent`` when given, else how many trials' CPUs (and GPUs)
+    the connected cluster has now (at least 1)."""
+    if options.max_concurrent:
+        return options.max_concurrent
+    resources = ray.cluster_resources()
+    fits = resources.get("CPU", 0.0) / options.cpus_per_trial
+    if options.gpus_per_trial > 0:
+        fits = min(fits, resources.get("GPU", 0.0) / options.gpus_per_trial)
+    return max(1, int(fits + 1e-9))
+
+
 @contextlib.contextmanager
-def _tune_environment() -> Iterator[None]:
-    """Set ``_TUNE_ENVIRONMENT`` for the duration of a search, then restore what was there."""
-    previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
-    os.environ.update(_TUNE_ENVIRONMENT)
+def _tune_environment(slots: int) -> Iterator[None]:
+    """Set ``_TUNE_ENVIRONMENT`` for the duration of a search, then restore what was there.
+
+    Also ``TUNE_MAX_PENDING_TRIALS_PG`` = ``slots`` (unless the user set it): with a search algorithm Tune keeps
+    one trial pending by default, so it starts the trials' actors one after the other and each slot waits
+    for the actor before it to come up (seconds each: a process importing torch). With one pending trial per
+    slot, all the first actors start together."""
+    wanted = {**_TUNE_ENVIRONMENT, "TUNE_MAX_PENDING_TRIALS_PG": os.environ.get("TUNE_MAX_PENDING_TRIALS_PG",
+                                                                                 str(slots))}
+    previous = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
@@ -127,7 +146,7 @@ def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dat
     object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
     benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
     ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``report``."""
-    with _tune_environment():
+    with _tune_environment(concurrent_slots(options)):
         return _tuner(run_dir, space, options, dataset_ref, stream, bases or {}).fit()
 
 
@@ -203,7 +222,7 @@ def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
             del ds
         out.write(f"[{manifest.model}] resuming {run_dir}\n")
         out.flush()
-        with _tune_environment():
+        with _tune_environment(concurrent_slots(manifest.options)):
             trainable = _trainable(dataset_ref, manifest.space, manifest.options, read_bases(run_dir))
             tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)
