@@ -59,6 +59,8 @@ def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
         command += ["--max-epochs", str(args.max_epochs)]
     if args.grace_epochs is not None:
         command += ["--grace-epochs", str(args.grace_epochs)]
+    if models.REGISTRY[model].uses_concepts:
+        command += ["--concepts", str(args.concepts)]
     best = args.storage_path.resolve() / args.name / model / "best.yaml"
     timing = best.parent / SEARCH_TIMING
     if timing.is_file() and best.is_file():
@@ -104,6 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="all", help="comma-separated registry names, or 'all'")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/cn_csi300")
+    parser.add_argument("--concepts", type=Path, default=ROOT.parent / "shared/data/csi300_2017_2019_mit/concepts.csv",
+                        help="HIST's (symbol, concept) table (cn_csi300 has none)")
     parser.add_argument("--window", choices=WINDOWS, default="quick")
     parser.add_argument("--samples", type=int, default=16, help="trials per search (ASHA-pruned)")
     parser.add_argument("--max-epochs", type=int, default=None, help="epochs a trial may train at most "
@@ -154,7 +158,9 @@ def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: li
             f"the search: {args.samples} trials, TPE + ASHA on valid IC"
             f"{f', at most {args.max_epochs} epochs each' if args.max_epochs else ''}; then each config "
             f"retrained with {args.seeds} seed(s) (mean ± std, std with ddof 1).{cap} GATs, HIST and IGMTF start "
-            f"both configs from the LSTM/GRU base their search pretrained where the sizes fit. Portfolio numbers "
+            f"both configs from the LSTM/GRU base their search pretrained where the sizes fit; HIST's concepts are "
+            f"`{args.concepts.parent.name}/{args.concepts.name}` (fixed membership, stocks outside it have none). "
+            f"Portfolio numbers "
             f"are the top-k dropout backtest's annualised excess return with cost over {benchmark} (Qlib's rules, "
             f"N = 238).{missing}\n\n" + markdown_table(header, rows))
 

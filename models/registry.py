@@ -57,6 +57,7 @@ class ModelSpec:
     qlib_class: str
     qlib_module: str
     pretrained_base: bool = False  # GATs, HIST, IGMTF start from an LSTM/GRU base
+    uses_concepts: bool = False  # HIST needs the dataset's stock→concept matrix
     bounds: dict[str, Any] = field(default_factory=dict)
 
     def network_class(self) -> type[torch.nn.Module]:
@@ -108,7 +109,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "hist": ModelSpec(
         name="hist", network="models.hist:HIST",
         defaults={**_RNN_NET, "base_model": "LSTM", **_DAY_TRAIN, "metric": "ic"},
-        network_keys=(*_RNN_NET, "base_model"), batch_mode="day", pretrained_base=True,
+        network_keys=(*_RNN_NET, "base_model"), batch_mode="day", pretrained_base=True, uses_concepts=True,
         qlib_class="HIST", qlib_module="qlib.contrib.model.pytorch_hist"),
     "igmtf": ModelSpec(
         name="igmtf", network="models.igmtf:IGMTF",

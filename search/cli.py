@@ -36,6 +36,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                                  f"{':'.join(QUICK_SEGMENTS[segment])})")
     parser.add_argument("--market", default=defaults.market)
     parser.add_argument("--benchmark", default=defaults.benchmark)
+    parser.add_argument("--concepts", default=None, metavar="FILE",
+                        help="HIST's (symbol, concept) table, CSV or Parquet, for a source without one (the embedded "
+                             "data has its own)")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="trials per model")
     parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs, help="epochs a trial may train at most")
     parser.add_argument("--grace-epochs", type=int, default=defaults.grace_epochs,
@@ -85,7 +88,7 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(
         models=args.model, space_files=space_files, data=args.data,
         segments={"train": args.train, "valid": args.valid, "test": args.test}, market=args.market,
-        benchmark=args.benchmark, samples=args.samples, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
+        benchmark=args.benchmark, concepts=args.concepts, samples=args.samples, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
         reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, sampler=args.sampler,
         seed=args.seed, metric=args.metric, storage_path=args.storage_path, name=args.name,

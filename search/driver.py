@@ -28,7 +28,7 @@ from search import export as exporting
 from search import results
 from search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
 from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
-from search.data import describe, open_dataset
+from search.data import check_concepts, describe, open_dataset
 from search.options import SearchOptions
 from search.rundir import TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, find_run_dirs, read_manifest, write_manifest
 from search.searcher import StudySearch, make_sampler, storage_url
@@ -164,8 +164,10 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
         out.write(f"note: --pretrained {options.pretrained} is ignored: no searched model ({', '.join(model_spaces)}) "
                   f"starts from an LSTM/GRU base (only GATs, HIST and IGMTF do)\n")
-    ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark)
-    data = describe(ds)
+    ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark,
+                      options.concepts)
+    check_concepts(ds, list(model_spaces))
+    data = describe(ds, options.concepts)
     start_ray(options.address, options.dashboard)
     dataset_ref = ray.put(ds)
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
@@ -240,7 +242,7 @@ def _reopen(manifest: Manifest) -> Any:
         return open_dataset(data["path"], dict.fromkeys(data["segments"]), data["market"], data["benchmark"])
     source = None if data["source"] == "embedded" else data["source"]
     segments = {name: tuple(span) for name, span in data["segments"].items()}
-    return open_dataset(source, segments, data["market"], data["benchmark"])
+    return open_dataset(source, segments, data["market"], data["benchmark"], data.get("concepts"))
 
 
 def report(run_dir: Path, stream: TextIO | None = None) -> Path | None:

@@ -92,7 +92,8 @@ def read_best(path: Path) -> dict[str, Any]:
 
 def open_dataset(best: dict[str, Any], data: str | None) -> datasets.PreparedDataset:
     """The dataset to evaluate on: ``data`` (a prepared directory, or a source prepared with best.yaml's
-    segments), else best.yaml's prepared ``path`` when it still exists, else its source prepared again."""
+    segments and concepts table), else best.yaml's prepared ``path`` when it still exists, else its source prepared
+    again."""
     spec = best.get("data") or {}
     if data is None and spec.get("path") and (Path(spec["path"]) / META).is_file():
         return datasets.load(spec["path"])
@@ -102,7 +103,7 @@ def open_dataset(best: dict[str, Any], data: str | None) -> datasets.PreparedDat
     segments = {name: tuple(str(day) for day in span) for name, span in (spec.get("segments") or {}).items()}
     return datasets.prepare(source=None if source in (None, "embedded") else source,
                             market=spec.get("market", "csi300"), benchmark=spec.get("benchmark", "SH000300"),
-                            **segments)
+                            concepts=spec.get("concepts"), **segments)
 
 
 def default_hyperparameters(model: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import models
 import spaces
+from datasets.storage import META
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 # Set by Ray in the environment of a driver started with `ray job submit`.
@@ -48,6 +49,7 @@ class SearchOptions:
     segments: dict[str, tuple[str, str] | None] = field(default_factory=lambda: dict.fromkeys(QUICK_SEGMENTS))
     market: str = "csi300"
     benchmark: str = "SH000300"
+    concepts: str | None = None
     samples: int = 8
     max_epochs: int = 6
     grace_epochs: int = 1
@@ -113,6 +115,13 @@ class SearchOptions:
             raise OptionError(f"--name must be a plain directory name; got {self.name!r}")
         if self.data is not None and not Path(self.data).expanduser().exists():
             raise OptionError(f"--data: {self.data} does not exist")
+        if self.concepts is not None and not Path(self.concepts).expanduser().is_file():
+            raise OptionError(f"--concepts: {self.concepts} is not a file")
+        needs_concepts = [name for name in self.models if models.REGISTRY[name].uses_concepts]
+        if (needs_concepts and self.concepts is None and self.data is not None
+                and not (Path(self.data).expanduser() / META).is_file()):
+            raise OptionError(f"--model {needs_concepts[0]} needs a stock→concept table and {self.data} has none: "
+                              f"pass --concepts FILE (CSV or Parquet with symbol and concept columns)")
         for segment, span in self.segments.items():
             if span is not None and (len(span) != 2 or not all(isinstance(x, str) and x for x in span)):
                 raise OptionError(f"--{segment}: expected START:END dates; got {span!r}")

@@ -23,6 +23,7 @@ import models
 import spaces
 from search import driver
 from search.__main__ import main as search_main
+from search.data import check_concepts, describe, open_dataset
 from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, SearchOptions
 from search.results import read_trials
 from search.searcher import make_sampler
@@ -221,3 +222,22 @@ def test_a_relative_storage_path_is_refused_inside_a_ray_job(capsys, tmp_path, m
     assert search_main(["run", "--storage-path", "runs"]) == 2
     assert "--storage-path runs is relative, but this search runs as a Ray job" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_hist_on_a_source_without_concepts_is_refused_before_ray_starts_and_concepts_fix_it(
+        tiny_table, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ALPHATUNE_CACHE", str(tmp_path / "cache"))
+    storage = tmp_path / "runs"
+    args = ["run", "--model", "hist", "--data", str(tiny_table), "--market", "all", "--storage-path", str(storage)]
+    assert search_main(args) == 2
+    stderr = capsys.readouterr().err
+    assert f"--model hist needs a stock→concept table and {tiny_table} has none: pass --concepts FILE" in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert not storage.exists()
+
+    concepts = tmp_path / "concepts.csv"
+    concepts.write_text("symbol,concept\nSH600000,banks\nSH600002,banks\nSZ000003,tech\n")
+    ds = open_dataset(str(tiny_table), dict.fromkeys(("train", "valid", "test")), "all", None, str(concepts))
+    check_concepts(ds, ["lstm", "hist"])  # no error: the matrix is attached
+    assert ds.concepts.shape == (len(ds.instruments), 2)
+    assert describe(ds, str(concepts))["concepts"] == str(concepts.resolve())

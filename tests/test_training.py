@@ -100,3 +100,11 @@ def test_single_stock_days_work(name):
     pred = trainer.predict(lonely, "test")
     assert len(pred) == len(lonely.segment("test")) and np.isfinite(pred.to_numpy()).all()
     assert np.isfinite(result.history[0].valid_loss)
+
+
+@pytest.mark.parametrize("name", list(models.REGISTRY))
+def test_registry_flags_match_the_networks(name: str) -> None:
+    spec = models.REGISTRY[name]
+    network = spec.network_class()
+    assert spec.uses_concepts == bool(getattr(network, "uses_concepts", False))
+    assert (spec.batch_mode == "day") == bool(getattr(network, "cross_sectional", False))
