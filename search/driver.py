@@ -29,7 +29,7 @@ from search import results
 from search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
 from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
 from search.data import check_concepts, describe, open_dataset
-from search.options import SearchOptions
+from search.options import OptionError, SearchOptions
 from search.rundir import TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, find_run_dirs, read_manifest, write_manifest
 from search.searcher import StudySearch, make_sampler, storage_url
 from search.trial import train_trial
@@ -94,6 +94,20 @@ def concurrent_slots(options: SearchOptions) -> int:
     if options.gpus_per_trial > 0:
         fits = min(fits, resources.get("GPU", 0.0) / options.gpus_per_trial)
     return max(1, int(fits + 1e-9))
+
+
+def check_gpus(options: SearchOptions) -> None:
+    """Refuse ``--gpus-per-trial`` > 0 on a local Ray node without a GPU (its trials would wait forever). A
+    cluster named by ``--address``/``$RAY_ADDRESS`` may add GPU nodes later (autoscaling), so it is only warned
+    about."""
+    if options.gpus_per_trial <= 0 or ray.cluster_resources().get("GPU", 0.0) > 0:
+        return
+    if options.address or os.environ.get("RAY_ADDRESS"):
+        logging.getLogger(__name__).warning("--gpus-per-trial %g: the cluster has no GPU now; trials wait until "
+                                            "a GPU node joins", options.gpus_per_trial)
+        return
+    raise OptionError(f"--gpus-per-trial {options.gpus_per_trial:g}: this machine's Ray node has no GPU "
+                      f"(torch.cuda.is_available() is {torch.cuda.is_available()}); use 0 for CPU trials")
 
 
 @contextlib.contextmanager
@@ -169,6 +183,7 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     check_concepts(ds, list(model_spaces))
     data = describe(ds, options.concepts)
     start_ray(options.address, options.dashboard)
+    check_gpus(options)
     dataset_ref = ray.put(ds)
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     trained: dict[str, Base] = {}

@@ -6,6 +6,7 @@ a second; most of the time here is Ray starting up and its trial workers importi
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import optuna
 import pytest
 import ray
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -24,7 +26,7 @@ import spaces
 from search import driver
 from search.__main__ import main as search_main
 from search.data import check_concepts, describe, open_dataset
-from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, SearchOptions
+from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions
 from search.results import read_trials
 from search.searcher import make_sampler
 from search.rundir import read_manifest
@@ -241,3 +243,23 @@ def test_hist_on_a_source_without_concepts_is_refused_before_ray_starts_and_conc
     check_concepts(ds, ["lstm", "hist"])  # no error: the matrix is attached
     assert ds.concepts.shape == (len(ds.instruments), 2)
     assert describe(ds, str(concepts))["concepts"] == str(concepts.resolve())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpus_per_trial_on_a_local_node_without_gpu_is_refused_not_left_waiting(ray_session, planted_dir,
+                                                                                 tmp_path) -> None:
+    options = tiny_options(tmp_path, planted_dir, gpus_per_trial=0.5)
+    with pytest.raises(OptionError, match=r"--gpus-per-trial 0.5: this machine's Ray node has no GPU"):
+        driver.run(options)
+    assert not (tmp_path / "runs" / "tiny" / "lstm" / "tune").exists()
+
+
+def test_the_first_trials_start_together_one_pending_trial_per_slot(ray_session, planted_dir, tmp_path) -> None:
+    options = tiny_options(tmp_path, planted_dir, samples=2, max_epochs=1, max_concurrent=None)
+    assert driver.concurrent_slots(options) == 2  # the module's local node has 2 CPUs, 1 per trial
+    [run_dir] = driver.run(options)
+    first_reports = [json.loads(path.read_text().splitlines()[0]) for path in (run_dir / "tune").glob("trial_*/result.json")]
+    starts = sorted(row["reported_at"] - row["time_this_iter_s"] for row in first_reports)
+    assert len(starts) == 2
+    # one actor start (a process importing torch) is well over a second; started together they overlap
+    assert starts[1] - starts[0] < 1.0, starts
