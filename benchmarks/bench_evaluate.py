@@ -63,15 +63,25 @@ def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
         command += ["--concepts", str(args.concepts)]
     best = args.storage_path.resolve() / args.name / model / "best.yaml"
     timing = best.parent / SEARCH_TIMING
+    settings = {"command": command[3:]}  # what decides the search, without the interpreter
     if timing.is_file() and best.is_file():
+        earlier = json.loads(timing.read_text())
+        if "command" not in earlier:  # written before the settings were recorded
+            print(f"[bench_evaluate] {model}: {timing} records no settings; taken as this run's", flush=True)
+        elif earlier["command"] != settings["command"]:
+            raise SystemExit(f"{model}: {best.parent} holds a search run with other settings "
+                             f"({' '.join(earlier.get('command', []))}); pick another --name")
         print(f"[bench_evaluate] {model}: reusing the finished search in {best.parent}", flush=True)
-        return best, json.loads(timing.read_text())["seconds"]
+        return best, earlier["seconds"]
+    if best.parent.exists():
+        raise SystemExit(f"{model}: {best.parent} holds an unfinished search; continue it with `python -m search "
+                         f"resume {best.parent}` (its wall time is then not the benchmark's) or pick another --name")
     began = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = time.perf_counter() - began
     if not best.is_file():
         raise SystemExit(f"{model}: the search finished without {best}")
-    timing.write_text(json.dumps({"seconds": seconds}))
+    timing.write_text(json.dumps({"seconds": seconds, **settings}))
     return best, seconds
 
 
@@ -79,9 +89,14 @@ def evaluate(best: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate one best.yaml in a fresh process (reusing an evaluation.yaml newer than the search); return
     evaluation.yaml's content."""
     done = best.parent / "evaluation.yaml"
-    if done.is_file() and (best.parent / SEARCH_TIMING).stat().st_mtime < done.stat().st_mtime:
-        print(f"[bench_evaluate] reusing {done}", flush=True)
-        return yaml.safe_load(done.read_text())
+    if done.is_file() and best.stat().st_mtime < done.stat().st_mtime:
+        record = yaml.safe_load(done.read_text())
+        runs = len(record["configs"]["searched"]["runs"])
+        if runs == args.seeds and record.get("epochs_cap", args.eval_epochs) == args.eval_epochs:
+            print(f"[bench_evaluate] reusing {done}", flush=True)
+            return record
+        print(f"[bench_evaluate] {done} has {runs} seed(s), epochs cap {record.get('epochs_cap')}: evaluating "
+              f"again with {args.seeds}, cap {args.eval_epochs}", flush=True)
     command = [sys.executable, "-m", "search.evaluate", str(best), "--seeds", str(args.seeds),
                "--device", args.device]
     if args.eval_epochs is not None:
@@ -149,6 +164,7 @@ def main() -> None:
 def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: list[list[str]],
            not_run: list[str]) -> str:
     """The section's prose and table; ``not_run`` names the models this run has not reached yet."""
+    models_run = {row[0] for row in rows}
     window = WINDOWS[args.window]
     cap = (f" Both configs trained at most {args.eval_epochs} epoch(s) per seed (Qlib's configs allow up to 200 "
            f"with early stopping 20: on this CPU that does not fit), keeping the best validation epoch."
@@ -158,9 +174,10 @@ def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: li
             f"the search: {args.samples} trials, TPE + ASHA on valid IC"
             f"{f', at most {args.max_epochs} epochs each' if args.max_epochs else ''}; then each config "
             f"retrained with {args.seeds} seed(s) (mean ± std, std with ddof 1).{cap} GATs, HIST and IGMTF start "
-            f"both configs from the LSTM/GRU base their search pretrained where the sizes fit; HIST's concepts are "
-            f"`{args.concepts.parent.name}/{args.concepts.name}` (fixed membership, stocks outside it have none). "
-            f"Portfolio numbers "
+            f"both configs from the LSTM/GRU base their search pretrained where the sizes fit."
+            + (f" HIST's concepts are `{args.concepts.parent.name}/{args.concepts.name}` (a fixed membership of "
+               f"2017–2019 list stocks; stocks outside it have none)." if "hist" in models_run else "")
+            + f" Portfolio numbers "
             f"are the top-k dropout backtest's annualised excess return with cost over {benchmark} (Qlib's rules, "
             f"N = 238).{missing}\n\n" + markdown_table(header, rows))
 

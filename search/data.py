@@ -34,15 +34,23 @@ def open_dataset(data: str | None, segments: dict[str, tuple[str, str] | None], 
                              f"(or pass the source instead of the prepared directory)")
         return datasets.load(Path(data).expanduser())
     spans = {name: span for name, span in segments.items() if span is not None}
-    return datasets.prepare(source=data, market=market, benchmark=benchmark, concepts=concepts, **spans)
+    return datasets.prepare(source=data, market=market, benchmark=benchmark,
+                            concepts=Path(concepts).expanduser() if concepts else None, **spans)
 
 
 def check_concepts(ds: datasets.PreparedDataset, model_names: list[str]) -> None:
-    """Refuse (``OptionError``) a model that needs HIST's stock→concept matrix when ``ds`` has none."""
+    """Refuse (``OptionError``) a model that needs HIST's stock→concept matrix when ``ds`` has none, or one that
+    links no stock to any concept (e.g. symbols written another way than the data's)."""
     needing = [name for name in model_names if models.REGISTRY[name].uses_concepts]
-    if needing and ds.concepts is None:
+    if not needing:
+        return
+    if ds.concepts is None:
         raise OptionError(f"--model {needing[0]} needs a stock→concept table and {ds.source} has none: pass "
-                          f"--concepts FILE (CSV or Parquet with symbol and concept columns)")
+                          f"--concepts FILE (CSV or Parquet with symbol and concept columns) with the source; a "
+                          f"prepared directory keeps the concepts it was prepared with")
+    if ds.concepts.shape[1] == 0 or not ds.concepts.any():
+        raise OptionError(f"--model {needing[0]}: the concept table links none of the {len(ds.instruments)} "
+                          f"instruments of {ds.source} to a concept (symbols like {ds.instruments[0]} expected)")
 
 
 def describe(ds: datasets.PreparedDataset, concepts: str | None = None) -> dict[str, Any]:

@@ -85,8 +85,14 @@ _TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 
 
 def concurrent_slots(options: SearchOptions) -> int:
-    """How many trials can run at once: ``--max-concurrent`` when given, else how many trials' CPUs (and GPUs)
-    the connected cluster has now (at least 1)."""
+    """How many trials run at once: ``--max-concurrent`` when given, else how many trials' CPUs (and GPUs) the
+    connected cluster has when the search starts (at least 1; a cluster that grows later needs
+    ``--max-concurrent`` to use the new nodes).
+
+    Tune is always given this cap. Besides bounding what TPE proposes ahead of results, it is what lets Tune
+    keep one trial pending per slot: with a search algorithm and no cap, Tune keeps a single trial pending,
+    so it starts the first trials' actors one after the other and each slot waits seconds for the actor
+    before it (a process importing torch); capped, the first actors all start together."""
     if options.max_concurrent:
         return options.max_concurrent
     resources = ray.cluster_resources()
@@ -96,32 +102,35 @@ def concurrent_slots(options: SearchOptions) -> int:
     return max(1, int(fits + 1e-9))
 
 
+def _is_local(options: SearchOptions) -> bool:
+    """Whether the search runs on a Ray node of this machine started here (no ``--address``/``$RAY_ADDRESS``)."""
+    return not (options.address or os.environ.get("RAY_ADDRESS"))
+
+
 def check_gpus(options: SearchOptions) -> None:
-    """Refuse ``--gpus-per-trial`` > 0 on a local Ray node without a GPU (its trials would wait forever). A
-    cluster named by ``--address``/``$RAY_ADDRESS`` may add GPU nodes later (autoscaling), so it is only warned
-    about."""
-    if options.gpus_per_trial <= 0 or ray.cluster_resources().get("GPU", 0.0) > 0:
+    """Refuse ``--gpus-per-trial`` > 0 on a local node when torch has no CUDA or Ray's node has no GPU: its trials
+    would fail on ``cuda`` or wait forever. A cluster named by ``--address``/``$RAY_ADDRESS`` may add GPU nodes
+    later (autoscaling), so a cluster without a GPU is only warned about. Call before or after ``start_ray``:
+    before, only torch is asked."""
+    if options.gpus_per_trial <= 0:
         return
-    if options.address or os.environ.get("RAY_ADDRESS"):
+    if _is_local(options):
+        if not torch.cuda.is_available():
+            raise OptionError(f"--gpus-per-trial {options.gpus_per_trial:g}: torch sees no CUDA GPU on this "
+                              f"machine (torch {torch.__version__}); use 0 for CPU trials")
+        if ray.is_initialized() and ray.cluster_resources().get("GPU", 0.0) <= 0:
+            raise OptionError(f"--gpus-per-trial {options.gpus_per_trial:g}: this machine's Ray node has no GPU "
+                              f"resource; start Ray with --num-gpus or use 0")
+    elif ray.is_initialized() and ray.cluster_resources().get("GPU", 0.0) <= 0:
         logging.getLogger(__name__).warning("--gpus-per-trial %g: the cluster has no GPU now; trials wait until "
                                             "a GPU node joins", options.gpus_per_trial)
-        return
-    raise OptionError(f"--gpus-per-trial {options.gpus_per_trial:g}: this machine's Ray node has no GPU "
-                      f"(torch.cuda.is_available() is {torch.cuda.is_available()}); use 0 for CPU trials")
 
 
 @contextlib.contextmanager
-def _tune_environment(slots: int) -> Iterator[None]:
-    """Set ``_TUNE_ENVIRONMENT`` for the duration of a search, then restore what was there.
-
-    Also ``TUNE_MAX_PENDING_TRIALS_PG`` = ``slots`` (unless the user set it): with a search algorithm Tune keeps
-    one trial pending by default, so it starts the trials' actors one after the other and each slot waits
-    for the actor before it to come up (seconds each: a process importing torch). With one pending trial per
-    slot, all the first actors start together."""
-    wanted = {**_TUNE_ENVIRONMENT, "TUNE_MAX_PENDING_TRIALS_PG": os.environ.get("TUNE_MAX_PENDING_TRIALS_PG",
-                                                                                 str(slots))}
-    previous = {key: os.environ.get(key) for key in wanted}
-    os.environ.update(wanted)
+def _tune_environment() -> Iterator[None]:
+    """Set ``_TUNE_ENVIRONMENT`` for the duration of a search, then restore what was there."""
+    previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
+    os.environ.update(_TUNE_ENVIRONMENT)
     try:
         yield
     finally:
@@ -143,7 +152,7 @@ def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_r
     return tune.Tuner(
         _trainable(dataset_ref, space, options, bases),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
-                                    max_concurrent_trials=options.max_concurrent, reuse_actors=options.reuse_actors,
+                                    max_concurrent_trials=concurrent_slots(options), reuse_actors=options.reuse_actors,
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=str(run_dir), stop=NonFiniteStopper(options.metric), callbacks=callbacks,
@@ -160,12 +169,13 @@ def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dat
     object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
     benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
     ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``report``."""
-    with _tune_environment(concurrent_slots(options)):
+    with _tune_environment():
         return _tuner(run_dir, space, options, dataset_ref, stream, bases or {}).fit()
 
 
 def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
-    """Search every model of ``options``; returns the run directories. Everything is validated before Ray starts.
+    """Search every model of ``options``; returns the run directories. The options, the data (HIST's concepts)
+    and, on a local node, the GPUs asked for are checked before any trial starts.
 
     GATs, HIST and IGMTF get their pretrained bases first (``search.pretrained``: each base kind trained once
     per search, in the driver, before that model's trials), recorded in the run directory's ``bases.yaml``."""
@@ -178,6 +188,7 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
         out.write(f"note: --pretrained {options.pretrained} is ignored: no searched model ({', '.join(model_spaces)}) "
                   f"starts from an LSTM/GRU base (only GATs, HIST and IGMTF do)\n")
+    check_gpus(options)
     ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark,
                       options.concepts)
     check_concepts(ds, list(model_spaces))
@@ -233,13 +244,16 @@ def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
         if not tune.Tuner.can_restore(str(tune_dir)):
             raise RunDirError(f"{run_dir}: no Tune experiment state to resume from")
         if dataset_ref is None:
+            check_gpus(first.options)
             ds = _reopen(manifest)
+            check_concepts(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)
+            check_gpus(first.options)
             dataset_ref = ray.put(ds)
             del ds
         out.write(f"[{manifest.model}] resuming {run_dir}\n")
         out.flush()
-        with _tune_environment(concurrent_slots(manifest.options)):
+        with _tune_environment():
             trainable = _trainable(dataset_ref, manifest.space, manifest.options, read_bases(run_dir))
             tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)

@@ -33,6 +33,7 @@ import models
 import spaces
 from datasets.storage import META
 from models.registry import get_spec, validate
+from search.data import check_concepts
 from search.backtest import BacktestConfig, BacktestReport, backtest
 from search.plots import plot_cumulative_excess, plot_daily_ic
 from search.pretrained import NONE, bases_from_dicts, choose
@@ -90,11 +91,19 @@ def read_best(path: Path) -> dict[str, Any]:
     return best
 
 
-def open_dataset(best: dict[str, Any], data: str | None) -> datasets.PreparedDataset:
+def open_dataset(best: dict[str, Any], data: str | None, concepts: str | None = None) -> datasets.PreparedDataset:
     """The dataset to evaluate on: ``data`` (a prepared directory, or a source prepared with best.yaml's
-    segments and concepts table), else best.yaml's prepared ``path`` when it still exists, else its source prepared
-    again."""
+    segments and concepts table, or ``concepts`` when given), else best.yaml's prepared ``path`` when it still
+    exists, else its source prepared again. HIST's concepts are checked (``OptionError``, a ``ValueError``)."""
+    ds = _open_dataset(best, data, concepts)
+    check_concepts(ds, [best["model"]])
+    return ds
+
+
+def _open_dataset(best: dict[str, Any], data: str | None, concepts: str | None) -> datasets.PreparedDataset:
     spec = best.get("data") or {}
+    if concepts is not None:
+        spec = {**spec, "concepts": concepts, "path": None}
     if data is None and spec.get("path") and (Path(spec["path"]) / META).is_file():
         return datasets.load(spec["path"])
     if data is not None and (Path(data).expanduser() / META).is_file():
@@ -103,7 +112,8 @@ def open_dataset(best: dict[str, Any], data: str | None) -> datasets.PreparedDat
     segments = {name: tuple(str(day) for day in span) for name, span in (spec.get("segments") or {}).items()}
     return datasets.prepare(source=None if source in (None, "embedded") else source,
                             market=spec.get("market", "csi300"), benchmark=spec.get("benchmark", "SH000300"),
-                            concepts=spec.get("concepts"), **segments)
+                            concepts=Path(spec["concepts"]).expanduser() if spec.get("concepts") else None,
+                            **segments)
 
 
 def default_hyperparameters(model: str) -> dict[str, Any]:
@@ -170,11 +180,14 @@ def _plain(value: Any) -> Any:
 
 
 def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset, benchmark: str,
-                      results: dict[str, ConfigResult], config: BacktestConfig, same: bool) -> dict[str, Any]:
-    """What evaluation.yaml holds (NaN written as null). ``same``: the searched config is the default one."""
+                      results: dict[str, ConfigResult], config: BacktestConfig, same: bool,
+                      epochs: int | None = None) -> dict[str, Any]:
+    """What evaluation.yaml holds (NaN written as null). ``same``: the searched config is the default one;
+    ``epochs``: the cap on n_epochs the evaluation trained under (``None``: none)."""
     return _plain({
-        "model": model, "best": str(best_path), "searched_is_default": same,
-        "data": {"source": ds.source, "market": ds.market_name, "segments": dict(ds.segments)},
+        "model": model, "best": str(best_path), "searched_is_default": same, "epochs_cap": epochs,
+        "data": {"source": ds.source, "market": ds.market_name, "segments": dict(ds.segments),
+                 "n_concepts": len(ds.concept_names) if ds.concepts is not None else None},
         "benchmark": benchmark,
         "backtest": {"topk": config.topk, "n_drop": config.n_drop, "account": config.account,
                      "open_cost": config.open_cost, "close_cost": config.close_cost, "min_cost": config.min_cost,
@@ -191,7 +204,7 @@ def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset,
 
 
 def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epochs: int | None = None,
-             out_dir: str | Path | None = None, config: BacktestConfig = BacktestConfig(),
+             out_dir: str | Path | None = None, concepts: str | None = None, config: BacktestConfig = BacktestConfig(),
              log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
     """Retrain and score the searched and the default config over ``seeds`` seeds; write evaluation.yaml and
     the plots into ``out_dir`` (default: beside ``best.yaml``); return the evaluation record.
@@ -204,7 +217,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     best_path = Path(best_path)
     best = read_best(best_path)
     model = best["model"]
-    ds = open_dataset(best, data)
+    ds = open_dataset(best, data, concepts)
     out = Path(out_dir) if out_dir is not None else best_path.parent
     out.mkdir(parents=True, exist_ok=True)
     configs = {"searched": dict(best["hyperparameters"]), "default": default_hyperparameters(model)}
@@ -227,7 +240,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
                 f"{run.seconds:.0f} s")
 
     benchmark = results["searched"].runs[0].portfolio.benchmark
-    record = evaluation_record(best_path, model, ds, benchmark, results, config, same)
+    record = evaluation_record(best_path, model, ds, benchmark, results, config, same, epochs)
     (out / "evaluation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
 
     def mean_daily(label: str, column: str) -> pd.Series:
@@ -276,6 +289,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("best", type=Path, help="best.yaml written by `python -m search run`/`export`")
     parser.add_argument("--data", help="prepared dataset directory, or a source (Qlib dir / price table) to "
                         "prepare with best.yaml's segments (default: best.yaml's data)")
+    parser.add_argument("--concepts", help="HIST's (symbol, concept) table to prepare the data with (default: "
+                        "best.yaml's data.concepts)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per config (0..K-1), mean ± std (default 1)")
     parser.add_argument("--epochs", type=int, help="cap n_epochs of both configs (quick looks only)")
     parser.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
@@ -290,8 +305,9 @@ def run(args: argparse.Namespace) -> int:
     if args.pretrained:
         options["pretrained"] = args.pretrained
     try:
-        evaluate(args.best, data=args.data, seeds=args.seeds, epochs=args.epochs, out_dir=args.out, **options)
-    except (ValueError, datasets.DataError) as exc:
+        evaluate(args.best, data=args.data, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
+                 concepts=args.concepts, **options)
+    except (ValueError, datasets.DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -2,7 +2,8 @@
 
 Each epoch the trainer's callback reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``,
 ``valid_ic``, ``score`` (the trainer's early-stopping score), ``seconds`` (the epoch's training and validation
-time), ``reported_at`` (Unix time of the report, to the microsecond: Tune's ``timestamp`` is whole seconds),
+time), ``reported_at`` (Unix time of the report, after the checkpoint is written, to the microsecond: Tune's
+``timestamp`` is whole seconds),
 the best epoch so far and its numbers
 (``best_epoch``, ``best_score``, ``best_valid_ic``, ``best_valid_loss``), and ``final`` (this is the trial's
 last epoch by its own budget or early stopping, so a trial that ends without ``final`` was stopped by ASHA).
@@ -93,16 +94,17 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epoch
         state["epoch"] = epoch
         result = {"epoch": epoch, "train_loss": float(epoch_metrics.train_loss),
                   "valid_loss": float(epoch_metrics.valid_loss), "valid_ic": float(epoch_metrics.valid_ic),
-                  "score": float(epoch_metrics.score), "seconds": float(epoch_metrics.seconds), "reported_at": time.time(), **state}
+                  "score": float(epoch_metrics.score), "seconds": float(epoch_metrics.seconds), **state}
         broken = not _finite(result[metric])
         result["final"] = broken or epoch >= n_epochs or epoch - state["best_epoch"] >= early_stop
         if improved and not broken:
             with tempfile.TemporaryDirectory(prefix="alphatune-ckpt-") as directory:
                 trainer.save(Path(directory) / MODEL_FILE)
                 (Path(directory) / STATE_FILE).write_text(json.dumps(state))
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
+                tune.report({**result, "reported_at": time.time()},
+                            checkpoint=tune.Checkpoint.from_directory(directory))
         else:
-            tune.report(result)
+            tune.report({**result, "reported_at": time.time()})
         return result["final"]
 
     trainer.fit(dataset, callback=report)
