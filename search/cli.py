@@ -48,7 +48,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-trial", type=float, default=defaults.cpus_per_trial)
     parser.add_argument("--gpus-per-trial", type=float, default=defaults.gpus_per_trial,
                         help="GPUs per trial (fractions share one GPU, e.g. 0.25)")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="cap on trials running at once")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="trials running at once (default: as many as the cluster's CPUs/GPUs fit when the "
+                             "search starts; name it for a cluster that will grow)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="sampler seed")
     parser.add_argument("--metric", choices=("valid_ic", "score"), default=defaults.metric,
