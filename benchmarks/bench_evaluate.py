@@ -169,8 +169,8 @@ def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: li
     cap = (f" Both configs trained at most {args.eval_epochs} epoch(s) per seed (Qlib's configs allow up to 200 "
            f"with early stopping 20: on this CPU that does not fit), keeping the best validation epoch. So this "
            f"compares the two at the same small budget, not at Qlib's: a search capped at a few epochs favours "
-           f"configurations that learn fast (a higher learning rate than Qlib's 1e-4 or 1e-3, which were chosen "
-           f"for long training), and Qlib's defaults may do better with the epochs they were chosen for."
+           f"configurations that learn fast, and Qlib's defaults (GATs, HIST and IGMTF train at lr 1e-4) may do "
+           f"better with the epochs they were chosen for."
            if args.eval_epochs is not None else " Each config trained with its own n_epochs and early stopping.")
     missing = f" Not run: {', '.join(not_run)}." if not_run else ""
     return (f"`{args.data.name}`, train {window['train']}, valid {window['valid']}, test {window['test']}; "
