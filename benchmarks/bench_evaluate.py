@@ -134,6 +134,7 @@ def main() -> None:
                         help="cap n_epochs of both evaluated configs (a budget: Qlib's configs allow up to 200 "
                         "with early stopping; default: no cap)")
     parser.add_argument("--device", default="cpu", help="torch device for the evaluation's training")
+    parser.add_argument("--note", help="a sentence on why the models left out of this run are missing")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
     parser.add_argument("--storage-path", type=Path, default=ROOT / "runs")
     parser.add_argument("--name", default=f"bench-evaluate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
@@ -172,7 +173,10 @@ def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: li
            f"configurations that learn fast, and Qlib's defaults (GATs, HIST and IGMTF train at lr 1e-4) may do "
            f"better with the epochs they were chosen for."
            if args.eval_epochs is not None else " Each config trained with its own n_epochs and early stopping.")
-    missing = f" Not run: {', '.join(not_run)}." if not_run else ""
+    missing = f" Not run yet: {', '.join(not_run)}." if not_run else ""
+    left_out = [name for name in models.REGISTRY if name not in models_run and name not in not_run]
+    if left_out:
+        missing += f" Not in this run: {', '.join(left_out)}." + (f" {args.note}" if args.note else "")
     return (f"`{args.data.name}`, train {window['train']}, valid {window['valid']}, test {window['test']}; "
             f"the search: {args.samples} trials, TPE + ASHA on valid IC"
             f"{f', at most {args.max_epochs} epochs each' if args.max_epochs else ''}; then each config "
