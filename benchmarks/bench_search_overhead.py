@@ -9,8 +9,8 @@ epoch of every trial. With 2 trials at a time the search could at best take Σ t
 
     overhead share = 1 − (Σ training / 2) / wall
 
-Every trial's start (its first report's ``reported_at`` minus that epoch's ``time_this_iter_s``) and end (its
-last report) place it on one of the 2 slots, and the overhead splits exactly into:
+Every trial's start (``started_at``: its trial function began) and end (its last report's ``reported_at``)
+place it on one of the 2 slots, and the overhead splits exactly into:
 
 * **start-up**: from the start of ``run`` to a slot's first trial (data, ``ray.put``, study, Tune, the trial
   worker process starting and importing torch): paid once per search and slot;
@@ -82,7 +82,7 @@ def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epoch
     finally:
         ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
-    trials = [{"start": rows[0]["reported_at"] - rows[0]["time_this_iter_s"], "end": rows[-1]["reported_at"],
+    trials = [{"start": rows[0]["started_at"], "end": rows[-1]["reported_at"],
                "training_s": sum(row["seconds"] for row in rows), "epochs": len(rows)}
               for rows in reports.values() if rows]
     return {"reuse_actors": reuse_actors, "hidden": list(hidden), "trials": len(records), "started": started,
@@ -95,17 +95,21 @@ def breakdown(result: dict, slots: int = CONCURRENCY) -> dict[str, float]:
     """Slot-seconds of overhead by kind (see the module docstring); they sum to ``slots × wall − Σ training``.
 
     Trials are placed on slots in start order, each on the slot that became free last before it started (with at
-    most ``slots`` trials at a time, the one it ran on). A start estimated up to ``JITTER`` s before its slot's
-    previous trial ended (clock reads on two processes) is taken as that end, so the parts still sum exactly;
+    most ``slots`` trials at a time, the one it ran on). When no slot is free yet, a start up to ``JITTER`` s
+    before the earliest end (clock reads in two processes) is taken as that end, so the parts still sum exactly;
     a larger overlap means the slots cannot be told apart, and is refused."""
     free_at = [result["started"]] * slots
     first = [True] * slots
     parts = dict.fromkeys(("start-up", "between trials", "in trials, not training", "tail"), 0.0)
     for trial in sorted(result["spans"], key=lambda t: t["start"]):
-        ready = [k for k in range(slots) if free_at[k] <= trial["start"] + JITTER]
-        if not ready:
-            raise ValueError(f"a trial started at {trial['start']:.3f} while {slots} others were running")
-        slot = max(ready, key=lambda k: free_at[k])
+        free = [k for k in range(slots) if free_at[k] <= trial["start"]]
+        if free:
+            slot = max(free, key=lambda k: free_at[k])
+        else:
+            nearly = [k for k in range(slots) if free_at[k] <= trial["start"] + JITTER]
+            if not nearly:
+                raise ValueError(f"a trial started at {trial['start']:.3f} while {slots} others were running")
+            slot = min(nearly, key=lambda k: free_at[k])
         start = max(trial["start"], free_at[slot])
         parts["start-up" if first[slot] else "between trials"] += start - free_at[slot]
         parts["in trials, not training"] += trial["end"] - start - trial["training_s"]
@@ -119,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=32, help="trials per search")
     parser.add_argument("--max-epochs", type=int, default=3, help="epochs a trial may train at most")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--render-from", type=Path, help="measure nothing: render the searches' JSON lines (what "
+                        "a run prints to stderr, one per search) from this file")
     parser.add_argument("--child", choices=("reuse", "fresh"), help=argparse.SUPPRESS)
     parser.add_argument("--hidden", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -127,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows = []
-    for low, high in HIDDEN_RANGES:
+    if args.render_from:
+        rows = [json.loads(line) for line in args.render_from.read_text().splitlines() if line.startswith("{")]
+    for low, high in HIDDEN_RANGES if not rows else ():
         for child in ("reuse", "fresh"):
             result = util.child_json([__file__, "--child", child, "--hidden", str(low), str(high), "--samples",
                                       str(args.samples), "--max-epochs", str(args.max_epochs)])
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         f"two trials (Tune's bookkeeping, TPE's next proposal, resetting or starting the actor); *in trials, not "
         f"training* (model build, reports, checkpoints, the first use of torch's optimizer in a fresh worker); "
         f"*tail*, slots idle at the end with no trial left, and the summary and exports. Trials are placed on "
-        f"slots from their start and end times (`reported_at`).",
+        f"slots from their start and end times (`started_at`, `reported_at`).",
         table,
         "Target: scheduling overhead under 10 % of wall time. The earlier version of this table judged the whole "
         "overhead (every second not spent training, start-up and tail included) against it; both are given, "
@@ -186,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         "agents) and both trials share them, so anything the driver does while trials train (Optuna, progress, "
         "TensorBoard) slows the trials down and shows up partly as training time, not as overhead. A fresh worker "
         "per trial (reuse off) pays process start and `import torch` each time. The machine was shared with other "
-        f"engineers' jobs (load average at the end: {util.load_average()}); timings are noisy.",
+        "engineers' jobs" + (f" (load average at the end: {util.load_average()})" if not args.render_from else
+                               " (rendered from the searches' recorded JSON lines, `--render-from`)")
+        + "; timings are noisy.",
     ])
     print(body)
     if not args.no_record:

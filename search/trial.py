@@ -2,8 +2,8 @@
 
 Each epoch the trainer's callback reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``,
 ``valid_ic``, ``score`` (the trainer's early-stopping score), ``seconds`` (the epoch's training and validation
-time), ``reported_at`` (Unix time of the report, after the checkpoint is written, to the microsecond: Tune's
-``timestamp`` is whole seconds),
+time), ``started_at`` and ``reported_at`` (Unix times, to the microsecond, of the trial function's start and of the
+report, after the checkpoint is written: Tune's ``timestamp`` is whole seconds),
 the best epoch so far and its numbers
 (``best_epoch``, ``best_score``, ``best_valid_ic``, ``best_valid_loss``), and ``final`` (this is the trial's
 last epoch by its own budget or early stopping, so a trial that ends without ``final`` was stopped by ASHA).
@@ -54,6 +54,7 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epoch
     arrays are read-only and shared, never copied). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
     are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start).
     """
+    started_at = time.time()
     torch.set_num_threads(max(1, threads))
     for name in ("ray.train", "ray.tune"):  # one INFO line per saved checkpoint is noise in the driver's output
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -94,7 +95,7 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epoch
         state["epoch"] = epoch
         result = {"epoch": epoch, "train_loss": float(epoch_metrics.train_loss),
                   "valid_loss": float(epoch_metrics.valid_loss), "valid_ic": float(epoch_metrics.valid_ic),
-                  "score": float(epoch_metrics.score), "seconds": float(epoch_metrics.seconds), **state}
+                  "score": float(epoch_metrics.score), "seconds": float(epoch_metrics.seconds), "started_at": started_at, **state}
         broken = not _finite(result[metric])
         result["final"] = broken or epoch >= n_epochs or epoch - state["best_epoch"] >= early_stop
         if improved and not broken:
