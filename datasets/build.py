@@ -80,9 +80,9 @@ def resolve_source(source: str | os.PathLike | None, concepts: str | os.PathLike
     """Decide the source kind; raises ``DataError`` if ``source`` is neither a Qlib directory nor a table."""
     if source is None:
         return Source("embedded", EMBEDDED_PRICES, "embedded",
-                      Path(concepts).resolve() if concepts else EMBEDDED_CONCEPTS)
+                      Path(concepts).expanduser().resolve() if concepts else EMBEDDED_CONCEPTS)
     path = Path(source).expanduser().resolve()
-    concept_path = Path(concepts).resolve() if concepts else None
+    concept_path = Path(concepts).expanduser().resolve() if concepts else None
     if path.is_dir():
         if not is_qlib_dir(path):
             raise DataError(f"{path}: not a Qlib data directory (no calendars/day.txt)")

@@ -34,8 +34,7 @@ def open_dataset(data: str | None, segments: dict[str, tuple[str, str] | None], 
                              f"(or pass the source instead of the prepared directory)")
         return datasets.load(Path(data).expanduser())
     spans = {name: span for name, span in segments.items() if span is not None}
-    return datasets.prepare(source=data, market=market, benchmark=benchmark,
-                            concepts=Path(concepts).expanduser() if concepts else None, **spans)
+    return datasets.prepare(source=data, market=market, benchmark=benchmark, concepts=concepts, **spans)
 
 
 def check_concepts(ds: datasets.PreparedDataset, model_names: list[str]) -> None:

@@ -112,8 +112,7 @@ def _open_dataset(best: dict[str, Any], data: str | None, concepts: str | None) 
     segments = {name: tuple(str(day) for day in span) for name, span in (spec.get("segments") or {}).items()}
     return datasets.prepare(source=None if source in (None, "embedded") else source,
                             market=spec.get("market", "csi300"), benchmark=spec.get("benchmark", "SH000300"),
-                            concepts=Path(spec["concepts"]).expanduser() if spec.get("concepts") else None,
-                            **segments)
+                            concepts=spec.get("concepts"), **segments)
 
 
 def default_hyperparameters(model: str) -> dict[str, Any]:
