@@ -1,61 +1,30 @@
-"""Qlib's eight Alpha360 networks, one registry, one shared trainer."""
+"""Qlib's eight Alpha360 networks, one registry, one shared trainer.
+
+The registry (``REGISTRY``, ``get_spec``, ``validate``) imports nothing heavy; everything else (torch, the
+networks, the trainer) is imported on first use, so that checking a model name or a hyperparameter stays light.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-import torch
-
-from models.checkpoint import load_checkpoint
-from models.config import TrainConfig
-from models.qlib_weights import load_qlib_weights, read_state_dict
 from models.registry import REGISTRY, TRAINING_KEYS, ModelSpec, get_spec, validate
-from models.trainer import EpochMetrics, FitResult, Trainer, fit
+
+_LAZY = {
+    "TrainConfig": "models.config",
+    "build": "models.factory", "train_config": "models.factory", "from_hyperparameters": "models.factory",
+    "load_qlib_weights": "models.qlib_weights", "read_state_dict": "models.qlib_weights",
+    "Trainer": "models.trainer", "EpochMetrics": "models.trainer", "FitResult": "models.trainer",
+    "fit": "models.trainer", "read_training_state": "models.trainer",
+    "load_checkpoint": "models.checkpoint",
+}
 
 
-def build(name: str, **hyperparameters: Any) -> torch.nn.Module:
-    """The network of model ``name`` with Qlib's Alpha360 defaults for every hyperparameter not given.
-
-    Only network hyperparameters are accepted (``ModelSpec.network_keys``); a training hyperparameter such as
-    ``lr`` gets an error that points to ``train_config``. Unknown names and out-of-range values raise
-    ``ValueError``.
-    """
-    spec = get_spec(name)
-    training = [key for key in hyperparameters if key not in spec.network_keys and key in spec.defaults]
-    if training:
-        raise ValueError(f"{spec.name}: {', '.join(training)} are training hyperparameters; "
-                         f"pass them to models.train_config, not models.build")
-    merged = validate(spec, hyperparameters)
-    return spec.network_class()(**{key: merged[key] for key in spec.network_keys})
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
-def train_config(name: str, **overrides: Any) -> TrainConfig:
-    """A ``TrainConfig`` with model ``name``'s Qlib defaults, updated by ``overrides``.
-
-    ``overrides`` may hold training hyperparameters in Qlib's names (``lr``, ``reg``, ...) and any other
-    ``TrainConfig`` field (``device``, ``eval_train``, ...).
-    """
-    spec = get_spec(name)
-    options = {key: overrides.pop(key) for key in list(overrides) if key in TrainConfig.__dataclass_fields__
-               and key not in spec.defaults and key not in TRAINING_KEYS}
-    merged = validate(spec, overrides)
-    return TrainConfig(
-        n_epochs=int(merged["n_epochs"]), lr=float(merged["lr"]), early_stop=int(merged["early_stop"]),
-        batch_size=int(merged["batch_size"]), metric=merged["metric"], optimizer=merged["optimizer"],
-        weight_decay=float(merged.get("reg", merged.get("weight_decay", 0.0))),
-        batch_mode=spec.batch_mode, seed=merged.get("seed"), **options)
-
-
-def from_hyperparameters(name: str, hyperparameters: dict[str, Any], **options: Any
-                         ) -> tuple[torch.nn.Module, TrainConfig]:
-    """Split one flat hyperparameter dict (as a search space or ``best.yaml`` holds it) into network and config."""
-    spec = get_spec(name)
-    validate(spec, hyperparameters)
-    net_hp = {key: value for key, value in hyperparameters.items() if key in spec.network_keys}
-    train_hp = {key: value for key, value in hyperparameters.items() if key not in spec.network_keys}
-    return build(name, **net_hp), train_config(name, **train_hp, **options)
-
-
-__all__ = ["REGISTRY", "ModelSpec", "TrainConfig", "build", "train_config", "from_hyperparameters", "get_spec",
-           "load_qlib_weights", "read_state_dict",
-           "Trainer", "EpochMetrics", "FitResult", "fit", "load_checkpoint"]
+__all__ = ["REGISTRY", "TRAINING_KEYS", "ModelSpec", "get_spec", "validate", *_LAZY]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 BatchMode = Literal["rows", "day"]
 
@@ -60,7 +61,7 @@ class ModelSpec:
     uses_concepts: bool = False  # HIST needs the dataset's stock→concept matrix
     bounds: dict[str, Any] = field(default_factory=dict)
 
-    def network_class(self) -> type[torch.nn.Module]:
+    def network_class(self) -> type["torch.nn.Module"]:
         module_name, class_name = self.network.split(":")
         return getattr(importlib.import_module(module_name), class_name)
 

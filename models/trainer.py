@@ -39,7 +39,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +58,9 @@ class EpochMetrics:
 
     ``score`` is the early-stopping score (−``valid_loss`` or ``valid_ic``, higher is better, NaN allowed);
     ``best_score``/``best_epoch`` include this epoch (``best_epoch`` 0 and ``best_score`` NaN while no epoch has
-    scored a finite value). ``train_score`` is the same score on the training set, only with ``eval_train``.
+    scored a finite value), and ``best_valid_loss``/``best_valid_ic`` are that best epoch's numbers (NaN while there
+    is none). ``train_score`` is the same score on the training set, only with ``eval_train``. ``final``: by the
+    trainer's own rules no epoch follows this one (``n_epochs`` reached, or early stopping's patience used up).
     """
 
     epoch: int
@@ -70,6 +72,9 @@ class EpochMetrics:
     best_epoch: int
     seconds: float
     train_score: float | None = None
+    best_valid_loss: float = math.nan
+    best_valid_ic: float = math.nan
+    final: bool = False
 
 
 @dataclass
@@ -145,6 +150,36 @@ def _day_chunks(offsets: np.ndarray, max_rows: int) -> list[tuple[int, int]]:
     return chunks
 
 
+TRAINING_STATE_FORMAT = 1
+
+
+@dataclass
+class _Run:
+    """What one ``fit`` carries from epoch to epoch (and what ``training_state`` saves besides the weights)."""
+
+    optimizer: torch.optim.Optimizer
+    result: FitResult = field(default_factory=FitResult)
+    patience: int = 0
+    best_valid: tuple[float, float] = (math.nan, math.nan)  # (valid_loss, valid_ic) of the best epoch
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in state.items()}
+
+
+def read_training_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A state written by ``torch.save(trainer.training_state(), path)``, read safely (``weights_only``) with its
+    tensors on ``device``. ``ValueError`` naming the file when it is not such a state."""
+    try:
+        state = torch.load(Path(path), map_location=device, weights_only=True)
+    except Exception as error:  # a torn or foreign file: many exception types, all meaning "not loadable"
+        raise ValueError(f"{path}: not a training state ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        raise ValueError(f"{path}: not a training state of format {TRAINING_STATE_FORMAT}")
+    return state
+
+
 class Trainer:
     """Fits one network under a ``TrainConfig``; predicts, saves and reports per epoch through a callback.
 
@@ -193,24 +228,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def fit(self, ds: Any, callback: Callback | None = None) -> FitResult:
+    def fit(self, ds: Any, callback: Callback | None = None, resume: dict[str, Any] | None = None) -> FitResult:
         """Train on ``ds``'s train segment, early-stop on its valid segment, restore the best weights.
 
         ``callback(metrics, trainer)`` runs after every epoch; returning ``True`` stops training
-        (``stopped_by="callback"``). Returns a ``FitResult`` whose ``history`` holds every epoch run.
+        (``stopped_by="callback"``); inside it ``trainer.training_state()`` is the state after that epoch.
+        ``resume`` is such a state (or one read back with ``read_training_state``): training continues after its
+        epoch exactly as it would have without the interruption (same weights, optimizer moments, shuffling and
+        dropout draws, best epoch and patience; bit for bit on CPU), and the returned ``history`` holds the epochs
+        before it too. Returns a ``FitResult`` whose ``history`` holds every epoch run.
         """
         cfg = self.config
         self._seed()
         self._prepare_concepts(ds)
-        if self._cross_sectional and cfg.pretrained is not None:
+        if self._cross_sectional and cfg.pretrained is not None and resume is None:
             self._load_pretrained_base(ds)
         train = _segment(ds, "train", self.device, labelled_only=True)
         valid = _segment(ds, "valid", self.device, labelled_only=True)
         optimizer = self._optimizer()
-        result = FitResult()
-        best_state: dict[str, torch.Tensor] | None = None
-        patience = 0
-        for epoch in range(1, cfg.n_epochs + 1):
+        run = _Run(optimizer)
+        if resume is not None:
+            self._restore(resume, run)
+        self._run = run
+        result = run.result
+        if run.patience >= cfg.early_stop:
+            result.stopped_by = "early_stop"
+        for epoch in range(len(result.history) + 1, cfg.n_epochs + 1):
+            if result.stopped_by != "n_epochs":
+                break
             start = time.perf_counter()
             if self._uses_memory:
                 self._refresh_memory(train)
@@ -221,22 +266,67 @@ class Trainer:
                 train_score = self._score(*self._evaluate(train))
             score = self._score(valid_loss, valid_ic)
             if math.isfinite(score) and not score <= result.best_score:  # NaN best_score: any finite wins
-                result.best_score, result.best_epoch, patience = score, epoch, 0
-                best_state = {key: value.detach().clone() for key, value in self.net.state_dict().items()}
+                result.best_score, result.best_epoch, run.patience = score, epoch, 0
+                run.best_valid = (valid_loss, valid_ic)
+                run.best_state = {key: value.detach().clone() for key, value in self.net.state_dict().items()}
             else:
-                patience += 1
+                run.patience += 1
             metrics = EpochMetrics(epoch, train_loss, valid_loss, valid_ic, score, result.best_score,
-                                   result.best_epoch, time.perf_counter() - start, train_score)
+                                   result.best_epoch, time.perf_counter() - start, train_score, *run.best_valid,
+                                   final=epoch == cfg.n_epochs or run.patience >= cfg.early_stop)
             result.history.append(metrics)
             if callback is not None and callback(metrics, self):  # True (or any truthy value) stops
                 result.stopped_by = "callback"
-                break
-            if patience >= cfg.early_stop:
+            elif run.patience >= cfg.early_stop:
                 result.stopped_by = "early_stop"
-                break
-        if best_state is not None and result.best_epoch != len(result.history):
-            self.net.load_state_dict(best_state)
+        if run.best_state is not None and result.best_epoch != len(result.history):
+            self.net.load_state_dict(run.best_state)
         return result
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything ``fit(resume=...)`` needs to continue after the last finished epoch: the epochs so far, the
+        current and best weights, the optimizer's state, the shuffling generator and torch's random state (CPU,
+        and the device's on CUDA). Plain tensors, numbers and strings, so ``torch.load(weights_only=True)`` reads it
+        back. Only while ``fit`` runs or after it (``RuntimeError`` before)."""
+        run = getattr(self, "_run", None)
+        if run is None:
+            raise RuntimeError("training_state() needs a fit: call it from fit's callback or after fit")
+        result = run.result
+        state: dict[str, Any] = {
+            "format": TRAINING_STATE_FORMAT, "history": [asdict(metrics) for metrics in result.history],
+            "best_epoch": result.best_epoch, "best_score": result.best_score, "patience": run.patience,
+            "best_valid": list(run.best_valid),
+            "net": _cpu(self.net.state_dict()), "best_net": _cpu(run.best_state) if run.best_state else None,
+            "optimizer": run.optimizer.state_dict(), "generator": self._generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "scaler": self._scaler.state_dict() if self._scaler is not None else None}
+        return state
+
+    def _restore(self, state: dict[str, Any], run: "_Run") -> None:
+        """Load a ``training_state`` into the network, the optimizer and ``run`` (``ValueError`` if it does not fit)."""
+        if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+            raise ValueError(f"not a training state of format {TRAINING_STATE_FORMAT}")
+        try:
+            self.net.load_state_dict(state["net"])
+            run.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(f"the training state does not fit this network: {error}") from None
+        history = [EpochMetrics(**metrics) for metrics in state["history"]]
+        if len(history) > self.config.n_epochs:
+            raise ValueError(f"the training state has {len(history)} epochs, more than n_epochs "
+                             f"{self.config.n_epochs}")
+        run.result.history = history
+        run.result.best_epoch, run.result.best_score = int(state["best_epoch"]), float(state["best_score"])
+        run.patience, run.best_valid = int(state["patience"]), tuple(state["best_valid"])
+        run.best_state = ({key: value.to(self.device) for key, value in state["best_net"].items()}
+                          if state["best_net"] is not None else None)
+        self._generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self._scaler is not None and state.get("scaler"):
+            self._scaler.load_state_dict(state["scaler"])
 
     def _seed(self) -> None:
         """Seed numpy, torch and the shuffling generator from ``config.seed``; without a seed the generator
@@ -468,4 +558,4 @@ def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | None = None, callb
     return trainer, trainer.fit(ds, callback)
 
 
-__all__ = ["Callback", "EpochMetrics", "FitResult", "Trainer", "fit"]
+__all__ = ["Callback", "EpochMetrics", "FitResult", "Trainer", "fit", "read_training_state"]

@@ -228,3 +228,38 @@ def test_load_checkpoint_refuses_a_bare_state_dict(tmp_path):
     torch.save(models.build("lstm", hidden_size=8).state_dict(), tmp_path / "bare.pt")
     with pytest.raises(ValueError, match="not a checkpoint of ours"):
         models.load_checkpoint(tmp_path / "bare.pt")
+
+
+# ------------------------------------------------------------------ resuming from a training state
+
+@pytest.mark.parametrize("name", ["lstm", "gats", "igmtf"])
+def test_a_fit_resumed_from_its_training_state_continues_exactly(planted, tmp_path, name):
+    """Stopped after epoch 2 and resumed from the state saved then, a fit gives the uninterrupted fit's epochs,
+    best epoch and weights bit for bit (dropout on, so the random state matters too)."""
+    hp = {**TINY, "n_epochs": 5, "early_stop": 5, "dropout": 0.3, "num_layers": 2, "metric": "ic"}
+    _, straight = models.fit(name, planted, hp)
+
+    def stop_after_two(metrics, trainer):
+        if metrics.epoch == 2:
+            torch.save(trainer.training_state(), tmp_path / "state.pt")
+            return True
+
+    models.fit(name, planted, hp, callback=stop_after_two)
+    state = models.read_training_state(tmp_path / "state.pt")
+    net, config = models.from_hyperparameters(name, hp)
+    resumed_trainer = models.Trainer(net, config, planted.concepts, name=name)
+    resumed = resumed_trainer.fit(planted, resume=state)
+    assert [m.epoch for m in resumed.history] == [1, 2, 3, 4, 5]
+    for a, b in zip(straight.history, resumed.history):
+        assert (a.train_loss, a.valid_loss, a.valid_ic, a.best_epoch) == (b.train_loss, b.valid_loss, b.valid_ic,
+                                                                           b.best_epoch)
+    assert resumed.best_epoch == straight.best_epoch
+
+
+def test_a_training_state_that_is_not_one_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "state.pt").write_bytes(b"torn")
+    with pytest.raises(ValueError, match="state.pt: not a training state"):
+        models.read_training_state(tmp_path / "state.pt")
+    torch.save({"format": 99}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a training state of format 1"):
+        models.read_training_state(tmp_path / "other.pt")
