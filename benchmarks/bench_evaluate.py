@@ -1,7 +1,7 @@
 """Qlib's default config vs the config a search found, per model, on the test segment of CSI300.
 
 For each model: ``python -m search run`` on ``../shared/data/cn_csi300`` (timed: the search's wall time and
-budget), then ``python -m search.evaluate`` on its best.yaml, which retrains the searched and the default
+budget), then ``python -m evaluation.evaluate`` on its best.yaml, which retrains the searched and the default
 config over ``--seeds`` seeds and scores the test segment (IC, Rank IC, and the top-k dropout backtest's
 annualised excess return with cost, information ratio and max drawdown over SH000300). Records the table
 in docs/benchmarks.md.
@@ -97,7 +97,7 @@ def evaluate(best: Path, args: argparse.Namespace) -> dict[str, Any]:
             return record
         print(f"[bench_evaluate] {done} has {runs} seed(s), epochs cap {record.get('epochs_cap')}: evaluating "
               f"again with {args.seeds}, cap {args.eval_epochs}", flush=True)
-    command = [sys.executable, "-m", "search.evaluate", str(best), "--seeds", str(args.seeds),
+    command = [sys.executable, "-m", "evaluation.evaluate", str(best), "--seeds", str(args.seeds),
                "--device", args.device]
     if args.eval_epochs is not None:
         command += ["--epochs", str(args.eval_epochs)]

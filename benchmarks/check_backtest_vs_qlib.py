@@ -1,9 +1,9 @@
-"""Cross-check search.backtest against Qlib's own backtest on the same predictions.
+"""Cross-check evaluation.backtest against Qlib's own backtest on the same predictions.
 
 Both sides get one prediction table for ``../shared/data/cn_csi300`` (a noisy 5-day momentum score for every
 CSI300 member with stored data, so that limit-up stocks, suspensions and index changes all occur). Qlib's side
 runs in its own virtualenv (``$QLIB_VENV``, default /work/qlib-venv) as a subprocess: ``backtest_daily`` with
-``TopkDropoutStrategy(topk=50, n_drop=5)`` and the Alpha360 exchange settings. Ours runs ``search.backtest``.
+``TopkDropoutStrategy(topk=50, n_drop=5)`` and the Alpha360 exchange settings. Ours runs ``evaluation.backtest``.
 The tables report the largest daily differences and both risk analyses, for Qlib's account of 1e8 and for a
 tiny account where lot rounding, minimum costs and cash clipping bind.
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import markdown_table, write_section  # noqa: E402
 from datasets import MarketData  # noqa: E402
-from search.backtest import BacktestConfig, backtest  # noqa: E402
+from evaluation.backtest import BacktestConfig, backtest  # noqa: E402
 
 QLIB_SIDE = r"""
 import os, sys

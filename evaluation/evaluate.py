@@ -1,12 +1,17 @@
 """Evaluate a search's winner as Qlib does, side by side with the model's Qlib default config.
 
-``python -m search evaluate RUN/best.yaml [--data DIR] [--seeds K]`` (also ``python -m search.evaluate``)
-retrains the searched config and Qlib's default config, each with seeds 0..K-1 (early stopping on the valid
-segment), predicts the test segment and scores it: IC, ICIR, Rank IC, Rank ICIR against the raw label
-(``search.signal``) and Qlib's top-k dropout backtest against the benchmark (``search.backtest``). It prints a
+``python -m search evaluate RUN/best.yaml [--data DIR] [--seeds K]`` retrains the searched config and Qlib's
+default config, each with seeds 0..K-1 (early stopping on the valid segment), predicts the test segment and
+scores it: IC, ICIR, Rank IC, Rank ICIR against the raw label
+(``evaluation.signal``) and Qlib's top-k dropout backtest against the benchmark (``evaluation.backtest``). It prints a
 table (mean ± std over seeds; std with ddof 1, none for one seed), writes the same numbers to
 ``evaluation.yaml`` beside ``best.yaml`` and two plots: ``evaluation_returns.png`` (cumulative excess return with
 cost, searched vs default, and the benchmark) and ``evaluation_ic.png`` (daily IC).
+
+Both configs train under the search's epoch budget (best.yaml ``search.max_epochs``) unless ``epochs`` says
+otherwise (a number, or ``own``: each config's own ``n_epochs``), with the search trials' torch thread count
+(``search.threads``) unless ``threads`` says otherwise, and a progress line per seed and epoch. The run says which
+budget it used, and ``evaluation.yaml`` records it.
 
 GATs, HIST and IGMTF start both configs from the search's pretrained base recorded in best.yaml (``bases``),
 each when its ``base_model`` and sizes match the base (else from random weights, said in the log and in
@@ -15,10 +20,8 @@ evaluation.yaml); ``--pretrained`` (a base file, ``pretrain`` or ``none``) overr
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 import datasets
@@ -34,10 +38,11 @@ import spaces
 from datasets.storage import META
 from models.registry import get_spec, validate
 from search.data import check_concepts
-from search.backtest import BacktestConfig, BacktestReport, backtest
-from search.plots import plot_cumulative_excess, plot_daily_ic
+from evaluation.errors import EvaluationError
+from evaluation.backtest import BacktestConfig, BacktestReport, backtest
+from evaluation.plots import plot_cumulative_excess, plot_daily_ic
 from search.pretrained import NONE, bases_from_dicts, choose
-from search.signal import SignalMetrics, signal_metrics
+from evaluation.signal import SignalMetrics, signal_metrics
 
 METRICS = ("IC", "ICIR", "Rank IC", "Rank ICIR", "annualized_return", "information_ratio", "max_drawdown")
 LABELS = {"annualized_return": "Annualized Return", "information_ratio": "Information Ratio",
@@ -77,17 +82,21 @@ def read_best(path: Path) -> dict[str, Any]:
     """``best.yaml`` as a dict, checked for the fields evaluation needs (errors name the file and field)."""
     try:
         best = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise EvaluationError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise EvaluationError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
     if not isinstance(best, dict):
-        raise ValueError(f"{path}: expected a mapping with model, hyperparameters and data")
+        raise EvaluationError(f"{path}: expected a mapping with model, hyperparameters and data")
     if best.get("model") not in models.REGISTRY:
-        raise ValueError(f"{path}: model: {best.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
+        raise EvaluationError(f"{path}: model: {best.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
     if not isinstance(best.get("hyperparameters"), dict):
-        raise ValueError(f"{path}: hyperparameters: expected a mapping, got {best.get('hyperparameters')!r}")
+        raise EvaluationError(f"{path}: hyperparameters: expected a mapping, got {best.get('hyperparameters')!r}")
     data = best.get("data") or {}
     if not isinstance(data, dict) or not isinstance(data.get("segments", {}), dict):
-        raise ValueError(f"{path}: data: expected a mapping with source, market, benchmark, segments")
+        raise EvaluationError(f"{path}: data: expected a mapping with source, market, benchmark, segments")
     return best
 
 
@@ -124,7 +133,7 @@ def score(prediction: pd.Series, ds: datasets.PreparedDataset, config: BacktestC
           ) -> tuple[SignalMetrics, BacktestReport]:
     """Signal metrics against the test segment's raw label, and the backtest over the test segment."""
     if ds.market is None:
-        raise ValueError(f"dataset {ds.source}: has no market data (prices) for the backtest")
+        raise EvaluationError(f"dataset {ds.source}: has no market data (prices) for the backtest")
     test = ds.segment("test")
     label = pd.Series(test.raw_labels, index=test.index())
     start, end = ds.segments["test"]
@@ -140,13 +149,16 @@ def full_config(model: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: datasets.PreparedDataset,
-                    config: BacktestConfig, epochs: int | None, options: dict[str, Any]) -> Run:
-    """Train one seed (early stopping on valid, best weights restored), predict the test segment, score it."""
+                    config: BacktestConfig, epochs: int | None, options: dict[str, Any],
+                    progress: Callable[[models.EpochMetrics], None] | None = None) -> Run:
+    """Train one seed (early stopping on valid, best weights restored), predict the test segment, score it.
+    ``epochs`` caps ``n_epochs`` (``None``: the config's own); ``progress`` sees every epoch."""
     hp = {**hyperparameters, "seed": seed}
     if epochs is not None:
         hp["n_epochs"] = min(int(hp.get("n_epochs", models.REGISTRY[model].defaults["n_epochs"])), epochs)
     began = time.perf_counter()
-    trainer, fit = models.fit(model, ds, hp, **options)
+    callback = (lambda metrics, _: progress(metrics)) if progress is not None else None
+    trainer, fit = models.fit(model, ds, hp, callback=callback, **options)
     prediction = trainer.predict(ds, "test")
     signal, portfolio = score(prediction, ds, config)
     metrics = {**signal.summary, **{key: portfolio.risk[key] for key in METRICS[4:]}}
@@ -202,20 +214,50 @@ def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset,
     })
 
 
-def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epochs: int | None = None,
-             out_dir: str | Path | None = None, concepts: str | None = None, config: BacktestConfig = BacktestConfig(),
-             log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
+def epoch_budget(best: dict[str, Any], epochs: int | str | None) -> tuple[int | None, str]:
+    """``(cap on n_epochs or None, what the run says about it)`` for ``--epochs`` (``None``: the search's budget)."""
+    if epochs == "own":
+        return None, "each config's own n_epochs (--epochs own)"
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise EvaluationError(f"--epochs must be a positive number or 'own'; got {epochs!r}")
+        return epochs, f"at most {epochs} epochs (--epochs {epochs})"
+    budget = (best.get("search") or {}).get("max_epochs")
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
+        return budget, (f"at most {budget} epochs, the search's budget (best.yaml search.max_epochs; --epochs N or "
+                        f"--epochs own to change it)")
+    return None, "each config's own n_epochs (best.yaml records no search budget)"
+
+
+def thread_count(best: dict[str, Any], threads: int | None) -> int:
+    """``threads``, else the search trials' (best.yaml ``search.threads``), else 1."""
+    if threads is None:
+        threads = (best.get("search") or {}).get("threads") or 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise EvaluationError(f"--threads must be a positive number; got {threads!r}")
+    return threads
+
+
+def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epochs: int | str | None = None,
+             threads: int | None = None, out_dir: str | Path | None = None, concepts: str | None = None,
+             config: BacktestConfig = BacktestConfig(), log: Callable[[str], None] = print,
+             **options: Any) -> dict[str, Any]:
     """Retrain and score the searched and the default config over ``seeds`` seeds; write evaluation.yaml and
     the plots into ``out_dir`` (default: beside ``best.yaml``); return the evaluation record.
 
-    ``epochs`` caps ``n_epochs`` of both configs (for quick looks; the default is each config's own).
-    ``options`` go to ``models.fit`` (``device``, ``pretrained``, ...).
+    ``epochs`` caps ``n_epochs`` of both configs: ``None`` the search's budget from best.yaml, a number, or
+    ``"own"`` (each config's own). ``threads``: torch threads (``None``: the search trials'). ``options`` go to
+    ``models.fit`` (``device``, ``pretrained``, ...). ``log`` receives every line, progress included.
     """
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise EvaluationError(f"--seeds must be at least 1, got {seeds}")
     best_path = Path(best_path)
     best = read_best(best_path)
     model = best["model"]
+    cap, budget = epoch_budget(best, epochs)
+    torch.set_num_threads(thread_count(best, threads))
+    log(f"{model}: evaluating {best_path} with {seeds} seed(s) per config; training under {budget}; "
+        f"{torch.get_num_threads()} torch thread(s)")
     ds = open_dataset(best, data, concepts)
     out = Path(out_dir) if out_dir is not None else best_path.parent
     out.mkdir(parents=True, exist_ok=True)
@@ -232,14 +274,18 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
             result.pretrained = _start(model, result.hyperparameters, best, best_path, run_options)
             log(f"{model} {label}: starts from {result.pretrained}")
         for seed in range(seeds):
-            run = train_and_score(model, result.hyperparameters, seed, ds, config, epochs, run_options)
+            def progress(metrics: models.EpochMetrics, label: str = label, seed: int = seed) -> None:
+                log(f"{model} {label} seed {seed} epoch {metrics.epoch}: train loss {metrics.train_loss:.4f}, "
+                    f"valid loss {metrics.valid_loss:.4f}, valid IC {metrics.valid_ic:.4f} ({metrics.seconds:.1f} s)")
+
+            run = train_and_score(model, result.hyperparameters, seed, ds, config, cap, run_options, progress)
             result.runs.append(run)
             log(f"{model} {label} seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
                 f"IC {run.metrics['IC']:.4f}, annualized excess {run.metrics['annualized_return']:.4f}, "
                 f"{run.seconds:.0f} s")
 
     benchmark = results["searched"].runs[0].portfolio.benchmark
-    record = evaluation_record(best_path, model, ds, benchmark, results, config, same, epochs)
+    record = evaluation_record(best_path, model, ds, benchmark, results, config, same, cap)
     (out / "evaluation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
 
     def mean_daily(label: str, column: str) -> pd.Series:
@@ -272,51 +318,18 @@ def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], be
     try:
         bases = bases_from_dicts(best.get("bases"))
     except TypeError:
-        raise ValueError(f"{best_path}: bases: expected kind → {{kind, d_feat, hidden_size, num_layers, path, "
+        raise EvaluationError(f"{best_path}: bases: expected kind → {{kind, d_feat, hidden_size, num_layers, path, "
                          f"qlib_path}}; got {best.get('bases')!r}") from None
     path, start = choose(bases, full_config(model, hyperparameters))
     if path is not None:
         if not Path(path).is_file():
-            raise ValueError(f"{best_path}: bases: the {hyperparameters.get('base_model')} base {path} no longer "
+            raise EvaluationError(f"{best_path}: bases: the {hyperparameters.get('base_model')} base {path} no longer "
                              f"exists (pass --pretrained PATH, pretrain or none)")
         options["pretrained"] = path
     return start
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``evaluate`` subcommand's arguments."""
-    parser.add_argument("best", type=Path, help="best.yaml written by `python -m search run`/`export`")
-    parser.add_argument("--data", help="prepared dataset directory, or a source (Qlib dir / price table) to "
-                        "prepare with best.yaml's segments (default: best.yaml's data)")
-    parser.add_argument("--concepts", help="HIST's (symbol, concept) table to prepare the data with (default: "
-                        "best.yaml's data.concepts)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per config (0..K-1), mean ± std (default 1)")
-    parser.add_argument("--epochs", type=int, help="cap n_epochs of both configs (quick looks only)")
-    parser.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
-    parser.add_argument("--pretrained", help="GATs/HIST/IGMTF base for both configs: an LSTM/GRU state_dict path, "
-                        "'pretrain' or 'none' (default: the search's base from best.yaml, where a config fits it)")
-    parser.add_argument("--out", type=Path, help="where evaluation.yaml and the plots go (default: beside best.yaml)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the ``evaluate`` subcommand; a bad input ends with its one-line message and status 2."""
-    options: dict[str, Any] = {"device": args.device}
-    if args.pretrained:
-        options["pretrained"] = args.pretrained
-    try:
-        evaluate(args.best, data=args.data, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
-                 concepts=args.concepts, **options)
-    except (ValueError, datasets.DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.evaluate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    """``python -m search evaluate ...`` without the ``search`` (for scripts that called this module's main)."""
+    from search.__main__ import main as search_main
+    return search_main(["evaluate", *(argv or [])])

@@ -1,12 +1,12 @@
 """Driver-side Tune plug-ins: the NaN stopper, a concise progress line, and TensorBoard logging.
 
 They run in the driver process (never in a trial), so a trial's worker stays free of logging work, and the
-TensorBoard files of all trials land in one place: ``RUN/tensorboard/<trial id>/``.
+TensorBoard files of all trials land in one place: ``RUN/tensorboard/<trial id>/``. The run's ledger of trials
+(``search.ledger.TrialLedger``) is the fourth plug-in.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -16,33 +16,20 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
+from search.objective import Objective, finite
+from search.results import outcome
+from search.searcher import OPTUNA_TRIAL
 from spaces import Space
 
-OUTCOMES = ("running", "pending", "finished", "pruned", "failed")
-EPOCH_SCALARS = ("train_loss", "valid_loss", "valid_ic")
+PROGRESS = ("running", "pending", "finished", "pruned", "failed")
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def outcome(status: str, last_result: dict[str, Any] | None, metric: str) -> str:
-    """How a trial ended (or stands): running, pending, finished, pruned or failed.
-
-    failed: Tune's ERROR, a non-finite searched metric in its last report, or no report at all once ended.
-    finished: it ended by its own budget or early stopping (its last report says ``final``). pruned: ASHA
-    stopped it before that.
-    """
-    last_result = last_result or {}
-    if status == Trial.ERROR:
-        return "failed"
-    if status in (Trial.RUNNING, Trial.PENDING, Trial.PAUSED):
-        if metric in last_result and not finite(last_result[metric]):
-            return "failed"
-        return "running" if status == Trial.RUNNING else "pending"
-    if metric not in last_result or not finite(last_result[metric]):
-        return "failed"
-    return "finished" if last_result.get("final") else "pruned"
+def tune_outcome(trial: Trial, metric: str) -> str:
+    """The outcome (``search.results.outcome``) of a trial as Tune holds it now; ``pending`` before it started."""
+    if trial.status == Trial.PENDING and not trial.last_result:
+        return "pending"
+    status = trial.status if trial.status in (Trial.TERMINATED, Trial.ERROR) else None
+    return outcome(status, trial.last_result or {}, metric)
 
 
 class NonFiniteStopper(Stopper):
@@ -64,11 +51,11 @@ class NonFiniteStopper(Stopper):
 class ProgressPrinter(Callback):
     """A line every ``every`` seconds (and one per ended trial) with the counts and the best so far::
 
-        [lstm 01:25] 2 running · 3 finished · 2 pruned · 1 failed · 0 pending | best valid_ic 0.0412 (trial 3a1f, epoch 4)
+        [lstm 01:25] 2 running · 3 pending · 3 finished · 2 pruned · 1 failed | best valid_ic 0.0412 (trial 3a1f, epoch 4)
     """
 
-    def __init__(self, model: str, metric: str, every: float = 10.0, stream: TextIO | None = None) -> None:
-        self.model, self.metric, self.every = model, metric, every
+    def __init__(self, model: str, goal: Objective, every: float = 10.0, stream: TextIO | None = None) -> None:
+        self.model, self.goal, self.every = model, goal, every
         self.stream = stream
         self.start = time.monotonic()
         self.last_print = 0.0
@@ -87,21 +74,21 @@ class ProgressPrinter(Callback):
 
     def line(self, trials: list[Trial], ended: tuple[Trial, str] | None = None) -> str:
         """The counts and the best so far; ``ended`` is a trial Tune still lists as running, with its outcome."""
-        counts = dict.fromkeys(OUTCOMES, 0)
+        counts = dict.fromkeys(PROGRESS, 0)
         best: tuple[float, Trial] | None = None
         for trial in trials:
             if ended is not None and trial is ended[0]:
                 counts[ended[1]] += 1
             else:
-                counts[outcome(trial.status, trial.last_result, self.metric)] += 1
-            value = (trial.last_result or {}).get(f"best_{self.metric}")
-            if finite(value) and (best is None or value > best[0]):
+                counts[tune_outcome(trial, self.goal.name)] += 1
+            value = (trial.last_result or {}).get(self.goal.best)
+            if finite(value) and (best is None or self.goal.better(value, best[0])):
                 best = (value, trial)
         elapsed = int(time.monotonic() - self.start)
         text = f"[{self.model} {elapsed // 60:02d}:{elapsed % 60:02d}] " + " · ".join(
-            f"{counts[key]} {key}" for key in OUTCOMES)
+            f"{counts[key]} {key}" for key in PROGRESS)
         if best is not None:
-            text += (f" | best {self.metric} {best[0]:.4f} (trial {best[1].trial_id}, "
+            text += (f" | best {self.goal.name} {best[0]:.4f} (trial {best[1].trial_id}, "
                      f"epoch {best[1].last_result.get('best_epoch')})")
         return text
 
@@ -112,31 +99,39 @@ class ProgressPrinter(Callback):
             self._write(self.line(trials))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._ended(trials, trial)
+        self._ended(trials, trial, Trial.TERMINATED)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._ended(trials, trial)
+        self._ended(trials, trial, Trial.ERROR)
 
-    def _ended(self, trials: list[Trial], trial: Trial) -> None:
+    def _ended(self, trials: list[Trial], trial: Trial, status: str) -> None:
         result = trial.last_result or {}
-        status = Trial.ERROR if trial.status == Trial.ERROR else Trial.TERMINATED
-        how = outcome(status, result, self.metric)
-        value = result.get(self.metric)
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        how = outcome(status, result, self.goal.name)
+        value = result.get(self.goal.best)
+        shown = f"{value:.4f}" if finite(value) else str(value)
         self._write(f"[{self.model}] trial {trial.trial_id} {how} after epoch {result.get('epoch', 0)} "
-                    f"({self.metric} {shown})")
+                    f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)})")
         self.last_print = time.monotonic()
         self._write(self.line(trials, ended=(trial, how)))
 
 
 class TensorBoardLogger(Callback):
-    """Per-epoch ``train_loss``/``valid_loss``/``valid_ic`` of every trial, and one HParams entry per ended trial
-    (its searched hyperparameters, outcome, best-epoch metrics), under ``logdir/<trial id>/``."""
+    """Every trial's curves and its HParams session, under ``logdir/<trial id>/``.
 
-    def __init__(self, logdir: Path, space: Space, metric: str) -> None:
+    Per epoch: ``train_loss``, ``valid_loss``, ``valid_ic`` and the kept epoch's numbers so far (``best_epoch``,
+    ``best_valid_ic``, ``best_valid_loss``: step curves whose last point is the trial's result). When the trial
+    ends, its session: the searched hyperparameters, ``model``, ``outcome``, ``trial`` (the Ray trial id) and
+    ``optuna_trial``. No experiment summary is written: TensorBoard builds the HParams table from every session
+    under the logdir it is given, so a search root holding several models shows every model's hyperparameters
+    (blank where a model has none), and its metric columns are the last points of the curves above.
+    """
+
+    SCALARS = ("train_loss", "valid_loss", "valid_ic", "best_epoch", "best_valid_ic", "best_valid_loss")
+
+    def __init__(self, logdir: Path, space: Space, goal: Objective) -> None:
         self.logdir = Path(logdir)
         self.space = space
-        self.metric = metric
+        self.goal = goal
         self._writers: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -152,28 +147,32 @@ class TensorBoardLogger(Callback):
                         **info: Any) -> None:
         writer = self._writer(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        for key in EPOCH_SCALARS:
+        for key in self.SCALARS:
             if key in result:
                 writer.add_scalar(key, float(result[key]), epoch)
         writer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._hparams(trial, Trial.TERMINATED)
+        self._session(trial, Trial.TERMINATED)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._hparams(trial, Trial.ERROR)
+        self._session(trial, Trial.ERROR)
 
-    def _hparams(self, trial: Trial, status: str) -> None:
-        result = trial.last_result or {}
-        hparams = {}
+    def _session(self, trial: Trial, status: str) -> None:
+        from torch.utils.tensorboard.summary import hparams
+        hparams_dict: dict[str, Any] = {"model": self.space.model,
+                                        "outcome": outcome(status, trial.last_result or {}, self.goal.name),
+                                        "trial": trial.trial_id}
+        if isinstance(trial.config.get(OPTUNA_TRIAL), int):
+            hparams_dict["optuna_trial"] = trial.config[OPTUNA_TRIAL]
         for name in self.space.params:
             value = trial.config.get(name)
-            hparams[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-        hparams["outcome"] = outcome(status, result, self.metric)
-        metrics = {f"hparams/{key}": float(result.get(key, math.nan))
-                   for key in ("best_valid_ic", "best_valid_loss", "best_score", "best_epoch", "epoch")}
+            if value is not None:
+                hparams_dict[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        _, session_start, session_end = hparams(hparams_dict, {})
         writer = self._writer(trial)
-        writer.add_hparams(hparams, metrics, run_name=".")
+        writer.file_writer.add_summary(session_start)
+        writer.file_writer.add_summary(session_end)
         writer.close()
         del self._writers[trial.trial_id]
 

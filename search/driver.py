@@ -1,15 +1,15 @@
 """Run, resume and export searches: Ray Tune with Optuna proposing, ASHA pruning, the dataset shared once.
 
-``run(options)`` prepares the data once, puts it into the object store once (``ray.put``; every trial reads
-it zero-copy with ``ray.get``), then searches each model in its own study over its own space, one model after
-the other, and exports each model's best configuration. ``resume(path)`` continues interrupted runs from
-their Tune experiment and Optuna study. ``export(path)`` rewrites the exports of any run.
+``run(options)`` checks everything it can before loading anything heavy, prepares the data once, puts it into
+the object store once (``ray.put``; every trial reads it zero-copy with ``ray.get``), then searches each model
+in its own study over its own space, one model after the other, and exports each model's best configuration.
+``resume(path)`` continues interrupted runs. ``export(path)`` rewrites the exports of any run from the run's own
+records.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections import Counter
@@ -26,43 +26,30 @@ from ray.tune.schedulers import ASHAScheduler
 import spaces
 from search import export as exporting
 from search import results
-from search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
 from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
+from search.cluster import check_gpus, concurrent_slots, start_ray
 from search.data import check_concepts, describe, open_dataset
+from search.ledger import TrialLedger
+from search.objective import objective
 from search.options import OptionError, SearchOptions
+from search.pretrained import Base, base_kinds, prepare_bases, read_base, read_bases, write_bases
 from search.rundir import TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, find_run_dirs, read_manifest, write_manifest
 from search.searcher import StudySearch, make_sampler, storage_url
 from search.trial import train_trial
-
-LOCALHOST = "127.0.0.1"
-
-
-def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None) -> None:
-    """Connect to the cluster at ``address`` (or ``$RAY_ADDRESS``, as under ``ray job submit``), else start a
-    local one whose dashboard, when asked for, binds 127.0.0.1. Ray's token authentication stays as Ray sets it:
-    on by default for a new local cluster (a token is created in ~/.ray/auth_token when there is none); Ray's
-    own gRPC services listen on all interfaces, which is what the token protects. No-op when Ray is already
-    initialised in this process."""
-    if ray.is_initialized():
-        return
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], **common)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=LOCALHOST, **common)
 
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions,
+def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions, run_dir: Path,
                bases: dict[str, Base] | None = None) -> Any:
-    """The trial function bound to the shared dataset, this model's space and its pretrained bases, with its
-    resources."""
+    """The trial function bound to the shared dataset, this model's space, run directory and pretrained bases,
+    with its resources."""
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, max_epochs=options.max_epochs,
-                                 metric=options.metric, threads=max(1, int(options.cpus_per_trial)), device=device,
+    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir),
+                                 max_epochs=options.max_epochs, metric=options.metric,
+                                 threads=max(1, int(options.cpus_per_trial)), device=device,
                                  bases={kind: base.to_dict() for kind, base in (bases or {}).items()})
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
 
@@ -75,55 +62,10 @@ def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kw
     train_trial(config, dataset=ray.get(dataset_ref[0]), **kwargs)
 
 
-# Tune settings read from the environment while a Tuner runs in this process:
-# - no automatic TensorBoardX logger (TensorBoard files come from ``TensorBoardLogger``, in one place); the CSV
-#   and JSON loggers that Tune's result reading needs are passed explicitly;
-# - no warning each time a checkpoint forces an experiment snapshot (with ``num_to_keep=1`` that is by design:
-#   the snapshot is what makes a resumed search see every finished trial).
-_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-                     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
-
-
-def concurrent_slots(options: SearchOptions) -> int:
-    """How many trials run at once: ``--max-concurrent`` when given, else how many trials' CPUs (and GPUs) the
-    connected cluster has when the search starts (at least 1; a cluster that grows later needs
-    ``--max-concurrent`` to use the new nodes).
-
-    Tune is always given this cap. Besides bounding what TPE proposes ahead of results, it is what lets Tune
-    keep one trial pending per slot: with a search algorithm and no cap, Tune keeps a single trial pending,
-    so it starts the first trials' actors one after the other and each slot waits seconds for the actor
-    before it (a process importing torch); capped, the first actors all start together."""
-    if options.max_concurrent:
-        return options.max_concurrent
-    resources = ray.cluster_resources()
-    fits = resources.get("CPU", 0.0) / options.cpus_per_trial
-    if options.gpus_per_trial > 0:
-        fits = min(fits, resources.get("GPU", 0.0) / options.gpus_per_trial)
-    return max(1, int(fits + 1e-9))
-
-
-def _is_local(options: SearchOptions) -> bool:
-    """Whether the search runs on a Ray node of this machine started here (no ``--address``/``$RAY_ADDRESS``)."""
-    return not (options.address or os.environ.get("RAY_ADDRESS"))
-
-
-def check_gpus(options: SearchOptions) -> None:
-    """Refuse ``--gpus-per-trial`` > 0 on a local node when torch has no CUDA or Ray's node has no GPU: its trials
-    would fail on ``cuda`` or wait forever. A cluster named by ``--address``/``$RAY_ADDRESS`` may add GPU nodes
-    later (autoscaling), so a cluster without a GPU is only warned about. Call before or after ``start_ray``:
-    before, only torch is asked."""
-    if options.gpus_per_trial <= 0:
-        return
-    if _is_local(options):
-        if not torch.cuda.is_available():
-            raise OptionError(f"--gpus-per-trial {options.gpus_per_trial:g}: torch sees no CUDA GPU on this "
-                              f"machine (torch {torch.__version__}); use 0 for CPU trials")
-        if ray.is_initialized() and ray.cluster_resources().get("GPU", 0.0) <= 0:
-            raise OptionError(f"--gpus-per-trial {options.gpus_per_trial:g}: this machine's Ray node has no GPU "
-                              f"resource; start Ray with --num-gpus or use 0")
-    elif ray.is_initialized() and ray.cluster_resources().get("GPU", 0.0) <= 0:
-        logging.getLogger(__name__).warning("--gpus-per-trial %g: the cluster has no GPU now; trials wait until "
-                                            "a GPU node joins", options.gpus_per_trial)
+# Tune settings read from the environment while a Tuner runs in this process: no automatic TensorBoardX logger
+# (TensorBoard files come from ``TensorBoardLogger``, in one place); the CSV and JSON loggers are passed
+# explicitly (Tune's own per-trial result files, kept for people who read them).
+_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
 
 @contextlib.contextmanager
@@ -141,23 +83,28 @@ def _tune_environment() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _callbacks(run_dir: Path, space: spaces.Space, options: SearchOptions, stream: TextIO | None) -> list[Any]:
+    goal = objective(options.metric)
+    return [TrialLedger(run_dir), ProgressPrinter(space.model, goal, options.progress_seconds, stream),
+            TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, goal), CSVLoggerCallback(), JsonLoggerCallback()]
+
+
 def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
            stream: TextIO | None, bases: dict[str, Base]) -> tune.Tuner:
-    searcher = StudySearch(space, options.metric, run_dir, make_sampler(options.sampler, options.seed, options.samples))
-    scheduler = ASHAScheduler(time_attr="epoch", metric=options.metric, mode="max", max_t=options.max_epochs,
+    goal = objective(options.metric)
+    searcher = StudySearch(space, goal, run_dir, make_sampler(options.sampler, options.seed, options.samples))
+    scheduler = ASHAScheduler(time_attr="epoch", metric=goal.best, mode=goal.mode, max_t=options.max_epochs,
                               grace_period=options.grace_epochs, reduction_factor=options.reduction_factor)
-    callbacks = [ProgressPrinter(space.model, options.metric, options.progress_seconds, stream),
-                 TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, options.metric),
-                 CSVLoggerCallback(), JsonLoggerCallback()]
+    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     return tune.Tuner(
-        _trainable(dataset_ref, space, options, bases),
+        _trainable(dataset_ref, space, options, run_dir, bases),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
-                                    max_concurrent_trials=concurrent_slots(options), reuse_actors=options.reuse_actors,
+                                    max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(run_dir), stop=NonFiniteStopper(options.metric), callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0),
+            name=TUNE_DIR, storage_path=str(run_dir), stop=NonFiniteStopper(goal.name),
+            callbacks=_callbacks(run_dir, space, options, stream),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures), verbose=0),
     )
 
 
@@ -174,27 +121,34 @@ def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dat
 
 
 def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
-    """Search every model of ``options``; returns the run directories. The options, the data (HIST's concepts)
-    and, on a local node, the GPUs asked for are checked before any trial starts.
+    """Search every model of ``options``; returns the run directories. The options, the spaces, the run
+    directories, the base file, the GPUs asked for and the data (HIST's concepts) are checked before any trial
+    starts.
 
     GATs, HIST and IGMTF get their pretrained bases first (``search.pretrained``: each base kind trained once
     per search, in the driver, before that model's trials), recorded in the run directory's ``bases.yaml``."""
     out = stream or sys.stdout
-    model_spaces = options.validate()
-    for model, space in model_spaces.items():
+    options.validate()
+    model_spaces = options.load_spaces()
+    for model in model_spaces:
         if (options.run_dir(model) / TUNE_DIR).exists():
             raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
                               f"pick --name")
     if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
         out.write(f"note: --pretrained {options.pretrained} is ignored: no searched model ({', '.join(model_spaces)}) "
                   f"starts from an LSTM/GRU base (only GATs, HIST and IGMTF do)\n")
-    check_gpus(options)
+    elif options.uses_base_file:
+        try:
+            read_base(options.pretrained)
+        except (FileNotFoundError, ValueError) as error:
+            raise OptionError(f"--pretrained: {error}") from None
+    check_gpus(options.gpus_per_trial, options.address)
     ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark,
                       options.concepts)
     check_concepts(ds, list(model_spaces))
     data = describe(ds, options.concepts)
     start_ray(options.address, options.dashboard)
-    check_gpus(options)
+    check_gpus(options.gpus_per_trial, options.address)
     dataset_ref = ray.put(ds)
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     trained: dict[str, Base] = {}
@@ -209,8 +163,8 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     run_dirs = []
     for model, space in model_spaces.items():
         run_dir, bases = options.run_dir(model), model_bases[model]
-        out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}\n"
-                  f"{space.describe()}\n")
+        out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}; "
+                  f"objective: best {options.metric} ({objective(options.metric).mode})\n{space.describe()}\n")
         out.flush()
         search_model(run_dir, space, options, dataset_ref, stream, bases)
         report(run_dir, out)
@@ -222,20 +176,28 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
 
 def _interrupted(run_dir: Path, out: TextIO) -> bool:
     """Whether the search of ``run_dir`` stopped with trials unfinished (Ctrl+C); says how to resume it."""
-    records = results.read_trials(run_dir, read_manifest(run_dir))
-    unfinished = [r for r in records if r.outcome in ("running", "pending")]
-    if unfinished:
-        out.write(f"[{run_dir.name}] interrupted with {len(unfinished)} trials unfinished; continue with:\n"
-                  f"  python -m search resume {run_dir.parent}\n")
+    manifest = read_manifest(run_dir)
+    records = results.read_trials(run_dir, manifest)
+    unfinished = [r for r in records if r.outcome == "running"]
+    if unfinished or len(records) < manifest.options.samples:
+        out.write(f"[{run_dir.name}] interrupted with {manifest.options.samples - len(records) + len(unfinished)} "
+                  f"trials unfinished; continue with:\n  python -m search resume {run_dir.parent}\n")
         out.flush()
-    return bool(unfinished)
+        return True
+    return False
 
 
-def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
+def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | None = None) -> list[Path]:
     """Continue every run directory under ``path`` whose search is unfinished: finished trials are kept, the
-    interrupted ones continue from their checkpoints, the Optuna study goes on. Then export each."""
+    interrupted ones continue from their last epoch, the Optuna study goes on. Then export each. ``within``: a
+    directory ``path`` must lie in (``--storage-path`` with ``--resume --name``)."""
     out = stream or sys.stdout
     run_dirs = find_run_dirs(path)
+    if within is not None:
+        root = Path(within).expanduser().resolve()
+        outside = [run_dir for run_dir in run_dirs if not run_dir.is_relative_to(root)]
+        if outside:
+            raise RunDirError(f"{outside[0]} is not inside --storage-path {root}")
     manifests = {run_dir: read_manifest(run_dir) for run_dir in run_dirs}
     first = next(iter(manifests.values()))
     dataset_ref = None
@@ -244,17 +206,17 @@ def resume(path: str | Path, stream: TextIO | None = None) -> list[Path]:
         if not tune.Tuner.can_restore(str(tune_dir)):
             raise RunDirError(f"{run_dir}: no Tune experiment state to resume from")
         if dataset_ref is None:
-            check_gpus(first.options)
+            check_gpus(first.options.gpus_per_trial, first.options.address)
             ds = _reopen(manifest)
             check_concepts(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)
-            check_gpus(first.options)
+            check_gpus(first.options.gpus_per_trial, first.options.address)
             dataset_ref = ray.put(ds)
             del ds
         out.write(f"[{manifest.model}] resuming {run_dir}\n")
         out.flush()
         with _tune_environment():
-            trainable = _trainable(dataset_ref, manifest.space, manifest.options, read_bases(run_dir))
+            trainable = _trainable(dataset_ref, manifest.space, manifest.options, run_dir, read_bases(run_dir))
             tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)
             tuner.fit()
@@ -274,35 +236,39 @@ def _reopen(manifest: Manifest) -> Any:
     return open_dataset(source, segments, data["market"], data["benchmark"], data.get("concepts"))
 
 
-def report(run_dir: Path, stream: TextIO | None = None) -> Path | None:
+def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = None,
+           schedule: str = "search") -> Path | None:
     """Print the run's summary table and write its exports; returns ``best.yaml`` (``None`` when no trial has
-    a usable checkpoint yet)."""
+    a usable checkpoint yet). ``qlib_data`` and ``schedule`` are ``search.export.write_exports``'s."""
     out = stream or sys.stdout
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
     metric = manifest.options.metric
     counts = Counter(record.outcome for record in records)
     out.write(f"\n[{manifest.model}] {len(records)} trials: " + ", ".join(
-        f"{counts.get(key, 0)} {key}" for key in ("finished", "pruned", "failed", "running", "pending")) + "\n")
+        f"{counts.get(key, 0)} {key}" for key in results.OUTCOMES) + f"; objective: best {metric}\n")
     out.write(results.summary_table(records, list(manifest.space.params), metric) + "\n")
     best = results.best_trial(records, metric)
     if best is None:
         out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
         out.flush()
         return None
-    best_path, qlib_path = exporting.write_exports(run_dir, manifest, best, dict(counts))
-    out.write(f"[{manifest.model}] best trial {best.trial_id}: {metric} {best.best(metric):.4f} at epoch "
-              f"{best.best_epoch}\n  {best_path}\n  {qlib_path}\n"
-              f"  tensorboard --logdir {run_dir}\n  optuna-dashboard {storage_url(run_dir)}\n")
+    exported = exporting.write_exports(run_dir, manifest, best, dict(counts), qlib_data=qlib_data, schedule=schedule)
+    out.write(f"[{manifest.model}] best trial {best.trial_id} (Optuna trial {best.optuna_trial}): {metric} "
+              f"{best.best(metric):.4f} at its kept epoch {best.best_epoch}\n  {exported.best}\n  {exported.qlib}\n")
+    for note in exported.notes:
+        out.write(f"  note: {note}\n")
+    out.write(f"  tensorboard --logdir {run_dir} --host 127.0.0.1\n  optuna-dashboard {storage_url(run_dir)}\n")
     out.flush()
-    return best_path
+    return exported.best
 
 
-def export(path: str | Path, stream: TextIO | None = None) -> list[Path]:
+def export(path: str | Path, stream: TextIO | None = None, qlib_data: str | None = None,
+           schedule: str = "search") -> list[Path]:
     """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not)."""
     written = []
     for run_dir in find_run_dirs(path):
-        best = report(run_dir, stream)
+        best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule)
         if best is not None:
             written.append(best)
     return written

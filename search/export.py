@@ -3,45 +3,70 @@
 ``best_qlib.yaml`` follows Qlib's Alpha360 benchmark workflows: ``qlib_init``, market, benchmark, the Alpha360
 handler with the benchmark processors (RobustZScoreNorm with clip_outlier and Fillna on the features; DropnaLabel
 and CSRankNorm on the label), the model with Qlib's class, module and constructor names, DatasetH with the run's
-segments, and the SignalRecord / SigAnaRecord / PortAnaRecord records with the Alpha360 backtest settings.
+segments, and the SignalRecord / SigAnaRecord / PortAnaRecord records with the backtest settings of
+``evaluation.backtest.BacktestConfig`` (the ones our own evaluation uses). Its header comment states its choices:
+
+* ``provider_uri``: the searched source when it is a Qlib data directory, else the directory given to
+  ``export --qlib-data``; otherwise (embedded data, a price table) a placeholder that ``qrun`` refuses, and the
+  file and the export's output say so. Qlib cannot read a price table.
+* the training schedule (``--schedule``): ``search`` (default) writes the ``n_epochs``/``early_stop`` the search
+  trained its trials under; ``qlib`` writes Qlib's published schedule (``n_epochs`` 200, ``early_stop`` 20, ...).
+* ``metric``: Qlib's LSTM, GRU, Transformer, Localformer, TCN and GATs early-stop on the loss only and its HIST
+  and IGMTF on the IC only, so the file keeps each model's Qlib metric; the search kept epochs by its objective.
+
 For GATs, HIST and IGMTF, ``best.yaml`` records the run's pretrained bases (``bases``: kind → shape, our file,
 Qlib's plain state_dict) and what the best trial started from (``pretrained``); ``best_qlib.yaml`` sets
-``model_path`` to the base's ``.pkl`` when the best trial started from it (Qlib loads a base of its default
-size only, which is the size the search's base has).
+``model_path`` to the base's ``.pkl`` when the best trial started from it.
 Floats are written by PyYAML (``1.0e-05``, ``0.001``), which ruamel (``qrun``) also reads as floats.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import models
+from evaluation.backtest import BacktestConfig
+from search.options import SCHEDULES, OptionError
 from search.pretrained import read_bases
-from search.rundir import Manifest, dump_yaml
 from search.results import TrialRecord
+from search.rundir import Manifest, dump_yaml
 
 BEST = "best.yaml"
 BEST_QLIB = "best_qlib.yaml"
-QLIB_DEFAULT_PROVIDER = "~/.qlib/qlib_data/cn_data"
 LABEL = "Ref($close, -2) / Ref($close, -1) - 1"
+PROVIDER_PLACEHOLDER = "REPLACE/WITH/A/QLIB/DATA/DIRECTORY"
+MLFLOW_NOTE = "qrun's default recorder is mlflow's file store: with mlflow >= 3 run it as MLFLOW_ALLOW_FILE_STORE=true qrun best_qlib.yaml"
+
+
+@dataclass
+class Exported:
+    """What ``write_exports`` wrote, and what a user must know about it."""
+
+    best: Path
+    qlib: Path
+    notes: list[str] = field(default_factory=list)
 
 
 def best_document(manifest: Manifest, best: TrialRecord, counts: dict[str, int], run_dir: Path) -> dict[str, Any]:
     """The content of ``best.yaml``."""
-    metric = manifest.options.metric
+    options = manifest.options
+    metric = options.metric
     return {
         "model": manifest.model,
         "hyperparameters": dict(best.hyperparameters),
         "data": dict(manifest.data),
-        "validation": {"metric": metric, "score": best.best_score, "valid_loss": best.best_valid_loss,
-                       "valid_ic": best.best_valid_ic, "best_epoch": best.best_epoch},
+        "validation": {"metric": metric, metric: best.best(metric),
+                       "valid_loss": best.best_valid_loss, "valid_ic": best.best_valid_ic,
+                       "best_epoch": best.best_epoch, "epochs": best.epochs},
         "trial_id": best.trial_id,
+        "optuna_trial": best.optuna_trial,
         "checkpoint": str(best.checkpoint),
         **_base_fields(manifest, best, run_dir),
-        "search": {"run_dir": str(run_dir), "space_file": manifest.space.source,
-                   "samples": manifest.options.samples, "max_epochs": manifest.options.max_epochs,
-                   "sampler": manifest.options.sampler, "trials": counts},
+        "search": {"run_dir": str(run_dir), "space_file": manifest.space.source, "samples": options.samples,
+                   "max_epochs": options.max_epochs, "objective": metric, "sampler": options.sampler,
+                   "threads": max(1, int(options.cpus_per_trial)), "trials": counts},
     }
 
 
@@ -63,18 +88,36 @@ def base_model_path(run_dir: Path, best: TrialRecord) -> str | None:
     return None
 
 
-def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_path: str | None = None
-                  ) -> dict[str, Any]:
+def provider_of(data: dict[str, Any], qlib_data: str | None) -> tuple[str, str | None]:
+    """``(provider_uri, note)``: ``qlib_data``, else the source when it is a Qlib directory, else a placeholder
+    with a note saying why."""
+    if qlib_data is not None:
+        path = Path(qlib_data).expanduser().resolve()
+        if not (path / "calendars" / "day.txt").is_file():
+            raise OptionError(f"--qlib-data {qlib_data}: not a Qlib data directory (no calendars/day.txt)")
+        return str(path), None
+    source = str(data.get("source") or "")
+    if source and source != "embedded" and Path(source).expanduser().is_dir():
+        return source, None
+    what = "the embedded data" if source in ("", "embedded") else f"the price table {source}"
+    return PROVIDER_PLACEHOLDER, (f"the search ran on {what}, which Qlib cannot read: best_qlib.yaml's provider_uri "
+                                  f"is a placeholder; export again with --qlib-data DIR (a Qlib data directory "
+                                  f"holding the same market and dates) before running qrun")
+
+
+def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_path: str | None = None,
+                  provider: str = PROVIDER_PLACEHOLDER, schedule: str = "search") -> dict[str, Any]:
     """A Qlib workflow config (as ``qrun`` reads it) training ``hyperparameters`` on the run's data; GATs, HIST
     and IGMTF load their base from ``model_path`` when given."""
+    if schedule not in SCHEDULES:
+        raise OptionError(f"--schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
     spec = models.get_spec(manifest.model)
     data = manifest.data
     segments = {name: list(span) for name, span in data["segments"].items()}
     train, test = segments["train"], segments["test"]
-    source = str(data.get("source") or "")
-    provider = source if source and Path(source).expanduser().is_dir() else QLIB_DEFAULT_PROVIDER
     market = data.get("market") or "csi300"
     benchmark = data.get("benchmark") or "SH000300"
+    backtest = BacktestConfig()
 
     handler = {
         "start_time": train[0], "end_time": test[1], "fit_start_time": train[0], "fit_end_time": train[1],
@@ -91,14 +134,18 @@ def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_pat
     }
     port_analysis = {
         "strategy": {"class": "TopkDropoutStrategy", "module_path": "qlib.contrib.strategy",
-                     "kwargs": {"signal": "<PRED>", "topk": 50, "n_drop": 5}},
-        "backtest": {"start_time": test[0], "end_time": test[1], "account": 100000000, "benchmark": benchmark,
-                     "exchange_kwargs": {"limit_threshold": 0.095, "deal_price": "close", "open_cost": 0.0005,
-                                         "close_cost": 0.0015, "min_cost": 5}},
+                     "kwargs": {"signal": "<PRED>", "topk": backtest.topk, "n_drop": backtest.n_drop}},
+        "backtest": {"start_time": test[0], "end_time": test[1], "account": backtest.account, "benchmark": benchmark,
+                     "exchange_kwargs": {"limit_threshold": backtest.limit_threshold, "deal_price": "close",
+                                         "open_cost": backtest.open_cost, "close_cost": backtest.close_cost,
+                                         "min_cost": backtest.min_cost}},
     }
     # Qlib's RNN, TCN and graph models have no weight decay (theirs is 0, which ours equals unless searched).
     kwargs = {key: value for key, value in hyperparameters.items()
               if not (key == "weight_decay" and value == 0.0)}
+    kwargs["metric"] = spec.defaults["metric"]  # the only metric Qlib's class of this model accepts
+    if schedule == "qlib":
+        kwargs.update(n_epochs=spec.defaults["n_epochs"], early_stop=spec.defaults["early_stop"])
     kwargs.update(loss="mse", GPU=0)
     if model_path is not None:
         kwargs["model_path"] = model_path
@@ -129,9 +176,28 @@ def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_pat
     }
 
 
-def write_exports(run_dir: Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int]) -> tuple[Path, Path]:
-    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``run_dir``; returns their paths."""
-    best_path, qlib_path = Path(run_dir) / BEST, Path(run_dir) / BEST_QLIB
-    dump_yaml(best_document(manifest, best, counts, Path(run_dir)), best_path)
-    dump_yaml(qlib_document(manifest, best.hyperparameters, base_model_path(Path(run_dir), best)), qlib_path)
-    return best_path, qlib_path
+def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provider_note: str | None) -> str:
+    """The comment block that states best_qlib.yaml's choices."""
+    kwargs = document["task"]["model"]["kwargs"]
+    lines = [f"Qlib workflow config of the best {manifest.model} trial (written by `python -m search export`).",
+             f"provider_uri: {provider_note or 'the Qlib data directory the search read.'}",
+             f"schedule ({schedule}): n_epochs {kwargs['n_epochs']}, early_stop {kwargs['early_stop']}: "
+             + ("the budget the search trained its trials under (export --schedule qlib for Qlib's published one)."
+                if schedule == "search" else "Qlib's published schedule (the search trained under "
+                f"at most {manifest.options.max_epochs} epochs)."),
+             f"metric: {kwargs['metric']}, the only one Qlib's {document['task']['model']['class']} accepts; the "
+             f"search kept each trial's epoch by its objective, {manifest.options.metric}.",
+             MLFLOW_NOTE + "."]
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def write_exports(run_dir: Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
+                  qlib_data: str | None = None, schedule: str = "search") -> Exported:
+    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    best_path, qlib_path = run_dir / BEST, run_dir / BEST_QLIB
+    provider, note = provider_of(manifest.data, qlib_data)
+    document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider, schedule)
+    dump_yaml(best_document(manifest, best, counts, run_dir), best_path)
+    dump_yaml(document, qlib_path, header=_header(manifest, document, schedule, note))
+    return Exported(best_path, qlib_path, [note] if note else [])

@@ -1,87 +1,146 @@
 """What a search is asked to do: one validated dataclass, filled from the command line or from code.
 
-Everything is checked here, before Ray starts: model names, space files, sampler availability, budgets and
-resources. A bad value raises ``OptionError`` with one line naming the option and the value.
+Each field is declared once with its default and help (``search.arguments.option``); the ``run`` subcommand's
+arguments are derived from it. Everything is checked in ``validate``, before torch, Ray or the data are loaded:
+model names, space files, budgets, resources, names and paths. A bad value raises ``OptionError`` with one line
+naming the option (as the command line spells it) and the value.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import models
-import spaces
-from datasets.storage import META
+from models.registry import REGISTRY
+from search.arguments import option
+from search.objective import OBJECTIVES
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 # Set by Ray in the environment of a driver started with `ray job submit`.
 RAY_JOB_ENVIRONMENT = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-METRICS = ("valid_ic", "score")
-# A bare ``python -m search run`` is a short real search: embedded data with a three-month training window.
+# A bare ``search run`` is a short real search: embedded data with a three-month training window.
 QUICK_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
                   "test": ("2019-03-01", "2019-11-28")}
+SEGMENTS = ("train", "valid", "test")
+# best_qlib.yaml's training schedule: the budget the search trained under, or Qlib's published one.
+SCHEDULES = ("search", "qlib")
 
 
 class OptionError(ValueError):
     """A search option is invalid; the message names the option and the value."""
 
 
+def model_list(text: str) -> list[str]:
+    """``--model`` text: comma-separated names (case-insensitive), or ``all``."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    return list(REGISTRY) if names == ["all"] else names
+
+
+def span(text: str) -> tuple[str, str]:
+    """``START:END`` → ``(START, END)``; the dates themselves are checked when the data is prepared."""
+    start, sep, end = text.partition(":")
+    if not sep or not start or not end:
+        import argparse
+        raise argparse.ArgumentTypeError(f"expected START:END (e.g. 2017-01-01:2017-12-31); got {text!r}")
+    return start, end
+
+
+def space_entries(items: list[str]) -> dict[str, str]:
+    """``--space`` entries (``MODEL=FILE`` or a bare ``FILE``) → model → file; a bare file is keyed ``""``
+    (the one searched model's, resolved by ``SearchOptions.validate``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        model, sep, path = item.partition("=")
+        out[model.strip().lower() if sep else ""] = path if sep else item
+    return out
+
+
+def _quick(segment: str) -> str:
+    return f"the source's; {':'.join(QUICK_SEGMENTS[segment])} for a bare run on the embedded data"
+
+
 @dataclass
 class SearchOptions:
     """A search: which models, over which spaces, on which data, with what budget, where the results go.
 
-    ``spaces_by_model`` maps a model to its space file (default: the shipped one). ``data`` is a prepared
-    dataset directory or a source to prepare (``None``: the embedded data); ``segments`` overrides the date
-    ranges (``None`` per segment: the source's default; all ``None`` with ``data=None``: ``QUICK_SEGMENTS``).
-    ``max_epochs`` caps every trial (the space's ``n_epochs`` still applies when smaller); ASHA stops trials at
-    rungs ``grace_epochs · reduction_factor^k``. ``storage_path/name/<model>`` is each model's run directory.
-    ``pretrained`` is where GATs, HIST and IGMTF trials start (``search.pretrained``): ``"pretrain"`` (what
-    ``None``, the default, means), ``"none"`` or a base file; the row models ignore it.
+    ``space_files`` maps a model to its space file (default: the shipped one). ``data`` is a prepared dataset
+    directory or a source to prepare (``None``: the embedded data); ``train``/``valid``/``test`` override the date
+    ranges (``None``: the source's default; all ``None`` with ``data=None``: ``QUICK_SEGMENTS``). ``max_epochs``
+    caps every trial (the space's ``n_epochs`` still applies when smaller); ASHA stops trials at rungs
+    ``grace_epochs · reduction_factor^k``. ``metric`` is the objective (``search.objective``).
+    ``storage_path/name/<model>`` is each model's run directory. ``pretrained`` is where GATs, HIST and IGMTF
+    trials start (``search.pretrained``); the row models ignore it.
     """
 
-    models: list[str] = field(default_factory=lambda: ["lstm"])
-    space_files: dict[str, str] = field(default_factory=dict)
-    data: str | None = None
-    segments: dict[str, tuple[str, str] | None] = field(default_factory=lambda: dict.fromkeys(QUICK_SEGMENTS))
-    market: str = "csi300"
-    benchmark: str = "SH000300"
-    concepts: str | None = None
-    samples: int = 8
-    max_epochs: int = 6
-    grace_epochs: int = 1
-    reduction_factor: float = 2.0
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    sampler: str = "tpe"
-    seed: int | None = 0
-    metric: str = "valid_ic"
-    storage_path: str = "runs"
-    name: str = ""
-    max_failures: int = 2
-    reuse_actors: bool = True
-    address: str | None = None
-    dashboard: bool = False
-    progress_seconds: float = 10.0
-    pretrained: str | None = None
+    models: list[str] = option(["lstm"], "model(s) to search, comma-separated, or 'all' (each in its own study)",
+                               flag="--model", parse=model_list, metavar="MODEL[,MODEL...]", show=",".join)
+    space_files: dict[str, str] = option({}, "a space YAML file, MODEL=FILE per model (repeatable)", flag="--space",
+                                         action="append", metavar="[MODEL=]FILE", collect=space_entries,
+                                         show="spaces/<model>.yaml")
+    data: str | None = option(None, "a prepared dataset directory, or a source to prepare (Qlib data directory, "
+                                    "CSV/Parquet price table)", metavar="PATH",
+                              show="the embedded CSI300 2017-2019 data")
+    train: tuple[str, str] | None = option(None, "train dates", parse=span, metavar="START:END", show=_quick("train"))
+    valid: tuple[str, str] | None = option(None, "valid dates", parse=span, metavar="START:END", show=_quick("valid"))
+    test: tuple[str, str] | None = option(None, "test dates", parse=span, metavar="START:END", show=_quick("test"))
+    market: str = option("csi300", "the universe: a Qlib instruments name, a membership table, or 'all'")
+    benchmark: str = option("SH000300", "the backtest's benchmark index symbol")
+    concepts: str | None = option(None, "HIST's (symbol, concept) table, CSV or Parquet, for a source without one",
+                                  metavar="FILE", show="the embedded data's own; none for other sources")
+    samples: int = option(8, "trials per model")
+    max_epochs: int = option(6, "epochs a trial may train at most")
+    grace_epochs: int = option(1, "epochs before ASHA may stop a trial")
+    reduction_factor: float = option(2.0, "ASHA keeps 1/R of the trials at each rung")
+    metric: str = option("valid_ic", "the objective: the validation metric that picks each trial's kept epoch, "
+                                     "what ASHA and Optuna judge, and the winner", choices=tuple(OBJECTIVES))
+    sampler: str = option("tpe", "Optuna's sampler", choices=SAMPLERS)
+    seed: int | None = option(0, "the sampler's seed", parse=int)
+    cpus_per_trial: float = option(1.0, "CPUs per trial (also its torch threads)")
+    gpus_per_trial: float = option(0.0, "GPUs per trial (fractions share one GPU, e.g. 0.25)")
+    max_concurrent: int | None = option(None, "trials running at once", parse=int, metavar="N",
+                                        show="as many as the cluster's CPUs/GPUs fit when the search starts")
+    max_failures: int = option(2, "retries of a trial whose worker died (from its last epoch); -1: unlimited")
+    reuse_actors: bool = option(True, "start a fresh worker process for every trial", flag="--no-reuse-actors",
+                                action="store_false", show="workers are reused")
+    pretrained: str | None = option(None, "where GATs/HIST/IGMTF trials start: 'pretrain' trains the LSTM/GRU base "
+                                          "once per search (registry defaults, at most --max-epochs epochs), "
+                                          "'none' random weights, or a base file (our checkpoint or Qlib's .pkl); "
+                                          "ignored by the other models", metavar="{pretrain,none,PATH}",
+                                    show="pretrain")
+    storage_path: str = option("runs", "where run directories go (on a multi-node cluster: storage every node "
+                                       "shares)", metavar="DIR")
+    name: str = option("", "the search's name: its directory under --storage-path", show="search-<UTC time>")
+    address: str | None = option(None, "a Ray cluster to join (host:port, ray://host:port or auto)",
+                                 show="$RAY_ADDRESS, else a new private Ray on 127.0.0.1")
+    dashboard: bool = option(False, "start Ray's dashboard (on 127.0.0.1) for a private Ray", action="store_true")
+    progress_seconds: float = option(10.0, "seconds between progress lines")
 
     def __post_init__(self) -> None:
         if not self.name:
             self.name = "search-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
-    def validate(self) -> dict[str, spaces.Space]:
-        """Check every option; returns each model's loaded, validated space. Raises ``OptionError``/``SpaceError``."""
+    @property
+    def segments(self) -> dict[str, tuple[str, str] | None]:
+        """The date ranges asked for (``None``: the source's default)."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def validate(self) -> None:
+        """Check every option; raises ``OptionError`` naming the option. Loads nothing heavy (no torch, no Ray)."""
         if not self.models:
             raise OptionError("--model: name at least one model")
         for name in self.models:
-            if name not in models.REGISTRY:
-                raise OptionError(f"--model: unknown model {name!r}; known: {', '.join(models.REGISTRY)}, or all")
+            if name not in REGISTRY:
+                raise OptionError(f"--model: unknown model {name!r}; known: {', '.join(REGISTRY)}, or all")
         if len(set(self.models)) != len(self.models):
             raise OptionError(f"--model: a model is named twice in {','.join(self.models)}")
+        if "" in self.space_files:
+            if len(self.models) != 1:
+                raise OptionError(f"--space {self.space_files['']}: with several models, write MODEL=FILE")
+            self.space_files = {**{k: v for k, v in self.space_files.items() if k}, self.models[0]: self.space_files[""]}
         stray = set(self.space_files) - set(self.models)
         if stray:
             raise OptionError(f"--space: given for {sorted(stray)}, which are not searched ({','.join(self.models)})")
@@ -90,50 +149,45 @@ class SearchOptions:
         _positive_int("--grace-epochs", self.grace_epochs)
         if self.grace_epochs > self.max_epochs:
             raise OptionError(f"--grace-epochs {self.grace_epochs} exceeds --max-epochs {self.max_epochs}")
-        if not (isinstance(self.reduction_factor, (int, float)) and math.isfinite(self.reduction_factor)
-                and self.reduction_factor > 1):
+        if not (_number(self.reduction_factor) and self.reduction_factor > 1):
             raise OptionError(f"--reduction-factor must be a number > 1; got {self.reduction_factor!r}")
-        if not self.cpus_per_trial > 0:
+        if not (_number(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise OptionError(f"--cpus-per-trial must be > 0; got {self.cpus_per_trial!r}")
-        if not self.gpus_per_trial >= 0:
+        if not (_number(self.gpus_per_trial) and self.gpus_per_trial >= 0):
             raise OptionError(f"--gpus-per-trial must be ≥ 0 (fractions share a GPU); got {self.gpus_per_trial!r}")
         if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
             raise OptionError(f"--gpus-per-trial above 1 must be a whole number; got {self.gpus_per_trial!r}")
         if self.max_concurrent is not None:
             _positive_int("--max-concurrent", self.max_concurrent)
+        if not (_number(self.progress_seconds) and self.progress_seconds >= 0):
+            raise OptionError(f"--progress-seconds must be ≥ 0; got {self.progress_seconds!r}")
         if RAY_JOB_ENVIRONMENT in os.environ and not Path(self.storage_path).expanduser().is_absolute():
             raise OptionError(f"--storage-path {self.storage_path} is relative, but this search runs as a Ray job, "
                               f"whose working directory is Ray's temporary copy of the project: results would "
                               f"vanish with the cluster; give an absolute path (on several nodes: one they share)")
-        if self.max_failures < -1:
-            raise OptionError(f"--max-failures must be ≥ 0 (or -1 for unlimited); got {self.max_failures}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < -1:
+            raise OptionError(f"--max-failures must be ≥ 0 (or -1 for unlimited); got {self.max_failures!r}")
         if self.sampler not in SAMPLERS:
             raise OptionError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        if self.metric not in METRICS:
-            raise OptionError(f"--metric must be one of {', '.join(METRICS)}; got {self.metric!r}")
-        if not self.name or "/" in self.name or self.name in (".", ".."):
-            raise OptionError(f"--name must be a plain directory name; got {self.name!r}")
+        if self.metric not in OBJECTIVES:
+            raise OptionError(f"--metric must be one of {', '.join(OBJECTIVES)}; got {self.metric!r}")
+        check_name(self.name)
         if self.data is not None and not Path(self.data).expanduser().exists():
             raise OptionError(f"--data: {self.data} does not exist")
         if self.concepts is not None and not Path(self.concepts).expanduser().is_file():
             raise OptionError(f"--concepts: {self.concepts} is not a file")
-        needs_concepts = [name for name in self.models if models.REGISTRY[name].uses_concepts]
+        needs_concepts = [name for name in self.models if REGISTRY[name].uses_concepts]
         if (needs_concepts and self.concepts is None and self.data is not None
-                and not (Path(self.data).expanduser() / META).is_file()):
+                and not (Path(self.data).expanduser() / "meta.json").is_file()):
             raise OptionError(f"--model {needs_concepts[0]} needs a stock→concept table and {self.data} has none: "
                               f"pass --concepts FILE (CSV or Parquet with symbol and concept columns)")
-        for segment, span in self.segments.items():
-            if span is not None and (len(span) != 2 or not all(isinstance(x, str) and x for x in span)):
-                raise OptionError(f"--{segment}: expected START:END dates; got {span!r}")
+        for segment, dates in self.segments.items():
+            if dates is not None and (len(dates) != 2 or not all(isinstance(x, str) and x for x in dates)):
+                raise OptionError(f"--{segment}: expected START:END dates; got {dates!r}")
         if self.pretrained is not None and not (isinstance(self.pretrained, str) and self.pretrained):
             raise OptionError(f"--pretrained must be pretrain, none or a file; got {self.pretrained!r}")
-        if self.uses_base_file and any(models.REGISTRY[name].pretrained_base for name in self.models):
-            from search.pretrained import read_base
-            try:
-                read_base(self.pretrained)
-            except (FileNotFoundError, ValueError) as error:
-                raise OptionError(f"--pretrained: {error}") from None
-        return {name: spaces.load(self.space_files.get(name, name), model=name) for name in self.models}
+        if self.uses_base_file and not Path(self.pretrained).expanduser().is_file():
+            raise OptionError(f"--pretrained: {Path(self.pretrained).expanduser()} does not exist")
 
     @property
     def uses_base_file(self) -> bool:
@@ -150,23 +204,53 @@ class SearchOptions:
 
     def effective_segments(self) -> dict[str, tuple[str, str] | None]:
         """The segments to prepare: the quick default windows for a bare run on the embedded data."""
-        if self.data is None and all(span is None for span in self.segments.values()):
+        if self.data is None and all(dates is None for dates in self.segments.values()):
             return dict(QUICK_SEGMENTS)
         return dict(self.segments)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["segments"] = {k: list(v) if v is not None else None for k, v in self.segments.items()}
+        for segment in SEGMENTS:
+            out[segment] = list(out[segment]) if out[segment] is not None else None
         return out
 
+    def load_spaces(self) -> dict[str, Any]:
+        """Each searched model's space (``spaces.Space``), loaded and validated (``SpaceError`` naming the file
+        and line); call after ``validate``."""
+        import spaces
+        return {name: spaces.load(self.space_files.get(name, name), model=name) for name in self.models}
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchOptions":
-        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - set(known))
+    def from_dict(cls, data: dict[str, Any], model: str | None = None) -> "SearchOptions":
+        """Options back from a manifest (``to_dict``) of ``model``'s run. A manifest of an earlier version is
+        converted: its ``segments`` mapping, and its ``metric: score``, the trainer's own early-stopping score,
+        by which its trials kept their epochs: −valid loss, except for HIST and IGMTF, whose score was the IC."""
+        data = dict(data)
+        for segment, dates in (data.pop("segments", None) or {}).items():
+            data.setdefault(segment, dates)
+        if data.get("metric") == "score":
+            own = REGISTRY[model].defaults.get("metric") if model in REGISTRY else "loss"
+            data["metric"] = "valid_ic" if own == "ic" else "valid_loss"
+        names = {field.name for field in fields(cls)}
+        unknown = sorted(set(data) - names)
         if unknown:
             raise OptionError(f"unknown search options {unknown} in the run's manifest")
-        known["segments"] = {k: tuple(v) if v is not None else None for k, v in known.get("segments", {}).items()}
-        return cls(**known)
+        for segment in SEGMENTS:
+            if data.get(segment) is not None:
+                data[segment] = tuple(data[segment])
+        return cls(**data)
+
+
+def check_name(name: Any) -> None:
+    """A search name is one plain directory name: no separator, not ``.``/``..``, no control character, not blank."""
+    if (not isinstance(name, str) or not name.strip() or name != name.strip() or "/" in name or "\\" in name
+            or name in (".", "..") or any(ord(char) < 32 or ord(char) == 127 for char in name)):
+        raise OptionError(f"--name must be a plain directory name (no '/', no control characters, not blank); "
+                          f"got {name!r}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_int(option: str, value: Any) -> None:

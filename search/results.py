@@ -1,4 +1,8 @@
-"""Read a run's trials back from its Tune experiment (finished or interrupted) and pick the best one."""
+"""A run's trials as the summary and the export see them, read from the run's own ledger, and the best one.
+
+Only the project's own JSON records are read (``search.ledger``; for a run directory of an earlier version, the
+plain-JSON files Tune wrote, ``search.legacy``): Ray's pickled experiment state is never loaded here.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune import ExperimentAnalysis
+from search import legacy
+from search.ledger import LedgerTrial, read_ledger
+from search.objective import Objective, finite, objective
+from search.rundir import Manifest, RunDirError
+from search.trial import MODEL_FILE, trial_dir, trial_hyperparameters
 
-import models
+OUTCOMES = ("running", "finished", "pruned", "failed")
 
-from search.callbacks import finite, outcome
-from search.rundir import TUNE_DIR, Manifest, RunDirError
-from search.trial import MODEL_FILE
+
+def outcome(status: str | None, last_result: dict[str, Any], metric: str) -> str:
+    """How a trial ended (or stands): running, finished, pruned or failed.
+
+    failed: it raised (``ERROR``), its last report has a non-finite ``metric``, or it ended without reporting.
+    finished: it ended by its own budget or early stopping (its last report says ``final``). pruned: ASHA stopped
+    it before that. running: it has not ended (after an interrupted search: it will continue on resume).
+    """
+    if status == "ERROR":
+        return "failed"
+    if metric in last_result and not finite(last_result[metric]):
+        return "failed"
+    if status is None:
+        return "running"
+    if not last_result:
+        return "failed"
+    return "finished" if last_result.get("final") else "pruned"
 
 
 @dataclass
@@ -22,69 +44,78 @@ class TrialRecord:
 
     trial_id: str
     outcome: str
-    hyperparameters: dict[str, Any]  # the full flat dict: Qlib's defaults, the space's fixed and searched values
+    hyperparameters: dict[str, Any]  # the full flat dict the trial trained with ({} if it never got a config)
     epochs: int
     best_epoch: int
-    best_score: float
     best_valid_ic: float
     best_valid_loss: float
     checkpoint: Path | None
     pretrained: str | None = None  # the base file the trial started from, "none (...)", or None (not reported)
+    optuna_trial: int | None = None
 
     def best(self, metric: str) -> float:
-        return self.best_valid_ic if metric == "valid_ic" else self.best_score
+        """The trial's value of the objective ``metric`` (``valid_ic``/``valid_loss``) at its kept epoch."""
+        return self.best_valid_ic if metric == "valid_ic" else self.best_valid_loss
+
+
+def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Path | None) -> TrialRecord:
+    metric = manifest.options.metric
+    result = trial.last_result
+    try:
+        hyperparameters = trial_hyperparameters(manifest.space, trial.config, metric, manifest.options.max_epochs)
+    except (KeyError, ValueError):  # a trial Tune created but never configured
+        hyperparameters = {}
+    return TrialRecord(
+        trial_id=trial.trial_id, outcome=outcome(trial.status, result, metric), hyperparameters=hyperparameters,
+        epochs=int(result.get("epoch", 0)), best_epoch=int(result.get("best_epoch", 0)),
+        best_valid_ic=float(result.get("best_valid_ic", math.nan)),
+        best_valid_loss=float(result.get("best_valid_loss", math.nan)), checkpoint=checkpoint,
+        pretrained=result.get("pretrained"), optuna_trial=trial.optuna_trial)
 
 
 def read_trials(run_dir: Path, manifest: Manifest) -> list[TrialRecord]:
-    """Every trial of the run's Tune experiment, in creation order. Raises ``RunDirError`` when the experiment
-    has not written its state yet."""
-    tune_dir = Path(run_dir) / TUNE_DIR
-    try:
-        analysis = ExperimentAnalysis(str(tune_dir))
-    except (ValueError, FileNotFoundError) as exc:
-        raise RunDirError(f"{run_dir}: no Tune experiment state to read ({exc})") from None
-    metric = manifest.options.metric
-    spec = models.get_spec(manifest.model)
-    records = []
-    for trial in analysis.trials:
-        result = trial.last_result or {}
-        checkpoint = None
-        if trial.checkpoint is not None and (Path(trial.checkpoint.path) / MODEL_FILE).is_file():
-            checkpoint = Path(trial.checkpoint.path) / MODEL_FILE
-        try:
-            hyperparameters = models.registry.validate(spec, manifest.space.hyperparameters(trial.config))
-        except KeyError:  # a trial Tune created but never configured
-            hyperparameters = {}
-        records.append(TrialRecord(
-            trial_id=trial.trial_id, outcome=outcome(trial.status, result, metric), hyperparameters=hyperparameters,
-            epochs=int(result.get("epoch", 0)), best_epoch=int(result.get("best_epoch", 0)),
-            best_score=float(result.get("best_score", math.nan)),
-            best_valid_ic=float(result.get("best_valid_ic", math.nan)),
-            best_valid_loss=float(result.get("best_valid_loss", math.nan)), checkpoint=checkpoint,
-            pretrained=result.get("pretrained")))
-    return records
+    """Every trial of the run, in the order they started. Raises ``RunDirError`` when the run has no record of
+    its trials yet."""
+    run_dir = Path(run_dir)
+    trials = read_ledger(run_dir)
+    if trials is not None:
+        return [_record(manifest, trial, _checkpoint(trial_dir(run_dir, trial.trial_id) / MODEL_FILE))
+                for trial in trials]
+    older = legacy.read_tune_trials(run_dir)
+    if older is None:
+        raise RunDirError(f"{run_dir}: no record of any trial yet ({run_dir / 'trials.jsonl'} does not exist)")
+    return [_record(manifest, trial, checkpoint) for trial, checkpoint in older]
+
+
+def _checkpoint(path: Path) -> Path | None:
+    return path if path.is_file() else None
 
 
 def best_trial(records: list[TrialRecord], metric: str) -> TrialRecord | None:
-    """The trial with the highest searched metric at its checkpointed epoch, among those that did not fail and
-    have a checkpoint (a pruned trial qualifies: its best epoch is as real as anyone's); ``None`` if none."""
+    """The trial with the best objective value at its kept epoch, among those that did not fail and have a
+    checkpoint (a pruned trial qualifies: its best epoch is as real as anyone's); ``None`` if none."""
+    goal = objective(metric)
     eligible = [r for r in records if r.outcome != "failed" and r.checkpoint is not None and finite(r.best(metric))]
-    return max(eligible, key=lambda r: r.best(metric)) if eligible else None
+    return min(eligible, key=lambda r: goal.sort_key(r.best(metric))) if eligible else None
 
 
 def summary_table(records: list[TrialRecord], space_params: list[str], metric: str) -> str:
-    """A plain-text table of every trial, best first (failed and unscored last)."""
+    """A plain-text table of every trial: scored trials best first, then running ones, then failed ones."""
+    goal: Objective = objective(metric)
+    rank = {"finished": 0, "pruned": 0, "running": 1, "failed": 2}
+
     def key(record: TrialRecord) -> tuple[int, float]:
-        value = record.best(metric)
-        return (0, -value) if finite(value) else (1, 0.0)
+        return rank.get(record.outcome, 1), goal.sort_key(record.best(metric))
 
     starts = any(record.pretrained is not None for record in records)  # GATs/HIST/IGMTF: base or random start
-    header = ["trial", "outcome", "epochs", "best ep", "best valid_ic", "best valid_loss", *space_params,
+    header = ["trial", "optuna", "outcome", "epochs", "kept epoch", f"{metric} (kept)",
+              "valid_ic (kept)" if metric != "valid_ic" else "valid_loss (kept)", *space_params,
               *(["start"] if starts else [])]
+    other = "valid_ic" if metric != "valid_ic" else "valid_loss"
     rows = []
     for record in sorted(records, key=key):
-        rows.append([record.trial_id, record.outcome, str(record.epochs), str(record.best_epoch),
-                     _number(record.best_valid_ic), _number(record.best_valid_loss),
+        rows.append([record.trial_id, _number(record.optuna_trial), record.outcome, str(record.epochs),
+                     str(record.best_epoch), _number(record.best(metric)), _number(record.best(other)),
                      *(_number(record.hyperparameters.get(name)) for name in space_params),
                      *([_start(record.pretrained)] if starts else [])])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -101,6 +132,8 @@ def _start(pretrained: str | None) -> str:
 
 
 def _number(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(value)

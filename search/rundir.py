@@ -13,6 +13,7 @@ One model's run directory::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,13 @@ class Manifest:
                 "data": self.data, "options": self.options.to_dict()}
 
 
-def dump_yaml(data: Any, path: Path) -> None:
-    """Write ``data`` as block-style YAML (keys in order) that PyYAML and ruamel both read back the same."""
-    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
+def dump_yaml(data: Any, path: Path, header: str = "") -> None:
+    """Write ``data`` as block-style YAML (keys in order) that PyYAML and ruamel both read back the same, after
+    ``header`` (comment lines); atomically: a reader sees the old file or the new one, never half of one."""
+    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def read_yaml(path: Path) -> Any:
@@ -69,9 +74,15 @@ def read_manifest(run_dir: Path) -> Manifest:
     data = read_yaml(path)
     if not isinstance(data, dict) or not {"model", "space", "data", "options"} <= set(data):
         raise RunDirError(f"{path}: a manifest needs model, space, data and options")
-    space = spaces.load_dict(data["space"], source=str(data.get("space_file") or path))
-    return Manifest(model=data["model"], options=SearchOptions.from_dict(data["options"]), space=space,
-                    data=data["data"])
+    space_data = data["space"]
+    if isinstance(space_data, dict) and isinstance(space_data.get("fixed"), dict):  # earlier versions kept it there
+        space_data = {**space_data, "fixed": {k: v for k, v in space_data["fixed"].items() if k != "metric"}}
+    try:
+        space = spaces.load_dict(space_data, source=str(data.get("space_file") or path))
+        options = SearchOptions.from_dict(data["options"], model=data["model"])
+    except (ValueError, TypeError) as error:
+        raise RunDirError(f"{path}: damaged manifest: {error}") from None
+    return Manifest(model=data["model"], options=options, space=space, data=data["data"])
 
 
 def find_run_dirs(path: str | Path) -> list[Path]:

@@ -1,14 +1,20 @@
-"""Optuna behind Ray Tune: the sampler, the study in ``optuna.db``, and how finished trials are told to it.
+"""Optuna behind Ray Tune: the sampler, the study in ``optuna.db``, and how trials are told to it.
 
-Ray's ``OptunaSearch`` tells Optuna every trial as COMPLETE with its last reported value. Here a trial is told
-by what really happened: COMPLETE with the searched metric at its best (checkpointed) epoch when it ran to its
-own end; PRUNED (with that last value as an intermediate value) when ASHA stopped it; FAIL when it errored or
-its metric was NaN/inf. Optuna would reject a NaN told as COMPLETE and leave the trial RUNNING in the database.
+Ray's ``OptunaSearch`` tells Optuna every trial as COMPLETE with its last reported value. Here the study sees
+what the search objective (``search.objective``) sees: after every epoch the trial's best value so far
+(``best_valid_ic``) as the intermediate value at step ``epoch`` (the last epoch included), and at its end COMPLETE
+with the best value over all its epochs when it ran to its own end; PRUNED when ASHA stopped it (Optuna then
+takes its last intermediate value, the best so far); FAIL when it errored or its metric was NaN/inf (Optuna would
+reject a NaN told as COMPLETE and leave the trial RUNNING in the database).
+
+Each Optuna trial carries the Ray trial id and its TensorBoard run as user attributes (``ray_trial_id``,
+``tensorboard_run``), and each Tune trial's config carries its Optuna trial number (``optuna_trial``), so a user
+can go from optuna-dashboard to the summary table, TensorBoard and ``best.yaml`` and back.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +22,11 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from search.objective import Objective, finite
+from search.rundir import TENSORBOARD_DIR
 from spaces import Space
+
+OPTUNA_TRIAL = "optuna_trial"  # the key of a trial's Optuna number in its Tune config
 
 
 def make_sampler(name: str, seed: int | None, samples: int) -> optuna.samplers.BaseSampler:
@@ -45,30 +55,52 @@ def storage_url(run_dir: Path) -> str:
 
 class StudySearch(OptunaSearch):
     """``OptunaSearch`` over a ``Space`` (define-by-run, conditionals included), persisted in SQLite, the space's
-    default enqueued as the first trial, and trials told COMPLETE / PRUNED / FAIL as they really ended."""
+    default enqueued as the first trial, and trials told as they really ended (see the module doc)."""
 
-    def __init__(self, space: Space, metric: str, run_dir: Path, sampler: optuna.samplers.BaseSampler) -> None:
-        self.best_metric = f"best_{metric}"
-        super().__init__(space=space.suggest, metric=metric, mode="max", sampler=sampler,
+    def __init__(self, space: Space, goal: Objective, run_dir: Path, sampler: optuna.samplers.BaseSampler) -> None:
+        self.goal = goal
+        self.run_dir = Path(run_dir)
+        self._reported: dict[str, set[int]] = {}
+        super().__init__(space=space.suggest, metric=goal.best, mode=goal.mode, sampler=sampler,
                          points_to_evaluate=[space.optuna_params(space.default)], study_name=space.model,
                          storage=optuna.storages.RDBStorage(storage_url(run_dir)))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = super().suggest(trial_id)
+        if config is None:
+            return None
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        ot_trial.set_user_attr("tensorboard_run", str(self.run_dir / TENSORBOARD_DIR / trial_id))
+        return {**config, OPTUNA_TRIAL: ot_trial.number}
+
+    def _report(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Record the trial's best value so far at step ``epoch`` (once per step: a resumed trial repeats some)."""
+        value, step = result.get(self.goal.best), result.get("epoch")
+        reported = self._reported.setdefault(trial_id, set())
+        if isinstance(step, int) and step not in reported and finite(value):
+            with warnings.catch_warnings():  # a step already in the database (resumed search) is ignored
+                warnings.simplefilter("ignore")
+                self._ot_trials[trial_id].report(float(value), step)
+            reported.add(step)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        value = (result or {}).get(self.best_metric)
-        last = (result or {}).get(self.metric)
-        broken = not (isinstance(last, (int, float)) and math.isfinite(last))
-        if error or result is None or broken or not isinstance(value, (int, float)) or not math.isfinite(value):
+        result = result or {}
+        value = result.get(self.goal.best)
+        if error or not finite(result.get(self.goal.name)) or not finite(value):
             self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
-        elif not result.get("final"):
-            # Ray reports intermediate values by training_iteration, except the result that made ASHA stop.
-            step = int(result.get("training_iteration", 0))
-            frozen = next(t for t in self._ot_study.get_trials(deepcopy=False) if t.number == ot_trial.number)
-            if step not in frozen.intermediate_values:
-                ot_trial.report(float(last), step)
-            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
         else:
-            self._ot_study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
+            self._report(trial_id, result)
+            if result.get("final"):
+                self._ot_study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
+            else:  # ASHA stopped it: Optuna records the last intermediate value, the best so far
+                self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)

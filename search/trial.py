@@ -1,21 +1,25 @@
 """The trial function: the one place where a model, the shared dataset and Ray Tune meet.
 
-Each epoch the trainer's callback reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``,
-``valid_ic``, ``score`` (the trainer's early-stopping score), ``seconds`` (the epoch's training and validation
-time), ``started_at`` and ``reported_at`` (Unix times, to the microsecond, of the trial function's start and of the
-report, after the checkpoint is written: Tune's ``timestamp`` is whole seconds),
-the best epoch so far and its numbers
-(``best_epoch``, ``best_score``, ``best_valid_ic``, ``best_valid_loss``), and ``final`` (this is the trial's
-last epoch by its own budget or early stopping, so a trial that ends without ``final`` was stopped by ASHA).
+A trial trains one configuration with the shared trainer, whose ``metric`` is the search objective's
+(``search.objective``): the trainer's early stopping, best epoch and restored weights follow the same metric that
+ASHA and Optuna judge. After every epoch the trial
 
-The best state so far is checkpointed (``model.pt`` from ``Trainer.save`` plus ``trial_state.json``) with the
-report of the epoch that reached it. A retried trial (its worker died) restarts from that checkpoint: the best
-weights, the epoch count and the best numbers carry over; the optimizer state does not.
+1. writes the trainer's whole training state to ``RUN/trials/<trial id>/state.pt`` (atomically: a kill leaves the
+   previous state whole), and, when the epoch is the best so far, the model to ``model.pt`` (``Trainer.save``:
+   what ``best.yaml`` points to and ``models.load_checkpoint`` reads);
+2. reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``, ``valid_ic``, ``seconds`` (the
+   epoch's training and validation time), the kept epoch and its numbers (``best_epoch``, ``best_valid_loss``,
+   ``best_valid_ic``), ``final`` (no epoch follows by the trial's own budget or early stopping, so a trial that
+   ends without ``final`` was stopped by ASHA), ``started_at`` and ``reported_at`` (Unix times of the trial
+   function's start and of the report, to the microsecond) and, for GATs/HIST/IGMTF, ``pretrained``.
+
+A trial started again under the same id (its worker died and Tune retries it, or an interrupted search resumes)
+continues from its ``state.pt`` exactly where it was (same weights, optimizer moments and random draws); one
+whose state is already final reports its last epoch again and ends. Nothing goes through Tune's checkpoints.
 
 GATs, HIST and IGMTF start from the search's pretrained base (``search.pretrained``) when the trial's
-``base_model`` and sizes match it, else from random weights; every report carries ``pretrained``: the base
-file loaded, ``none``, or ``none (shape mismatch: ...)``. A trial restored from its own checkpoint keeps its
-restored weights: the base is not loaded over them.
+``base_model`` and sizes match it, else from random weights; ``pretrained`` says which (the base file, ``none``,
+or ``none (shape mismatch: ...)``).
 
 A non-finite value of the searched metric stops the trial at once (the callback returns ``True``); the report
 carries it, so the driver records the trial as failed. It is not raised as an error, so Tune does not retry it.
@@ -23,11 +27,10 @@ carries it, so the driver records the trial as failed. It is not raised as an er
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import tempfile
+import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,77 +38,87 @@ import torch
 from ray import tune
 
 import models
+from search.objective import finite, objective
 from search.pretrained import bases_from_dicts, choose
 from spaces import Space
 
+TRIALS_DIR = "trials"
 MODEL_FILE = "model.pt"
-STATE_FILE = "trial_state.json"
+STATE_FILE = "state.pt"
+REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_epoch", "best_valid_loss",
+            "best_valid_ic", "final")
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
+    """Where trial ``trial_id`` of a run keeps its training state and best model."""
+    return Path(run_dir) / TRIALS_DIR / trial_id
 
 
-def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, max_epochs: int, metric: str,
-                threads: int, device: str, bases: dict[str, dict[str, Any]] | None = None) -> None:
+def _save_atomically(payload: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int) -> dict[str, Any]:
+    """The full flat hyperparameters a trial trains with: the space's fixed and searched values, the trainer's
+    ``metric`` set by the search objective, ``n_epochs`` capped at ``max_epochs``, Qlib's defaults for the rest."""
+    spec = models.get_spec(space.model)
+    merged = models.registry.validate(spec, {**space.hyperparameters(config),
+                                             "metric": objective(metric).trainer_metric})
+    merged["n_epochs"] = min(int(merged["n_epochs"]), max_epochs)
+    return merged
+
+
+def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: str, max_epochs: int, metric: str,
+                threads: int, device: str, bases: dict[str, dict[str, Any]] | None = None,
+                trial_id: str | None = None) -> None:
     """Train one configuration of ``space.model`` on ``dataset`` and report every epoch to Tune.
 
     ``config`` is Tune's trial config (the searched values); ``dataset`` arrives from the object store (its
     arrays are read-only and shared, never copied). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
     are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start).
+    ``trial_id`` defaults to Tune's id of the running trial.
     """
     started_at = time.time()
     torch.set_num_threads(max(1, threads))
-    for name in ("ray.train", "ray.tune"):  # one INFO line per saved checkpoint is noise in the driver's output
+    for name in ("ray.train", "ray.tune"):  # their INFO lines are noise in the driver's output
         logging.getLogger(name).setLevel(logging.WARNING)
-    hyperparameters = space.hyperparameters(config)
-    n_epochs = min(int(hyperparameters.get("n_epochs", max_epochs)), max_epochs)
-    early_stop = int(hyperparameters.get("early_stop", n_epochs))
-    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": math.nan, "best_valid_ic": math.nan,
-                             "best_valid_loss": math.nan}
+    trial_id = trial_id or tune.get_context().get_trial_id()
+    directory = trial_dir(run_dir, trial_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    hyperparameters = trial_hyperparameters(space, config, metric, max_epochs)
+    extra: dict[str, Any] = {}
     base_path = None
-    spec = models.get_spec(space.model)
-    if spec.pretrained_base:
-        full = models.registry.validate(spec, hyperparameters)
-        base_path, state["pretrained"] = choose(bases_from_dicts(bases), full)
+    if models.get_spec(space.model).pretrained_base:
+        base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters)
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state.update(json.loads((Path(directory) / STATE_FILE).read_text()))
-            _, _, net = models.load_checkpoint(Path(directory) / MODEL_FILE)
-        base_path = None  # the restored weights already hold the base's start; loading it again would undo them
-    remaining = n_epochs - state["epoch"]
-    if remaining <= 0:
+    saved = models.read_training_state(directory / STATE_FILE, device) if (directory / STATE_FILE).is_file() else None
+    if saved is not None and saved["history"] and saved["history"][-1]["final"]:
+        _report(saved["history"][-1], extra, started_at)  # ended before an interruption: say so again
         return
-    run_hp = {**hyperparameters, "n_epochs": remaining}
-    built, config_ = models.from_hyperparameters(space.model, run_hp, device=device, pretrained=base_path)
-    if checkpoint is None:
-        net = built
-    trainer = models.Trainer(net, config_, getattr(dataset, "concepts", None), name=space.model,
+    net, train_config = models.from_hyperparameters(space.model, hyperparameters, device=device,
+                                                    pretrained=base_path)
+    trainer = models.Trainer(net, train_config, getattr(dataset, "concepts", None), name=space.model,
                              hyperparameters=hyperparameters)
-    offset = state["epoch"]
+    search_metric = objective(metric).name
 
-    def report(epoch_metrics: models.EpochMetrics, trainer: models.Trainer) -> bool:
-        epoch = offset + epoch_metrics.epoch
-        improved = _finite(epoch_metrics.score) and not epoch_metrics.score <= state["best_score"]
-        if improved:
-            state.update(best_epoch=epoch, best_score=float(epoch_metrics.score),
-                         best_valid_ic=float(epoch_metrics.valid_ic), best_valid_loss=float(epoch_metrics.valid_loss))
-        state["epoch"] = epoch
-        result = {"epoch": epoch, "train_loss": float(epoch_metrics.train_loss),
-                  "valid_loss": float(epoch_metrics.valid_loss), "valid_ic": float(epoch_metrics.valid_ic),
-                  "score": float(epoch_metrics.score), "seconds": float(epoch_metrics.seconds), "started_at": started_at, **state}
-        broken = not _finite(result[metric])
-        result["final"] = broken or epoch >= n_epochs or epoch - state["best_epoch"] >= early_stop
-        if improved and not broken:
-            with tempfile.TemporaryDirectory(prefix="alphatune-ckpt-") as directory:
-                trainer.save(Path(directory) / MODEL_FILE)
-                (Path(directory) / STATE_FILE).write_text(json.dumps(state))
-                tune.report({**result, "reported_at": time.time()},
-                            checkpoint=tune.Checkpoint.from_directory(directory))
-        else:
-            tune.report({**result, "reported_at": time.time()})
-        return result["final"]
+    def report(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:
+        broken = not finite(getattr(epoch, search_metric))
+        if not broken:
+            _save_atomically(trainer.training_state(), directory / STATE_FILE)
+            if epoch.best_epoch == epoch.epoch:
+                trainer.save(directory / f".{MODEL_FILE}.tmp")
+                os.replace(directory / f".{MODEL_FILE}.tmp", directory / MODEL_FILE)
+        final = broken or epoch.final
+        _report({**asdict(epoch), "final": final}, extra, started_at)
+        return final
 
-    trainer.fit(dataset, callback=report)
+    trainer.fit(dataset, callback=report, resume=saved)
+
+
+def _report(epoch: dict[str, Any], extra: dict[str, Any], started_at: float) -> None:
+    result = {key: epoch[key] for key in REPORTED}
+    result = {key: float(value) if isinstance(value, float) else value for key, value in result.items()}
+    tune.report({**result, **extra, "started_at": started_at, "reported_at": time.time()})

@@ -16,7 +16,8 @@ A space file looks like::
     fixed: {n_epochs: 100, early_stop: 5}   # held constant (Qlib's names)
     default: {lr: 1.0e-4, ...}    # the first point evaluated; missing keys come from Qlib's Alpha360 config
 
-``load`` refuses a malformed file (bad YAML, unknown model or hyperparameter, low > high, a log range that
+``metric`` (which validation metric picks a trial's epoch) is not part of a space: the search's ``--metric``
+decides it for every trial. ``load`` refuses a malformed file (bad YAML, unknown model or hyperparameter, low > high, a log range that
 does not stay above 0, empty choices, a default outside its distribution, a combination the model rejects)
 with ``SpaceError`` naming the file and the line at fault. Files are read with ``yaml.SafeLoader`` only.
 """
@@ -35,6 +36,8 @@ from models.registry import TRAINING_KEYS, ModelSpec, get_spec, validate
 
 SPACES_DIR = Path(__file__).resolve().parent
 KINDS = ("int", "float", "categorical")
+# Hyperparameters a space may not hold, and what decides them instead.
+DECIDED_BY_THE_SEARCH = {"metric": "the search's --metric decides which epoch every trial keeps"}
 # Combinations of categorical choices checked against the model's own rules (e.g. d_model % nhead).
 MAX_CHECKED_COMBINATIONS = 4096
 
@@ -323,8 +326,11 @@ class _Parser:
         return Space(model=spec.name, params=params, fixed=dict(fixed), default=point, source=self.source)
 
     def check_name(self, keys: tuple[Any, ...], name: Any, spec: ModelSpec, allowed: set[str]) -> None:
+        if name in DECIDED_BY_THE_SEARCH:
+            raise self.error(keys, f"{name!r} is not part of a space: {DECIDED_BY_THE_SEARCH[name]}; remove it")
         if not isinstance(name, str) or name not in allowed:
-            raise self.error(keys, f"{spec.name} has no hyperparameter {name!r}; known: {', '.join(sorted(allowed))}")
+            known = sorted(allowed - set(DECIDED_BY_THE_SEARCH))
+            raise self.error(keys, f"{spec.name} has no hyperparameter {name!r}; known: {', '.join(known)}")
 
     def check_value(self, spec: ModelSpec, keys: tuple[Any, ...], name: str, value: Any) -> None:
         """The model's own bounds for one value (``ModelSpec.bound``); rules across hyperparameters, such as

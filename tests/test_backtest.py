@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from datasets import MarketData
-from search.backtest import (BacktestConfig, backtest, risk_analysis, round_to_lots, simulate_topk_dropout,
+from evaluation.backtest import (BacktestConfig, backtest, risk_analysis, round_to_lots, simulate_topk_dropout,
                              topk_dropout_orders)
 
 NAN = math.nan

@@ -1,4 +1,4 @@
-"""search.evaluate on the embedded CSI300 data: scoring, bad best.yaml, and one tiny evaluation end to end."""
+"""evaluation.evaluate on the embedded CSI300 data: scoring, bad best.yaml, and one tiny evaluation end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import datasets
-from search import evaluate
+from evaluation import evaluate
 
 SEGMENTS = {"train": ["2018-12-01", "2018-12-31"], "valid": ["2019-01-01", "2019-01-31"],
             "test": ["2019-07-01", "2019-07-31"]}

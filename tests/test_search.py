@@ -1,13 +1,16 @@
 """Real searches (Ray Tune + Optuna + ASHA, no mocks) on a tiny planted dataset, sharing one Ray session.
 
 Each search is a few trials of a tiny LSTM for at most 3 epochs on ~1,000 training rows, so a trial takes about
-a second; most of the time here is Ray starting up and its trial workers importing torch.
+a second; most of the time here is Ray starting up and its trial workers importing torch. TensorBoard's HParams
+table is read back through TensorBoard's own server (``tensorboard_client``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,15 +26,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import datasets
 import models
 import spaces
-from search import driver
+from evaluation.evaluate import open_dataset as evaluate_open_dataset
+from planted import TINY_SPACE, planted_dataset
+from search import cluster, driver
 from search.__main__ import main as search_main
 from search.data import check_concepts, describe, open_dataset
+from search.ledger import read_ledger
 from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions
 from search.results import read_trials
-from search.searcher import make_sampler
 from search.rundir import Manifest, read_manifest
-from search.evaluate import open_dataset as evaluate_open_dataset
-from planted import TINY_SPACE, planted_dataset
+from search.searcher import make_sampler
+from tensorboard_client import hparams_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def ray_session():
-    driver.start_ray(num_cpus=2)
+    cluster.start_ray(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -107,24 +112,42 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     assert [r["class"] for r in qlib["task"]["record"]] == ["SignalRecord", "SigAnaRecord", "PortAnaRecord"]
     assert "1e-" not in (run_dir / "best_qlib.yaml").read_text()  # PyYAML would read 1e-3 as a string
 
-    # TensorBoard: every trial's per-epoch scalars and an HParams entry.
+    # TensorBoard: every trial's per-epoch curves, and its HParams session with the kept epoch's numbers.
     for record in records:
-        trial_dir = run_dir / "tensorboard" / record.trial_id
-        logged = scalars(trial_dir)
-        for tag in ("train_loss", "valid_loss", "valid_ic"):
+        logged = scalars(run_dir / "tensorboard" / record.trial_id)
+        for tag in ("train_loss", "valid_loss", "valid_ic", "best_valid_ic", "best_valid_loss", "best_epoch"):
             assert [step for step, _ in logged[tag]] == list(range(1, record.epochs + 1)), (record.trial_id, tag)
-        accumulator = EventAccumulator(str(trial_dir))
-        accumulator.Reload()
-        hparams_tags = set(accumulator.PluginTagToContent("hparams"))
-        assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams_tags, hparams_tags
-        assert logged["hparams/best_valid_ic"][0][1] == pytest.approx(record.best_valid_ic)
+        assert not [tag for tag in logged if tag.startswith("hparams/")]  # no one-point scalars
+    sessions, _ = hparams_table(run_dir)
+    assert len(sessions) == 4
+    for record in records:
+        session = sessions[f"tensorboard/{record.trial_id}"]
+        assert session["hparams"]["outcome"] == record.outcome and session["hparams"]["model"] == "lstm"
+        assert session["hparams"]["lr"] == pytest.approx(record.hyperparameters["lr"])
+        assert session["hparams"]["optuna_trial"] == record.optuna_trial
+        assert session["metrics"]["best_valid_ic"] == pytest.approx(record.best_valid_ic, rel=1e-5)
 
-    # The Optuna study lives in optuna.db: default first, pruned trials told as PRUNED, no trial left RUNNING.
+    # One metric decides: the kept epoch is the best valid_ic epoch, and Optuna holds the same numbers.
+    ledger = {trial.trial_id: trial for trial in read_ledger(run_dir)}
     study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     assert len(trials) == 4 and trials[0].params == {"lr": 1e-2, "hidden_size": 8}
-    states = {t.state for t in trials}
-    assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.RUNNING not in states
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert optuna.trial.TrialState.PRUNED in {t.state for t in trials}
+    for trial in trials:
+        rows = ledger[trial.user_attrs["ray_trial_id"]].results
+        ics = [row["valid_ic"] for row in rows]
+        running_best = [max(ics[:i + 1]) for i in range(len(ics))]
+        assert trial.intermediate_values == {i + 1: value for i, value in enumerate(running_best)}  # every epoch
+        assert trial.value == max(ics)  # COMPLETE: the best epoch; PRUNED: the best so far
+        assert rows[-1]["best_epoch"] == ics.index(max(ics)) + 1
+        assert trial.user_attrs["tensorboard_run"] == str(run_dir / "tensorboard" / trial.user_attrs["ray_trial_id"])
+    assert best["validation"] == {"metric": "valid_ic", "valid_ic": max(r.best_valid_ic for r in records),
+                                  "valid_loss": best["validation"]["valid_loss"],
+                                  "best_epoch": best["validation"]["best_epoch"], "epochs": 3}
+    assert best["optuna_trial"] == ledger[best["trial_id"]].optuna_trial
+    assert best["search"]["threads"] == 1 and best["search"]["max_epochs"] == 3
+    assert best["hyperparameters"]["metric"] == "ic" and best["hyperparameters"]["n_epochs"] == 3
 
     # export rewrites both files from the run directory alone.
     (run_dir / "best.yaml").unlink()
@@ -190,8 +213,11 @@ def test_a_bad_space_file_is_refused_by_the_real_cli_with_its_line(tmp_path) -> 
 
 def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ray_session, planted_dir,
                                                                               tmp_path) -> None:
-    hist_space = tmp_path / "hist.yaml"  # a day-batch model with the stock-concept graph
-    hist_space.write_text(TINY_SPACE.replace("model: lstm", "model: hist"))
+    hist_space = tmp_path / "hist.yaml"  # a day-batch model with the stock-concept graph, other hyperparameters
+    hist_space.write_text("model: hist\nparams:\n  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}\n"
+                          "  dropout: {type: float, low: 0.0, high: 0.3}\n"
+                          "fixed: {num_layers: 1, hidden_size: 8, early_stop: 5, seed: 1}\n"
+                          "default: {lr: 1.0e-2, dropout: 0.0}\n")
     options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1, sampler="tpe")
     options.space_files["hist"] = str(hist_space)
     run_dirs = driver.run(options)
@@ -203,6 +229,20 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
         assert len(study.get_trials()) == 2
         qlib_class = yaml.safe_load((run_dir / "best_qlib.yaml").read_text())["task"]["model"]["class"]
         assert qlib_class == models.REGISTRY[run_dir.name].qlib_class
+
+    # TensorBoard's HParams table at the search's root shows both models' hyperparameters, the model and the
+    # outcome for all four trials; at a model's directory, that model's.
+    sessions, columns = hparams_table(options.search_dir)
+    assert len(sessions) == 4
+    assert {"lr", "hidden_size", "dropout", "model", "outcome", "trial", "optuna_trial"} <= set(columns["hparams"])
+    assert {"best_valid_ic", "best_valid_loss", "best_epoch"} <= set(columns["metrics"])
+    for name, session in sessions.items():
+        model = name.split("/")[0]
+        assert session["hparams"]["model"] == model
+        searched = {"lstm": {"lr", "hidden_size"}, "hist": {"lr", "dropout"}}[model]
+        assert searched <= set(session["hparams"]) and session["hparams"]["outcome"] in ("finished", "pruned")
+    hist_sessions, hist_columns = hparams_table(options.search_dir / "hist")
+    assert len(hist_sessions) == 2 and "dropout" in hist_columns["hparams"]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -260,19 +300,21 @@ def test_gpus_per_trial_on_a_local_node_without_gpu_is_refused_not_left_waiting(
                                                                                  tmp_path) -> None:
     options = tiny_options(tmp_path, planted_dir, gpus_per_trial=0.5)
     with pytest.raises(OptionError, match=r"--gpus-per-trial 0.5: torch sees no CUDA GPU on this machine"):
-        driver.check_gpus(options)
+        cluster.check_gpus(0.5, None)
     with pytest.raises(OptionError, match=r"--gpus-per-trial 0.5: torch sees no CUDA GPU"):
         driver.run(options)  # refused before the data is opened
     assert not (tmp_path / "runs").exists()
-    driver.check_gpus(tiny_options(tmp_path, planted_dir, gpus_per_trial=0.0))  # CPU trials: nothing to check
+    cluster.check_gpus(0.0, None)  # CPU trials: nothing to check
 
 
 def test_the_first_trials_start_together_one_pending_trial_per_slot(ray_session, planted_dir, tmp_path) -> None:
-    options = tiny_options(tmp_path, planted_dir, samples=2, max_epochs=1, max_concurrent=None)
-    assert driver.concurrent_slots(options) == 2  # the module's local node has 2 CPUs, 1 per trial
-    [run_dir] = driver.run(options)
-    first_reports = [json.loads(path.read_text().splitlines()[0]) for path in (run_dir / "tune").glob("trial_*/result.json")]
-    starts = sorted(row["started_at"] for row in first_reports)
-    assert len(starts) == 2
-    # one actor start (a process importing torch) is well over a second; started together they overlap
-    assert starts[1] - starts[0] < 1.5, starts
+    """With two slots, Tune creates both first trials in its first step, so their workers start together;
+    with one pending trial at a time (Tune's default with a searcher) the second trial would only be created
+    once the first one runs. The progress line, printed after every step, counts the trials that exist."""
+    options = tiny_options(tmp_path, planted_dir, samples=2, max_epochs=1, max_concurrent=None, progress_seconds=0)
+    assert cluster.concurrent_slots(1.0, 0.0, None) == 2  # the module's local node has 2 CPUs, 1 per trial
+    stream = io.StringIO()
+    driver.run(options, stream)
+    first = next(line for line in stream.getvalue().splitlines() if line.startswith("[lstm 00:"))
+    counts = re.match(r"\[lstm \d\d:\d\d\] (\d+) running · (\d+) pending · (\d+) finished", first)
+    assert counts and int(counts[1]) + int(counts[2]) == 2 and counts[3] == "0", first

@@ -23,9 +23,9 @@ import datasets
 import models
 import spaces
 from planted import planted_dataset
-from search import driver
+from search import cluster, driver
 from search.__main__ import main as search_main
-from search.evaluate import _start
+from evaluation.evaluate import _start
 from search.options import SearchOptions
 from search.pretrained import Base, base_kinds, base_shape, choose, read_bases
 from search.results import read_trials
@@ -53,7 +53,7 @@ def gats_run(tmp_path_factory) -> tuple[Path, str]:
                             max_epochs=1, grace_epochs=1, sampler="random", seed=2, max_concurrent=1,
                             storage_path=str(root / "runs"), name="base", progress_seconds=60.0)
     log = root / "log.txt"
-    driver.start_ray(num_cpus=2)
+    cluster.start_ray(num_cpus=2)
     try:
         with log.open("w") as stream:
             [run_dir] = driver.run(options, stream)
@@ -191,7 +191,7 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
                     return
             time.sleep(0.2)
 
-    driver.start_ray(num_cpus=2)
+    cluster.start_ray(num_cpus=2)
     try:
         killer = threading.Thread(target=poison_base_then_kill_worker)
         killer.start()
@@ -208,7 +208,7 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
 
 def test_the_summary_table_says_where_each_trial_started() -> None:
     from search.results import TrialRecord, summary_table
-    common = dict(outcome="finished", hyperparameters={"hidden_size": 64}, epochs=1, best_epoch=1, best_score=0.1,
+    common = dict(outcome="finished", hyperparameters={"hidden_size": 64}, epochs=1, best_epoch=1,
                   best_valid_ic=0.1, best_valid_loss=1.0, checkpoint=None)
     table = summary_table([TrialRecord("a", **common, pretrained="/runs/base_lstm.pt"),
                            TrialRecord("b", **{**common, "best_valid_ic": 0.0},

@@ -21,7 +21,7 @@ import yaml
 
 import datasets
 from planted import TINY_SPACE, planted_dataset
-from search import driver
+from search import cluster, driver
 from search.options import SearchOptions
 from search.results import read_trials
 from search.rundir import read_manifest
@@ -115,7 +115,7 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint(tmp_path)
                     return
             time.sleep(0.2)
 
-    driver.start_ray(num_cpus=2)
+    cluster.start_ray(num_cpus=2)
     try:
         killer = threading.Thread(target=kill_worker_after_first_checkpoint)
         killer.start()

@@ -1,0 +1,82 @@
+"""A command line derived from an options dataclass: each option, its default and its help written once.
+
+A field declared with ``option(default, help, ...)`` becomes one argparse argument (``--max-epochs`` for
+``max_epochs`` unless ``flag`` says otherwise) whose help ends with its default, so ``--help`` shows every
+default. ``from_arguments`` turns the parsed namespace back into the dataclass. Parsing a token only converts
+it (``parse``); checking values is the dataclass's own job (one place), so a bad value gets the same message
+from the command line and from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+
+def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[[str], Any] | None = None,
+           choices: tuple[Any, ...] | None = None, metavar: str | None = None, action: str | None = None,
+           show: str | Callable[[Any], str] | None = None, collect: Callable[[list[Any]], Any] | None = None,
+           ) -> Any:
+    """A dataclass field that is also a command-line option.
+
+    ``parse`` converts one token; ``action`` is ``"store_true"``, ``"store_false"`` (the flag turns a True
+    default off) or ``"append"`` (repeatable; ``collect`` turns the list into the field's value). ``show`` is
+    how the default reads in ``--help`` (a text, or a function of the default). Mutable defaults are copied
+    per instance.
+    """
+    metadata = {"help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar,
+                "action": action, "show": show, "collect": collect}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    """The command-line flag of an option field."""
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One argument per ``option`` field of the dataclass ``cls``, in declaration order."""
+    for field in dataclasses.fields(cls):
+        if "help" not in field.metadata:
+            continue
+        meta, default = field.metadata, _default(field)
+        show = meta["show"]
+        shown = show(default) if callable(show) else show if show is not None else (
+            "off" if meta["action"] == "store_true" else "on" if meta["action"] == "store_false" else str(default))
+        kwargs: dict[str, Any] = {"dest": field.name, "help": f"{meta['help']} (default: {shown})"}
+        if meta["action"] in ("store_true", "store_false"):
+            kwargs.update(action=meta["action"], default=default)
+        else:
+            kwargs.update(default=argparse.SUPPRESS if meta["action"] == "append" else default,
+                          metavar=meta["metavar"])
+            if meta["action"] == "append":
+                kwargs["action"] = "append"
+            if meta["parse"] is not None:
+                kwargs["type"] = meta["parse"]
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                kwargs["type"] = type(default)
+            if meta["choices"] is not None:
+                kwargs["choices"] = meta["choices"]
+        parser.add_argument(flag_of(field), **kwargs)
+
+
+def from_arguments(cls: type, namespace: argparse.Namespace) -> Any:
+    """An instance of ``cls`` from the parsed options (options not on the command line keep their defaults)."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        if "help" not in field.metadata or not hasattr(namespace, field.name):
+            continue
+        value = getattr(namespace, field.name)
+        collect = field.metadata["collect"]
+        values[field.name] = collect(value) if collect is not None and isinstance(value, list) else value
+    return cls(**values)
