@@ -23,17 +23,27 @@ def date_range(text: str) -> tuple[str, str]:
 
 
 def summary_text(ds: PreparedDataset) -> str:
+    """The summary table and the notes that explain its figures."""
     info = ds.summary()
     lines = [f"source     {info['source']}", f"market     {info['market']}  (benchmark: {ds.benchmark or 'none'}"
              f"{'' if ds.market is not None and ds.market.benchmark_close is not None else ', not in the source'})",
              f"stocks     {info['stocks']}", f"saved at   {ds.path}", "",
-             "| segment | dates | days | rows | stocks | missing feature values | rows dropped (no label) | NaN raw labels |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| segment | dates | days | rows | stocks | missing feature values (set to 0) | rows without a label |",
+             "|---|---|---|---|---|---|---|"]
     for name in ds.arrays:
         seg = info[name]
+        unlabelled = (f"{seg.get('rows_dropped_no_label', 0):,} dropped" if name != "test"
+                      else f"{seg['nan_raw_label_share']:.2%} kept (NaN)")
         lines.append(f"| {name} | {seg['range'][0]} .. {seg['range'][1]} | {seg['days']:,} | {seg['rows']:,} | "
-                     f"{seg['stocks']} | {seg.get('missing_feature_share', float('nan')):.1%} | "
-                     f"{seg.get('rows_dropped_no_label', 0):,} | {seg['nan_raw_label_share']:.2%} |")
+                     f"{seg['stocks']} | {seg.get('missing_feature_share', float('nan')):.1%} | {unlabelled} |")
+    lines += ["", "missing feature values: a window's days before a stock's first trade or during a suspension, and "
+                  "whole fields the source lacks; by field (train):"]
+    by_field = info.get("train", {}).get("missing_by_field") or {}
+    if by_field:
+        lines.append("  " + ", ".join(f"{field} {share:.1%}" + (" (the source has no vwap)" if share >= 0.999 else "")
+                                      for field, share in by_field.items()))
+    lines.append("rows without a label: the label needs the next two closes; train and valid drop such rows (as "
+                 "Qlib's DropnaLabel), test keeps them with a NaN label (the last days of the data, suspensions)")
     if ds.concepts is not None:
         lines.append(f"\nconcepts   {ds.concepts.shape[1]} (matrix {ds.concepts.shape[0]} x {ds.concepts.shape[1]})")
     lines += [f"note: {note}" for note in info["notes"]]

@@ -25,7 +25,7 @@ from datasets.alpha360 import FeatureBuilder
 from datasets.concepts import concept_matrix, read_concept_table
 from datasets.errors import DataError
 from datasets.panel import Panel, previous_traded_change
-from datasets.prepared import FEATURE_NAMES, SEGMENT_NAMES, MarketData, PreparedDataset, SegmentArrays
+from datasets.prepared import FEATURE_NAMES, FIELDS, SEGMENT_NAMES, WINDOW, MarketData, PreparedDataset, SegmentArrays
 from datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
 from datasets.qlib_reader import is_qlib_dir, read_qlib_dir
 from datasets.table_reader import is_table, read_price_table
@@ -178,7 +178,10 @@ def build_segment(name: str, builder: FeatureBuilder, panel: Panel, rows: tuple[
         stats = fit_robust_zscore(features)
         progress(f"{name}: robust z-score fitted on {days.size:,} rows")
     missing = apply_robust_zscore(features, *stats)
-    counts: dict[str, object] = {"missing_feature_share": missing / max(features.size, 1), "rows_dropped_no_label": 0}
+    per_field = missing.reshape(len(FIELDS), -1).sum(axis=1) / max(days.size * WINDOW, 1)
+    counts: dict[str, object] = {"missing_feature_share": float(missing.sum()) / max(features.size, 1),
+                                 "missing_by_field": {field: float(share) for field, share in zip(FIELDS, per_field)},
+                                 "rows_dropped_no_label": 0}
     if name != "test":
         keep = np.flatnonzero(~np.isnan(raw))
         for begin in range(0, keep.size, 65536):   # in-place compaction: sources never precede targets

@@ -52,19 +52,20 @@ def fit_robust_zscore(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return median, scale
 
 
-def apply_robust_zscore(features: np.ndarray, median: np.ndarray, scale: np.ndarray) -> int:
+def apply_robust_zscore(features: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """In place: ``features = nan_to_0(clip((features − median) / scale, −3, 3))``, chunk by chunk.
 
-    Returns how many values were NaN (missing raw features, plus any column with NaN statistics).
+    Returns int64 ``[columns]``: how many values of each column were NaN (missing raw features, or every value of
+    a column with NaN statistics).
     """
-    missing = 0
+    missing = np.zeros(features.shape[1], dtype=np.int64)
     for begin in range(0, features.shape[0], ROW_CHUNK):
         chunk = features[begin:begin + ROW_CHUNK]
         np.subtract(chunk, median, out=chunk)
         np.divide(chunk, scale, out=chunk)
         np.clip(chunk, -CLIP, CLIP, out=chunk)
         nan = np.isnan(chunk)
-        missing += int(np.count_nonzero(nan))
+        missing += nan.sum(axis=0)
         np.copyto(chunk, np.float32(0), where=nan)
     return missing
 

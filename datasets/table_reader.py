@@ -102,7 +102,7 @@ def resolve_membership_file(table: Path, market: str) -> Path | None:
         if candidate.is_file():
             return candidate
     raise DataError(f"unknown market {market!r}: no membership file {market} and no {market}.csv/.parquet/.txt "
-                    f"beside {table}; pass market='all' to use every symbol over its whole series")
+                    f"beside {table}; use --market all (market='all' from Python) for every symbol over its whole series")
 
 
 def read_price_table(path: Path, market: str, benchmark: str | None) -> Panel:

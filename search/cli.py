@@ -27,13 +27,17 @@ def run_main(args: argparse.Namespace) -> int:
         options = SearchOptions(storage_path=args.storage_path, name=args.name)
         options.validate()
         from search import driver
-        driver.resume(options.search_dir, within=options.storage_path)
-        return 0
+        return _status(driver.resume(options.search_dir, within=options.storage_path))
     options = from_arguments(SearchOptions, args)
     options.validate()
     from search import driver
-    driver.run(options)
-    return 0
+    return _status(driver.run(options))
+
+
+def _status(run_dirs: list[Path]) -> int:
+    """0 when every run directory's search has ended, 130 when one was interrupted (Ctrl-C) and can be resumed."""
+    from search import driver
+    return 130 if any(driver.unfinished(run_dir) for run_dir in run_dirs) else 0
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +46,7 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resume_main(args: argparse.Namespace) -> int:
     from search import driver
-    driver.resume(args.run_dir)
-    return 0
+    return _status(driver.resume(args.run_dir))
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -73,6 +73,14 @@ def check_address(address: str, timeout: float = PROBE_SECONDS) -> None:
                            f"cluster") from None
 
 
+def check_named_address(address: str | None = None) -> None:
+    """Probe the cluster a search would join (``named_address``), if any: call it before slow work, so that a dead
+    address is refused within seconds."""
+    named = named_address(address)
+    if named:
+        check_address(named)
+
+
 def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None,
               num_gpus: int | None = None) -> None:
     """Join the cluster ``named_address(address)`` (probed first), else start a private local one on 127.0.0.1

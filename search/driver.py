@@ -27,7 +27,7 @@ import spaces
 from search import export as exporting
 from search import results
 from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
-from search.cluster import check_gpus, concurrent_slots, start_ray
+from search.cluster import check_gpus, check_named_address, concurrent_slots, start_ray
 from search.data import check_concepts, describe, open_dataset
 from search.ledger import TrialLedger
 from search.objective import objective
@@ -143,6 +143,7 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
         except (FileNotFoundError, ValueError) as error:
             raise OptionError(f"--pretrained: {error}") from None
     check_gpus(options.gpus_per_trial, options.address)
+    check_named_address(options.address)
     ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark,
                       options.concepts)
     check_concepts(ds, list(model_spaces))
@@ -174,17 +175,21 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     return run_dirs
 
 
-def _interrupted(run_dir: Path, out: TextIO) -> bool:
-    """Whether the search of ``run_dir`` stopped with trials unfinished (Ctrl+C); says how to resume it."""
+def unfinished(run_dir: Path) -> int:
+    """How many of the run's trials have not ended: running when the search stopped, or never created."""
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
-    unfinished = [r for r in records if r.outcome == "running"]
-    if unfinished or len(records) < manifest.options.samples:
-        out.write(f"[{run_dir.name}] interrupted with {manifest.options.samples - len(records) + len(unfinished)} "
-                  f"trials unfinished; continue with:\n  python -m search resume {run_dir.parent}\n")
+    return sum(record.outcome == "running" for record in records) + max(0, manifest.options.samples - len(records))
+
+
+def _interrupted(run_dir: Path, out: TextIO) -> bool:
+    """Whether the search of ``run_dir`` stopped with trials unfinished (Ctrl-C); says how to resume it."""
+    left = unfinished(run_dir)
+    if left:
+        out.write(f"[{run_dir.name}] interrupted with {left} trials unfinished; continue with:\n"
+                  f"  python -m search resume {run_dir.parent}\n")
         out.flush()
-        return True
-    return False
+    return bool(left)
 
 
 def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | None = None) -> list[Path]:
@@ -207,6 +212,7 @@ def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | 
             raise RunDirError(f"{run_dir}: no Tune experiment state to resume from")
         if dataset_ref is None:
             check_gpus(first.options.gpus_per_trial, first.options.address)
+            check_named_address(first.options.address)
             ds = _reopen(manifest)
             check_concepts(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)

@@ -122,6 +122,9 @@ def test_cli_prepares_and_prints_a_summary(tiny_table, tmp_path):
         capture_output=True, text=True, check=True)
     assert "| train | 2020-01-01 .. 2020-03-10 | 50 |" in result.stdout
     assert "missing feature values" in result.stdout and "[datasets] train:" in result.stderr
+    by_field = next(line for line in result.stdout.splitlines() if line.startswith("  CLOSE "))
+    assert "VWAP" in by_field and "the source has no vwap" not in by_field  # the tiny table has a vwap column
+    assert "rows without a label: the label needs the next two closes" in result.stdout
     assert_same_dataset(datasets.load(tmp_path / "cli"), datasets.prepare(
         tiny_table, **tiny_segments(), cache_dir=tmp_path / "cache", progress=False))
     bad = subprocess.run([sys.executable, "-m", "datasets", "prepare", "--source", str(tmp_path / "nope.csv"),

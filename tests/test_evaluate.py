@@ -20,7 +20,8 @@ def write_best(directory: Path, **changes: object) -> Path:
     best = {"model": "lstm",
             "hyperparameters": {"hidden_size": 8, "num_layers": 1, "dropout": 0.0, "lr": 0.002, "batch_size": 800},
             "data": {"source": "embedded", "market": "csi300", "benchmark": "SH000300", "segments": SEGMENTS},
-            "validation": {"score": -1.0}, "trial_id": "test"}
+            "validation": {"metric": "valid_ic", "valid_ic": 0.01}, "trial_id": "test",
+            "search": {"max_epochs": 1, "threads": 1}}
     best.update(changes)
     path = directory / "best.yaml"
     path.write_text(yaml.safe_dump(best))
@@ -57,6 +58,28 @@ def test_bad_best_yaml_is_refused_naming_the_field(tmp_path: Path, changes: dict
     assert str(path) in error and message in error
 
 
+def test_unreadable_yaml_is_one_line_naming_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "best.yaml"
+    path.write_text("model: lstm\nhyperparameters: {hidden_size: 8\ndata: {}\n")
+    assert evaluate.main([str(path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: {path}:3: invalid YAML: "), error
+    assert evaluate.main([str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: cannot read it (No such file or directory)" in capsys.readouterr().err
+
+
+def test_the_budget_is_the_searchs_unless_said_otherwise() -> None:
+    best = {"search": {"max_epochs": 6, "threads": 2}}
+    assert evaluate.epoch_budget(best, None) == (6, "at most 6 epochs, the search's budget (best.yaml "
+                                                    "search.max_epochs; --epochs N or --epochs own to change it)")
+    assert evaluate.epoch_budget(best, 3)[0] == 3 and evaluate.epoch_budget(best, "own")[0] is None
+    assert evaluate.epoch_budget({}, None) == (None, "each config's own n_epochs (best.yaml records no search budget)")
+    assert evaluate.thread_count(best, None) == 2 and evaluate.thread_count(best, 1) == 1
+    assert evaluate.thread_count({}, None) == 1
+    with pytest.raises(evaluate.EvaluationError, match="--epochs must be a positive number or 'own'"):
+        evaluate.epoch_budget(best, 0)
+
+
 def test_searched_config_equal_to_the_default_is_recognised() -> None:
     default = evaluate.default_hyperparameters("lstm")
     assert evaluate.full_config("lstm", {**default, "seed": 7}) == evaluate.full_config("lstm", {})
@@ -64,17 +87,18 @@ def test_searched_config_equal_to_the_default_is_recognised() -> None:
 
 
 def test_zero_seeds_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--seeds must be at least 1"):
+    with pytest.raises(evaluate.EvaluationError, match="--seeds must be at least 1"):
         evaluate.evaluate(write_best(tmp_path), seeds=0)
 
 
-@pytest.mark.slow  # trains Qlib's default LSTM (hidden 64, 2 layers) for one epoch: ~15 s of CPU, over a minute
 def test_evaluation_end_to_end_on_embedded_data(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                 small_dataset: datasets.PreparedDataset) -> None:
     path = write_best(tmp_path)
-    assert evaluate.main([str(path), "--epochs", "1", "--seeds", "1"]) == 0
+    assert evaluate.main([str(path), "--seeds", "1"]) == 0  # best.yaml's search budget: 1 epoch
     printed = capsys.readouterr().out
     assert "Annualized Return" in printed and "searched" in printed and "default" in printed
+    assert "training under at most 1 epochs, the search's budget" in printed
+    assert "lstm searched seed 0 epoch 1: train loss" in printed and "lstm default seed 0 epoch 1:" in printed
 
     record = yaml.safe_load((tmp_path / "evaluation.yaml").read_text())
     assert record["model"] == "lstm" and record["benchmark"] == "equal-weighted universe"

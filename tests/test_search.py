@@ -27,6 +27,7 @@ import datasets
 import models
 import spaces
 from evaluation.evaluate import open_dataset as evaluate_open_dataset
+from conftest import tiny_membership, tiny_prices, write_qlib_dir
 from planted import TINY_SPACE, planted_dataset
 from search import cluster, driver
 from search.__main__ import main as search_main
@@ -149,12 +150,23 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     assert best["search"]["threads"] == 1 and best["search"]["max_epochs"] == 3
     assert best["hyperparameters"]["metric"] == "ic" and best["hyperparameters"]["n_epochs"] == 3
 
-    # export rewrites both files from the run directory alone.
+    # best_qlib.yaml says that planted data is no Qlib directory, and which schedule and metric it wrote.
+    text = (run_dir / "best_qlib.yaml").read_text()
+    assert qlib["qlib_init"]["provider_uri"] == "REPLACE/WITH/A/QLIB/DATA/DIRECTORY"
+    assert "which Qlib cannot read" in text and "export again with --qlib-data DIR" in text
+    assert model["kwargs"]["n_epochs"] == 3 and "# schedule (search): n_epochs 3, early_stop 5" in text
+    assert model["kwargs"]["metric"] == "loss" and "MLFLOW_ALLOW_FILE_STORE=true" in text
+
+    # export rewrites both files from the run directory alone, with the Qlib directory and schedule asked for.
     (run_dir / "best.yaml").unlink()
     (run_dir / "best_qlib.yaml").unlink()
-    assert driver.export(run_dir.parent) == [run_dir / "best.yaml"]
+    qlib_dir = write_qlib_dir(tmp_path / "qlib", tiny_prices(), tiny_membership())
+    assert search_main(["export", str(run_dir.parent), "--qlib-data", str(qlib_dir), "--schedule", "qlib"]) == 0
     assert yaml.safe_load((run_dir / "best.yaml").read_text())["trial_id"] == best["trial_id"]
-    assert (run_dir / "best_qlib.yaml").is_file()
+    exported = yaml.safe_load((run_dir / "best_qlib.yaml").read_text())
+    assert exported["qlib_init"]["provider_uri"] == str(qlib_dir.resolve())
+    assert exported["task"]["model"]["kwargs"]["n_epochs"] == 200  # Qlib's published LSTM schedule
+    assert search_main(["export", str(run_dir), "--qlib-data", str(tmp_path)]) == 2  # not a Qlib directory
 
 
 def test_a_nan_trial_is_cut_at_once_recorded_failed_not_retried_and_the_search_goes_on(
@@ -305,6 +317,19 @@ def test_gpus_per_trial_on_a_local_node_without_gpu_is_refused_not_left_waiting(
         driver.run(options)  # refused before the data is opened
     assert not (tmp_path / "runs").exists()
     cluster.check_gpus(0.0, None)  # CPU trials: nothing to check
+
+
+def test_a_private_ray_listens_on_the_loopback_address_only(ray_session) -> None:
+    """Every Ray service of the search's own cluster (GCS, raylet, workers, dashboard and metrics agents) binds
+    127.0.0.1, so nothing (not even Ray's unauthenticated metrics endpoint) is reachable from the network."""
+    import psutil
+    processes = psutil.Process().children(recursive=True)
+    listening = [(process.name(), connection.laddr) for process in processes
+                 for connection in process.net_connections(kind="inet") if connection.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 5, listening  # GCS, raylet, agents...
+    outside = [(name, address) for name, address in listening
+               if address.ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    assert not outside, outside
 
 
 def test_the_first_trials_start_together_one_pending_trial_per_slot(ray_session, planted_dir, tmp_path) -> None:

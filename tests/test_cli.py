@@ -1,0 +1,116 @@
+"""The search command line as a user meets it: real subprocesses, a stale Ray cluster file, a dead address,
+Ctrl-C, and ``--help``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import datasets
+from planted import TINY_SPACE, planted_dataset
+from search.__main__ import parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory) -> list[str]:
+    """Arguments of a tiny real search (planted data, the two-point LSTM space, 2 trials of 1 epoch)."""
+    root = tmp_path_factory.mktemp("cli")
+    datasets.save(planted_dataset(n_days=60, n_stocks=30, seed=4), root / "data")
+    (root / "space.yaml").write_text(TINY_SPACE)
+    return ["run", "--space", str(root / "space.yaml"), "--data", str(root / "data"), "--samples", "2",
+            "--max-epochs", "1", "--sampler", "random", "--progress-seconds", "1"]
+
+
+@pytest.fixture
+def ray_tmpdir() -> Path:
+    """A private ``RAY_TMPDIR`` (short: Ray's socket paths must fit in 107 characters)."""
+    with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as directory:
+        yield Path(directory)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def search_env(ray_tmpdir: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    return {**env, "RAY_TMPDIR": str(ray_tmpdir), "PYTHONUNBUFFERED": "1"}
+
+
+def test_help_shows_every_default_and_promises_nothing_it_lacks() -> None:
+    subcommands = parser()._subparsers._group_actions[0].choices
+    for name, subparser in subcommands.items():
+        options = [action for action in subparser._actions if action.option_strings and action.dest != "help"]
+        for action in options:
+            assert "(default: " in action.help, (name, action.option_strings)
+    text = " ".join(subcommands["run"].format_help().split())
+    for shown in ("trials per model (default: 8)", "epochs a trial may train at most (default: 6)",
+                  "(default: csi300)", "CPUs per trial (also its torch threads) (default: 1.0)",
+                  "seconds between progress lines (default: 10.0)", "(default: valid_ic)"):
+        assert shown in text, shown
+    top = parser().format_help()
+    assert "table" not in top and all(name in top for name in subcommands)
+
+
+def test_a_stale_ray_cluster_file_is_ignored_and_a_private_cluster_started(tiny_search, tmp_path,
+                                                                          ray_tmpdir) -> None:
+    """``ray start`` leaves ``$RAY_TMPDIR/ray/ray_current_cluster``; a search without --address must neither join
+    the (dead) cluster it names nor hang on it."""
+    (ray_tmpdir / "ray").mkdir()
+    (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    completed = subprocess.run([sys.executable, "-m", "search", *tiny_search, "--storage-path", str(tmp_path),
+                                "--name", "stale"], cwd=ROOT, env=search_env(ray_tmpdir), capture_output=True,
+                               text=True, timeout=300)  # joining the dead address would retry for many minutes
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    assert (tmp_path / "stale" / "lstm" / "best.yaml").is_file()
+    assert "Failed to connect to GCS" not in completed.stderr
+
+
+def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search, tmp_path, ray_tmpdir) -> None:
+    port = free_port()
+    completed = subprocess.run([sys.executable, "-m", "search", *tiny_search, "--storage-path", str(tmp_path),
+                                "--address", f"127.0.0.1:{port}"], cwd=ROOT, env=search_env(ray_tmpdir),
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        f"error: --address 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port} (connection refused); start "
+        f"one with `ray start --head`, or leave --address and $RAY_ADDRESS unset for a private local cluster"]
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    web = subprocess.run([sys.executable, "-m", "search", "run", "--address", "http://127.0.0.1:8265"], cwd=ROOT,
+                         env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=120)
+    assert web.returncode == 2 and "that is a dashboard or job-server URL" in web.stderr
+
+
+@pytest.mark.parametrize("moment", ["while starting", "while searching"])
+def test_ctrl_c_ends_without_a_traceback(moment, tiny_search, tmp_path, ray_tmpdir) -> None:
+    args = [*tiny_search, "--samples", "6", "--max-concurrent", "1", "--storage-path", str(tmp_path),
+            "--name", "stopped"]
+    process = subprocess.Popen([sys.executable, "-m", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    if moment == "while starting":
+        time.sleep(2.0)  # importing torch and Ray, or preparing the data
+    else:
+        for line in process.stdout:
+            output.append(line)
+            if " trial " in line and " finished " in line:
+                break
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=300)
+    text = "".join(output) + rest
+    assert "Traceback" not in text, text[-3000:]
+    assert process.returncode == 130, text[-3000:]
+    if moment == "while searching":
+        assert "interrupted with" in text and f"python -m search resume {tmp_path / 'stopped'}" in text
