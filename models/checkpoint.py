@@ -21,7 +21,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a torn, foreign or hostile file: many exception types, one meaning
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a checkpoint of ours (it does not load with weights_only=True: "
+                         f"{first_line})") from None
     if not isinstance(payload, dict) or not {"model", "hyperparameters", "state_dict"} <= set(payload):
         keys = sorted(payload)[:5] if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: not a checkpoint of ours (needs model, hyperparameters, state_dict; has {keys})")

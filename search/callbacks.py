@@ -104,15 +104,31 @@ class ProgressPrinter(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._ended(trials, trial, Trial.ERROR)
 
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._write(f"[{self.model}] trial {trial.trial_id} failed after epoch "
+                    f"{(trial.last_result or {}).get('epoch', 0)}{_why(trial)}; Tune retries it from its last "
+                    f"epoch")
+
     def _ended(self, trials: list[Trial], trial: Trial, status: str) -> None:
         result = trial.last_result or {}
         how = outcome(status, result, self.goal.name)
         value = result.get(self.goal.best)
         shown = f"{value:.4f}" if finite(value) else str(value)
+        why = _why(trial) if status == Trial.ERROR else ""
         self._write(f"[{self.model}] trial {trial.trial_id} {how} after epoch {result.get('epoch', 0)} "
-                    f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)})")
+                    f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)}){why}")
         self.last_print = time.monotonic()
         self._write(self.line(trials, ended=(trial, how)))
+
+
+def _why(trial: Trial) -> str:
+    """``: <the exception's last line> (traceback: <file>)`` for a trial that raised, if Tune wrote its error."""
+    path = trial.error_file
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").strip().splitlines() if path else []
+    except OSError:
+        lines = []
+    return f": {lines[-1][:300]} (traceback: {path})" if lines else ""
 
 
 class TensorBoardLogger(Callback):

@@ -88,6 +88,9 @@ def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int
     is already initialised in this process."""
     if ray.is_initialized():
         return
+    # Tune leaves the results of failed trial tasks unread on purpose (it reports the failure itself): Ray's
+    # "Unhandled error" traceback for each would only repeat it.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
     named = named_address(address)
     if named:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,6 @@ import ray
 import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
 
 import spaces
 from search import export as exporting
@@ -29,12 +29,15 @@ from search import results
 from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
 from search.cluster import check_gpus, check_named_address, concurrent_slots, start_ray
 from search.data import check_concepts, describe, open_dataset
-from search.ledger import TrialLedger
+from search.ledger import TrialLedger, close_ledger, reconcile_with_tune
 from search.objective import objective
 from search.options import OptionError, SearchOptions
 from search.pretrained import Base, base_kinds, prepare_bases, read_base, read_bases, write_bases
-from search.rundir import TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, find_run_dirs, read_manifest, write_manifest
-from search.searcher import StudySearch, make_sampler, storage_url
+from search.scheduler import ResumableASHA
+from search.rundir import (MANIFEST, TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, check_writable, disk_guard,
+                           find_run_dirs, read_manifest, write_manifest, writing)
+from search.searcher import StudySearch, close_abandoned, make_sampler, storage_url, study_states
+from search.tune_state import experiment_trials
 from search.trial import train_trial
 
 
@@ -62,10 +65,14 @@ def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kw
     train_trial(config, dataset=ray.get(dataset_ref[0]), **kwargs)
 
 
-# Tune settings read from the environment while a Tuner runs in this process: no automatic TensorBoardX logger
-# (TensorBoard files come from ``TensorBoardLogger``, in one place); the CSV and JSON loggers are passed
-# explicitly (Tune's own per-trial result files, kept for people who read them).
-_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+# Tune and Ray settings read from the environment while a Tuner runs in this process:
+# - no automatic TensorBoardX logger (TensorBoard files come from ``TensorBoardLogger``, in one place); the CSV and
+#   JSON loggers are passed explicitly (Tune's own per-trial result files, kept for people who read them);
+# - Tune's own console output off (its legacy reporter, silent at verbose=0: the new one prints every trial error
+#   and its result table whatever the verbosity), and no traceback per failed trial task: ``ProgressPrinter`` says
+#   in one line which trial failed or is retried, why, and where the traceback is.
+_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
 
 
 @contextlib.contextmanager
@@ -92,8 +99,9 @@ def _callbacks(run_dir: Path, space: spaces.Space, options: SearchOptions, strea
 def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
            stream: TextIO | None, bases: dict[str, Base]) -> tune.Tuner:
     goal = objective(options.metric)
-    searcher = StudySearch(space, goal, run_dir, make_sampler(options.sampler, options.seed, options.samples))
-    scheduler = ASHAScheduler(time_attr="epoch", metric=goal.best, mode=goal.mode, max_t=options.max_epochs,
+    searcher = StudySearch(space, goal, run_dir, make_sampler(options.sampler, options.seed, options.samples),
+                           options.samples)
+    scheduler = ResumableASHA(run_dir, time_attr="epoch", metric=goal.best, mode=goal.mode, max_t=options.max_epochs,
                               grace_period=options.grace_epochs, reduction_factor=options.reduction_factor)
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     return tune.Tuner(
@@ -130,10 +138,6 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
     out = stream or sys.stdout
     options.validate()
     model_spaces = options.load_spaces()
-    for model in model_spaces:
-        if (options.run_dir(model) / TUNE_DIR).exists():
-            raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
-                              f"pick --name")
     if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
         out.write(f"note: --pretrained {options.pretrained} is ignored: no searched model ({', '.join(model_spaces)}) "
                   f"starts from an LSTM/GRU base (only GATs, HIST and IGMTF do)\n")
@@ -144,6 +148,17 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
             raise OptionError(f"--pretrained: {error}") from None
     check_gpus(options.gpus_per_trial, options.address)
     check_named_address(options.address)
+    check_writable(options.search_dir, "--storage-path")
+    with writing([options.run_dir(model) for model in model_spaces]):
+        for model in model_spaces:
+            if (options.run_dir(model) / MANIFEST).exists():
+                raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) "
+                                  f"or pick --name")
+        return _run(options, model_spaces, out, stream)
+
+
+def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: TextIO,
+         stream: TextIO | None) -> list[Path]:
     ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark,
                       options.concepts)
     check_concepts(ds, list(model_spaces))
@@ -167,12 +182,25 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
         out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}; "
                   f"objective: best {options.metric} ({objective(options.metric).mode})\n{space.describe()}\n")
         out.flush()
-        search_model(run_dir, space, options, dataset_ref, stream, bases)
-        report(run_dir, out)
+        with disk_guard(run_dir, f"continue with: python -m search resume {run_dir.parent}"):
+            search_model(run_dir, space, options, dataset_ref, stream, bases)
+            _close(run_dir, model)
+            report(run_dir, out)
         run_dirs.append(run_dir)
         if _interrupted(run_dir, out):
             break
     return run_dirs
+
+
+def _close(run_dir: Path, model: str) -> None:
+    """After ``fit``: when every trial Tune holds has ended (the search was not interrupted), make the run's records
+    agree: each trial the ledger still holds unended (its end, or its whole run, was lost with an earlier driver)
+    gets its end from the study, and no study trial stays RUNNING (``close_abandoned``)."""
+    known = experiment_trials(run_dir)
+    if known is None or any(status not in ("TERMINATED", "ERROR") for _, status in known):
+        return
+    close_ledger(run_dir, study_states(run_dir, model))
+    close_abandoned(run_dir, model)
 
 
 def unfinished(run_dir: Path) -> int:
@@ -203,13 +231,16 @@ def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | 
         outside = [run_dir for run_dir in run_dirs if not run_dir.is_relative_to(root)]
         if outside:
             raise RunDirError(f"{outside[0]} is not inside --storage-path {root}")
+    with writing(run_dirs):
+        return _resume(run_dirs, out)
+
+
+def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
     manifests = {run_dir: read_manifest(run_dir) for run_dir in run_dirs}
     first = next(iter(manifests.values()))
     dataset_ref = None
     for run_dir, manifest in manifests.items():
         tune_dir = run_dir / TUNE_DIR
-        if not tune.Tuner.can_restore(str(tune_dir)):
-            raise RunDirError(f"{run_dir}: no Tune experiment state to resume from")
         if dataset_ref is None:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             check_named_address(first.options.address)
@@ -219,17 +250,38 @@ def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | 
             check_gpus(first.options.gpus_per_trial, first.options.address)
             dataset_ref = ray.put(ds)
             del ds
-        out.write(f"[{manifest.model}] resuming {run_dir}\n")
-        out.flush()
-        with _tune_environment():
-            trainable = _trainable(dataset_ref, manifest.space, manifest.options, run_dir, read_bases(run_dir))
-            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
-                                       resume_unfinished=True, resume_errored=False)
-            tuner.fit()
-        report(run_dir, out)
+        with disk_guard(run_dir, f"continue with: python -m search resume {run_dir.parent}"):
+            known = experiment_trials(run_dir)
+            if known is not None:
+                reconcile_with_tune(run_dir, known)
+            if known is not None and tune.Tuner.can_restore(str(tune_dir)):
+                out.write(f"[{manifest.model}] resuming {run_dir}\n")
+                out.flush()
+                with _tune_environment():
+                    trainable = _trainable(dataset_ref, manifest.space, manifest.options, run_dir,
+                                           read_bases(run_dir))
+                    tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
+                                               resume_unfinished=True, resume_errored=False)
+                    tuner.fit()
+            else:  # no readable Tune state (died before Tune saved one, or on a full disk): search again, keeping
+                _set_aside(run_dir, out)  # the study and the ledger: what ran before counts and is taken over
+                out.write(f"[{manifest.model}] {run_dir} has no Tune state to resume: searching on from its study "
+                          f"and ledger\n")
+                out.flush()
+                search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, read_bases(run_dir))
+            _close(run_dir, manifest.model)
+            report(run_dir, out)
         if _interrupted(run_dir, out):
             break
     return run_dirs
+
+
+def _set_aside(run_dir: Path, out: TextIO) -> None:
+    """Move a Tune directory that cannot be resumed out of the way (kept for inspection)."""
+    if (run_dir / TUNE_DIR).exists():
+        target = run_dir / f"{TUNE_DIR}.unresumable-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(run_dir / TUNE_DIR, target)
+        out.write(f"note: kept Tune's unreadable state as {target.name}\n")
 
 
 def _reopen(manifest: Manifest) -> Any:
@@ -273,8 +325,11 @@ def export(path: str | Path, stream: TextIO | None = None, qlib_data: str | None
            schedule: str = "search") -> list[Path]:
     """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not)."""
     written = []
-    for run_dir in find_run_dirs(path):
-        best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule)
-        if best is not None:
-            written.append(best)
+    run_dirs = find_run_dirs(path)
+    with writing(run_dirs):
+        for run_dir in run_dirs:
+            with disk_guard(run_dir, "export again"):
+                best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule)
+            if best is not None:
+                written.append(best)
     return written

@@ -2,14 +2,15 @@
 
 The driver appends one JSON object per line as Tune tells it what happens (``TrialLedger``, a Tune callback):
 
-* ``{"event": "start", "trial": ID, "config": {...searched values...}, "optuna_trial": N, "time": T}`` when a
-  trial's worker starts it (again after a retry or a resume);
+* ``{"event": "start", "trial": ID, "config": {...searched values...}, "optuna_trial": N, "continues": ID2 | null,
+  "time": T}`` when a trial's worker starts it (again after a retry or a resume); ``continues`` names a trial
+  interrupted before Tune recorded it, whose epochs this one takes over (``search.searcher``);
 * ``{"event": "result", "trial": ID, ...the trial's report (search.trial)...}`` after every epoch;
 * ``{"event": "end", "trial": ID, "status": "TERMINATED" | "ERROR", "time": T, "error": "..."}`` when it ends.
 
 Appending whole lines keeps the file valid through a kill: a torn last line (the process died while writing
 it) is skipped on reading. ``read_ledger`` folds the lines into one ``LedgerTrial`` per trial, in the order the
-trials first appeared. Only JSON is read: nothing in a run directory can run code in whoever reads it.
+trials first appeared; a trial taken over by another is folded into it. Only JSON is read: nothing in a run directory can run code in whoever reads it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def read_ledger(run_dir: str | Path) -> list[LedgerTrial] | None:
                 trial.optuna_trial = entry.get("optuna_trial", trial.optuna_trial)
                 trial.starts += 1
                 trial.status = None
+                earlier = trials.get(entry.get("continues") or "")
+                if earlier is not None and earlier is not trial:  # it takes over an interrupted trial's epochs
+                    trial.results = earlier.results + trial.results
+                    del trials[earlier.trial_id]
             elif event == "result":
                 trial.results.append({key: _number(value) for key, value in entry.items()
                                       if key not in ("event", "trial")})
@@ -115,15 +120,17 @@ class TrialLedger(Callback):
         self._file.flush()
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        from search.searcher import OPTUNA_TRIAL
-        config = {key: value for key, value in trial.config.items() if key != OPTUNA_TRIAL}
+        from search.searcher import CONTINUES, OPTUNA_TRIAL
+        config = {key: value for key, value in trial.config.items() if key not in (OPTUNA_TRIAL, CONTINUES)}
         self._append({"event": "start", "trial": trial.trial_id, "config": config,
-                      "optuna_trial": trial.config.get(OPTUNA_TRIAL), "time": time.time()})
+                      "optuna_trial": trial.config.get(OPTUNA_TRIAL), "continues": trial.config.get(CONTINUES),
+                      "time": time.time()})
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
                         **info: Any) -> None:
         from search.trial import REPORTED
-        kept = {key: result[key] for key in (*REPORTED, "pretrained", "started_at", "reported_at") if key in result}
+        kept = {key: result[key] for key in (*REPORTED, "pretrained", "started_at", "reported_at", "pid")
+                if key in result}
         self._append({"event": "result", "trial": trial.trial_id, **kept})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -147,3 +154,36 @@ def _last_line(path: str) -> str | None:
     except OSError:
         return None
     return text[-1][:500] if text else None
+
+
+def reconcile_with_tune(run_dir: Path, tune_trials: list[tuple[str, str]]) -> int:
+    """Append an ``end`` to the ledger for every trial Tune holds as ended (``tune_trials``: id, status) that the
+    ledger does not: its own end was lost with the driver (killed, or on a full disk) after Tune saved it. A
+    resumed Tune never reports such a trial again. Returns how many were appended."""
+    ledger = {trial.trial_id: trial for trial in read_ledger(run_dir) or []}
+    missing = [(trial_id, status) for trial_id, status in tune_trials
+               if status in ("TERMINATED", "ERROR") and trial_id in ledger and ledger[trial_id].status is None]
+    if missing:
+        with (Path(run_dir) / LEDGER).open("a", encoding="utf-8") as file:
+            for trial_id, status in missing:
+                file.write(json.dumps({"event": "end", "trial": trial_id, "status": status, "time": time.time(),
+                                       "error": "ended before the interruption (recorded by Tune only)"}) + "\n")
+    return len(missing)
+
+
+def close_ledger(run_dir: Path, study: dict[int, str]) -> int:
+    """End every trial the ledger still holds unended, once its search has ended: by the study's state of its
+    Optuna trial (``study``: number → state name; COMPLETE or PRUNED: ``TERMINATED``, else ``ERROR``). Such a
+    trial ran under a driver that died before recording its end (or, unended and untaken, never came back).
+    Returns how many were ended."""
+    open_trials = [trial for trial in read_ledger(run_dir) or [] if trial.status is None]
+    if open_trials:
+        with (Path(run_dir) / LEDGER).open("a", encoding="utf-8") as file:
+            for trial in open_trials:
+                state = study.get(trial.optuna_trial) if trial.optuna_trial is not None else None
+                ended = state in ("COMPLETE", "PRUNED")
+                file.write(json.dumps({
+                    "event": "end", "trial": trial.trial_id, "status": "TERMINATED" if ended else "ERROR",
+                    "time": time.time(), **({} if ended else {"error": f"abandoned: its search ended without it "
+                                                                       f"(Optuna state {state})"})}) + "\n")
+    return len(open_trials)

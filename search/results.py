@@ -1,7 +1,7 @@
 """A run's trials as the summary and the export see them, read from the run's own ledger, and the best one.
 
 Only the project's own JSON records are read (``search.ledger``; for a run directory of an earlier version, the
-plain-JSON files Tune wrote, ``search.legacy``): Ray's pickled experiment state is never loaded here.
+plain-JSON files Tune wrote, ``search.tune_state``): Ray's pickled experiment state is never loaded here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search import legacy
+from search import tune_state
 from search.ledger import LedgerTrial, read_ledger
 from search.objective import Objective, finite, objective
 from search.rundir import Manifest, RunDirError
@@ -81,7 +81,7 @@ def read_trials(run_dir: Path, manifest: Manifest) -> list[TrialRecord]:
     if trials is not None:
         return [_record(manifest, trial, _checkpoint(trial_dir(run_dir, trial.trial_id) / MODEL_FILE))
                 for trial in trials]
-    older = legacy.read_tune_trials(run_dir)
+    older = tune_state.read_tune_trials(run_dir)
     if older is None:
         raise RunDirError(f"{run_dir}: no record of any trial yet ({run_dir / 'trials.jsonl'} does not exist)")
     return [_record(manifest, trial, checkpoint) for trial, checkpoint in older]

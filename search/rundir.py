@@ -4,17 +4,32 @@ One model's run directory::
 
     RUN/                     = <storage path>/<search name>/<model>
       search.yaml            the manifest: model, options, the space as searched, the data
+      trials.jsonl           the run's ledger: every trial's start, per-epoch results and end (search.ledger)
+      trials/<trial>/        state.pt (the trial's training state after its last epoch), model.pt (its best model)
       optuna.db              the Optuna study (``optuna-dashboard sqlite:///RUN/optuna.db``)
-      tune/                  the Ray Tune experiment (trial results, checkpoints, searcher state)
-      tensorboard/<trial>/   per-epoch scalars and HParams (``tensorboard --logdir RUN``)
+      tune/                  the Ray Tune experiment (Tune's own state and files, read by resume only)
+      tensorboard/<trial>/   per-epoch scalars and the trial's HParams session (``tensorboard --logdir RUN``)
+      bases.yaml, base_*     GATs/HIST/IGMTF: the pretrained bases (search.pretrained)
       best.yaml              the best configuration (docs/design.md)
       best_qlib.yaml         the same as a Qlib workflow config for ``qrun``
+      .writer.lock           held by the one process writing the run (``acquire_writer``)
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
+import logging
 import os
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +110,119 @@ def find_run_dirs(path: str | Path) -> list[Path]:
     if not found:
         raise RunDirError(f"{path}: no run directory here (a run directory holds {MANIFEST})")
     return found
+
+
+LOCK_FILE = ".writer.lock"
+_held: dict[Path, Any] = {}  # run directory → the open lock file this process holds
+
+
+def _holder(path: Path) -> str:
+    """Who holds a lock, as its file says (``pid ... on host ..., `command`, since ...``)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return (f"pid {info['pid']} on {info['host']} (`{info['command']}`, since {info['since']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def acquire_writer(run_dir: Path) -> None:
+    """Make this process the run directory's one writer, for as long as it lives (or until ``release_writer``).
+
+    The lock is the kernel's (``flock`` on ``RUN/.writer.lock``): a driver that dies, however it dies, leaves no
+    lock behind. A second writer gets ``RunDirError`` naming the holder. Taking a lock this process already holds
+    is a no-op. On network storage, ``flock`` must reach the server (NFSv4 does)."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunDirError(f"{run_dir} is being written by {_holder(path)}; wait for it to end or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                             "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}))
+    handle.flush()
+    _held[run_dir] = handle
+
+
+def release_writer(run_dir: Path) -> None:
+    """Give up this process's lock on ``run_dir`` (no-op when it holds none)."""
+    handle = _held.pop(Path(run_dir).resolve(), None)
+    if handle is not None:
+        handle.close()
+
+
+@contextmanager
+def writing(run_dirs: list[Path]) -> Iterator[None]:
+    """Hold the writer lock of every run directory in ``run_dirs`` (those this process did not hold already are
+    released at the end)."""
+    taken = [Path(run_dir).resolve() for run_dir in run_dirs if Path(run_dir).resolve() not in _held]
+    try:
+        for run_dir in taken:
+            acquire_writer(run_dir)
+        yield
+    finally:
+        for run_dir in taken:
+            release_writer(run_dir)
+
+
+def check_writable(directory: Path, option: str) -> None:
+    """Refuse (``RunDirError``, one line) a directory this process cannot create and write into, before any work:
+    a read-only mount, a path through a file, no permission."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RunDirError(f"{option} {directory}: cannot write there ({reason})") from None
+
+
+_DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or one it was raised from) says the disk is full: ``ENOSPC``/``EDQUOT``, SQLite's
+    "database or disk is full" (under Optuna's and SQLAlchemy's wrappers), or those words in a message."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(error) for words in _DISK_FULL):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextmanager
+def disk_guard(directory: Path, resume_hint: str) -> Iterator[None]:
+    """Turn a full disk under ``directory`` into one ``RunDirError`` line that says how to go on. A writer thread
+    that dies of it (TensorBoard's) stays quiet too: the main thread meets the same error and reports it."""
+    default_hook = threading.excepthook
+
+    def quiet_when_full(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or not disk_full(args.exc_value):
+            default_hook(args)
+
+    def no_full_disk_traceback(record: logging.LogRecord) -> bool:  # Tune logs one when it cannot stop a trial
+        return not (record.exc_info and record.exc_info[1] is not None and disk_full(record.exc_info[1]))
+
+    tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
+    threading.excepthook = quiet_when_full
+    tune_logger.addFilter(no_full_disk_traceback)
+    try:
+        yield
+    except Exception as error:
+        if disk_full(error):
+            raise RunDirError(f"the disk holding {directory} is full; free space, then {resume_hint}") from None
+        raise
+    finally:
+        threading.excepthook = default_hook
+        tune_logger.removeFilter(no_full_disk_traceback)

@@ -13,9 +13,11 @@ ASHA and Optuna judge. After every epoch the trial
    ends without ``final`` was stopped by ASHA), ``started_at`` and ``reported_at`` (Unix times of the trial
    function's start and of the report, to the microsecond) and, for GATs/HIST/IGMTF, ``pretrained``.
 
-A trial started again under the same id (its worker died and Tune retries it, or an interrupted search resumes)
-continues from its ``state.pt`` exactly where it was (same weights, optimizer moments and random draws); one
-whose state is already final reports its last epoch again and ends. Nothing goes through Tune's checkpoints.
+A trial that takes over the Optuna trial of one interrupted before Tune recorded it (``continues`` in its config,
+``search.searcher``) starts from that trial's saved state. A trial started again under the same id (its worker died and Tune retries it, or an interrupted search resumes)
+reports its saved epoch again (its report may have died with the old process) and continues from its
+``state.pt`` exactly where it was (same weights, optimizer moments and random draws); one whose state is already
+final only reports. Nothing goes through Tune's checkpoints.
 
 GATs, HIST and IGMTF start from the search's pretrained base (``search.pretrained``) when the trial's
 ``base_model`` and sizes match it, else from random weights; ``pretrained`` says which (the base file, ``none``,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +43,7 @@ from ray import tune
 import models
 from search.objective import finite, objective
 from search.pretrained import bases_from_dicts, choose
+from search.searcher import CONTINUES
 from spaces import Space
 
 TRIALS_DIR = "trials"
@@ -54,11 +58,16 @@ def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
     return Path(run_dir) / TRIALS_DIR / trial_id
 
 
-def _save_atomically(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+def _save_atomically(save: Any, path: Path) -> None:
+    """``save(temporary)`` beside ``path``, then rename it over ``path``: a reader, or a trial restarted after a
+    kill or a full disk, sees the old file or the new one, never half of one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    try:
+        save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int) -> dict[str, Any]:
@@ -88,6 +97,11 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
     trial_id = trial_id or tune.get_context().get_trial_id()
     directory = trial_dir(run_dir, trial_id)
     directory.mkdir(parents=True, exist_ok=True)
+    taken_over = trial_dir(run_dir, str(config.get(CONTINUES) or ""))
+    if config.get(CONTINUES) and not (directory / STATE_FILE).exists() and (taken_over / STATE_FILE).is_file():
+        for name in (STATE_FILE, MODEL_FILE):  # a trial interrupted before Tune recorded it: go on from its state
+            if (taken_over / name).is_file():
+                shutil.copyfile(taken_over / name, directory / name)
     hyperparameters = trial_hyperparameters(space, config, metric, max_epochs)
     extra: dict[str, Any] = {}
     base_path = None
@@ -95,9 +109,12 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
         base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters)
 
     saved = models.read_training_state(directory / STATE_FILE, device) if (directory / STATE_FILE).is_file() else None
-    if saved is not None and saved["history"] and saved["history"][-1]["final"]:
-        _report(saved["history"][-1], extra, started_at)  # ended before an interruption: say so again
-        return
+    if saved is not None and saved["history"]:
+        # The saved epoch's report may have been lost with the process that wrote the state: report it again (a
+        # repeated report changes nothing downstream). A state already final means the trial had ended.
+        _report(saved["history"][-1], extra, started_at)
+        if saved["history"][-1]["final"]:
+            return
     net, train_config = models.from_hyperparameters(space.model, hyperparameters, device=device,
                                                     pretrained=base_path)
     trainer = models.Trainer(net, train_config, getattr(dataset, "concepts", None), name=space.model,
@@ -106,11 +123,10 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
 
     def report(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:
         broken = not finite(getattr(epoch, search_metric))
-        if not broken:
-            _save_atomically(trainer.training_state(), directory / STATE_FILE)
+        if not broken:  # the model first: the state is what a restart trusts, so it is written last
             if epoch.best_epoch == epoch.epoch:
-                trainer.save(directory / f".{MODEL_FILE}.tmp")
-                os.replace(directory / f".{MODEL_FILE}.tmp", directory / MODEL_FILE)
+                _save_atomically(trainer.save, directory / MODEL_FILE)
+            _save_atomically(lambda path: torch.save(trainer.training_state(), path), directory / STATE_FILE)
         final = broken or epoch.final
         _report({**asdict(epoch), "final": final}, extra, started_at)
         return final

@@ -114,3 +114,41 @@ def test_ctrl_c_ends_without_a_traceback(moment, tiny_search, tmp_path, ray_tmpd
     assert process.returncode == 130, text[-3000:]
     if moment == "while searching":
         assert "interrupted with" in text and f"python -m search resume {tmp_path / 'stopped'}" in text
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 400 kB tmpfs (root only; skipped where mounting is not allowed), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_search_resumes_once_there_is_room(tiny_search, small_disk,
+                                                                           ray_tmpdir) -> None:
+    args = [*tiny_search, "--samples", "8", "--max-epochs", "3", "--storage-path", str(small_disk), "--name", "full"]
+    full = subprocess.run([sys.executable, "-m", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the disk holding {small_disk / 'full' / 'lstm'} is full; free space, then continue "
+                      f"with: python -m search resume {small_disk / 'full'}"], full.stderr[-3000:]
+    assert not [line for line in full.stderr.splitlines() if line.startswith("Traceback")], full.stderr[-3000:]
+
+    subprocess.run(["mount", "-o", "remount,size=50m", str(small_disk)], check=True)
+    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(small_disk / "full")], cwd=ROOT,
+                             env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    run_dir = small_disk / "full" / "lstm"
+    from search.results import read_trials
+    from search.rundir import read_manifest
+    records = read_trials(run_dir, read_manifest(run_dir))
+    assert len(records) == 8 and all(record.outcome != "running" for record in records)
+    import optuna
+    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert len(study.trials) == 8 and all(trial.state.is_finished() for trial in study.trials)
+    assert (run_dir / "best.yaml").is_file()

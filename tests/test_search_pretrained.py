@@ -28,6 +28,7 @@ from search.__main__ import main as search_main
 from evaluation.evaluate import _start
 from search.options import SearchOptions
 from search.pretrained import Base, base_kinds, base_shape, choose, read_bases
+from search.ledger import read_ledger
 from search.results import read_trials
 from search.rundir import read_manifest
 
@@ -180,9 +181,9 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
     def poison_base_then_kill_worker() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            results = list((run_dir / "tune").glob("trial_*/result.json"))
-            if results and list((run_dir / "tune").glob("trial_*/checkpoint_*/model.pt")):
-                rows = [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
+            trials = read_ledger(run_dir) or []
+            if trials and list((run_dir / "trials").glob("*/state.pt")):
+                rows = trials[0].results
                 if rows:
                     _save(base_file, {key: torch.full_like(value, math.nan)
                                       for key, value in models.read_state_dict(base_file).items()})
