@@ -1,7 +1,7 @@
 """Qlib's default config vs the config a search found, per model, on the test segment of CSI300.
 
-For each model: ``python -m search run`` on ``../shared/data/cn_csi300`` (timed: the search's wall time and
-budget), then ``python -m evaluation.evaluate`` on its best.yaml, which retrains the searched and the default
+For each model: ``alphatune search run`` on ``../shared/data/cn_csi300`` (timed: the search's wall time and
+budget), then ``alphatune evaluate`` on its best.yaml, which retrains the searched and the default
 config over ``--seeds`` seeds and scores the test segment (IC, Rank IC, and the top-k dropout backtest's
 annualised excess return with cost, information ratio and max drawdown over SH000300). Records the table
 in docs/benchmarks.md.
@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import models  # noqa: E402
+from alphatune import models  # noqa: E402
 from benchmarks.report import markdown_table, write_section  # noqa: E402
 
 WINDOWS = {
@@ -51,7 +51,7 @@ COLUMNS = [("IC", "IC"), ("Rank IC", "Rank IC"), ("annualized_return", "Ann. exc
 def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
     """Run one model's search; return its best.yaml and the wall time in seconds."""
     window = WINDOWS[args.window]
-    command = [sys.executable, "-m", "search", "run", "--model", model, "--data", str(args.data),
+    command = [sys.executable, "-m", "alphatune", "search", "run", "--model", model, "--data", str(args.data),
                "--train", window["train"], "--valid", window["valid"], "--test", window["test"],
                "--samples", str(args.samples), "--storage-path", str(args.storage_path), "--name", args.name,
                "--gpus-per-trial", str(args.gpus_per_trial)]
@@ -74,7 +74,7 @@ def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
         print(f"[bench_evaluate] {model}: reusing the finished search in {best.parent}", flush=True)
         return best, earlier["seconds"]
     if best.parent.exists():
-        raise SystemExit(f"{model}: {best.parent} holds an unfinished search; continue it with `python -m search "
+        raise SystemExit(f"{model}: {best.parent} holds an unfinished search; continue it with `alphatune search "
                          f"resume {best.parent}` (its wall time is then not the benchmark's) or pick another --name")
     began = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
@@ -97,7 +97,7 @@ def evaluate(best: Path, args: argparse.Namespace) -> dict[str, Any]:
             return record
         print(f"[bench_evaluate] {done} has {runs} seed(s), epochs cap {record.get('epochs_cap')}: evaluating "
               f"again with {args.seeds}, cap {args.eval_epochs}", flush=True)
-    command = [sys.executable, "-m", "evaluation.evaluate", str(best), "--seeds", str(args.seeds),
+    command = [sys.executable, "-m", "alphatune", "evaluate", str(best), "--seeds", str(args.seeds),
                "--device", args.device]
     if args.eval_epochs is not None:
         command += ["--epochs", str(args.eval_epochs)]

@@ -46,8 +46,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import datasets  # noqa: E402
-import models  # noqa: E402
+from alphatune import datasets  # noqa: E402
+from alphatune import models  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks._qlib_bridge import (CN_CSI300, CONCEPTS_CSV, export_dataset, run_qlib_side,  # noqa: E402
                                      write_hist_files)

@@ -32,7 +32,7 @@ CHILD = r"""
 import json, resource, sys, time
 started = time.perf_counter()
 import numpy as np
-import datasets
+from alphatune import datasets
 imported = time.perf_counter()
 baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 source, cache, segments = sys.argv[1] or None, sys.argv[2], json.loads(sys.argv[3])

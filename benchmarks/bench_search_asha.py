@@ -47,10 +47,10 @@ STRATEGIES = {"ASHA + TPE": {"sampler": "tpe", "pruning": True},
 
 def search(strategy: str, seed: int, samples: int, max_epochs: int, scratch: Path) -> dict:
     """One search on the embedded data; returns its best validation IC, epochs spent, outcomes and wall time."""
-    from search import driver
-    from search.options import SearchOptions
-    from search.results import best_trial, read_trials
-    from search.rundir import read_manifest
+    from alphatune.search import driver
+    from alphatune.search.options import SearchOptions
+    from alphatune.search.results import best_trial, read_trials
+    from alphatune.search.rundir import read_manifest
 
     settings = STRATEGIES[strategy]
     space_file = scratch / "space.yaml"
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
 
-    from search import driver
+    from alphatune.search import driver
     scratch = util.scratch_dir("alphatune-asha-")
     driver.start_ray(num_cpus=2)
     rows = []

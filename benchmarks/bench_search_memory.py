@@ -64,7 +64,7 @@ def prepared_bytes(ds) -> int:
 
 def load_into_memory(path: str):
     """``datasets.load(path)`` with every segment array copied out of the memory map into process memory."""
-    import datasets
+    from alphatune import datasets
     ds = datasets.load(path)
     arrays = {name: dataclasses.replace(segment, **{field: segment_array.copy() for field, segment_array in (
         ("features", segment.features), ("labels", segment.labels), ("raw_labels", segment.raw_labels),
@@ -81,16 +81,16 @@ class LoadedInTrial:
         self.path, self.copy = path, copy
 
     def __reduce__(self):
-        import datasets
+        from alphatune import datasets
         return (load_into_memory, (self.path,)) if self.copy else (datasets.load, (self.path,))
 
 
 def measure(variant: str, trials: int, data: Path) -> dict:
     """Child process: one search of ``trials`` concurrent one-epoch trials; returns the node's peak memory."""
     import ray
-    import datasets
-    from search import driver
-    from search.options import SearchOptions
+    from alphatune import datasets
+    from alphatune.search import driver
+    from alphatune.search.options import SearchOptions
 
     scratch = util.scratch_dir("alphatune-mem-")
     space_file = scratch / "space.yaml"
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    from search.data import is_prepared
+    from alphatune.search.data import is_prepared
     if not is_prepared(args.data):
-        import datasets
+        from alphatune import datasets
         if not CN_CSI300.is_dir():
             raise SystemExit(f"{CN_CSI300}: not found; pass --data with a prepared dataset directory")
         datasets.prepare(str(CN_CSI300), out=args.data, progress=False, **SEGMENTS)

@@ -48,10 +48,10 @@ def measure(nodes: int, samples: int, max_epochs: int, token: Path) -> dict:
     """Child process (started in ``auth_environment(token)``): start the cluster, run one search as its driver,
     stop the cluster."""
     import ray
-    from search import driver
-    from search.options import SearchOptions
-    from search.results import read_trials
-    from search.rundir import read_manifest
+    from alphatune.search import driver
+    from alphatune.search.options import SearchOptions
+    from alphatune.search.results import read_trials
+    from alphatune.search.rundir import read_manifest
 
     with util.LocalCluster(head_cpus=1, token_path=token, worker_cpus=(1,) * (nodes - 1)) as cluster:
         space_file = cluster.scratch / "space.yaml"
@@ -78,9 +78,9 @@ def epoch_seconds(start_at: float, epochs: int = 3) -> float:
     embedded data's bare-run windows. Everything is set up first; training starts at Unix time ``start_at``, so
     two children started together train at the same time."""
     import torch
-    import models
-    from search.data import open_dataset
-    from search.options import QUICK_SEGMENTS
+    from alphatune import models
+    from alphatune.search.data import open_dataset
+    from alphatune.search.options import QUICK_SEGMENTS
     torch.set_num_threads(1)
     ds = open_dataset(None, dict(QUICK_SEGMENTS), "csi300", "SH000300")
     net, config = models.from_hyperparameters("lstm", {"hidden_size": 48, "num_layers": 1, "dropout": 0.0,

@@ -60,10 +60,10 @@ def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epoch
     """Child process: one search; returns its wall clock span, every trial's span and training seconds, and the
     trial outcomes."""
     import ray
-    from search import driver
-    from search.options import SearchOptions
-    from search.results import read_trials
-    from search.rundir import read_manifest
+    from alphatune.search import driver
+    from alphatune.search.options import SearchOptions
+    from alphatune.search.results import read_trials
+    from alphatune.search.rundir import read_manifest
 
     scratch = util.scratch_dir("alphatune-overhead-")
     space_file = scratch / "space.yaml"

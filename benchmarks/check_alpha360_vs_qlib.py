@@ -24,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import datasets  # noqa: E402
+from alphatune import datasets  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks._qlib_bridge import CN_CSI300, SEGMENTS, SegmentFiles, read_segment, run_qlib_side  # noqa: E402
 

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import markdown_table, write_section  # noqa: E402
-from datasets import MarketData  # noqa: E402
-from evaluation.backtest import BacktestConfig, backtest  # noqa: E402
+from alphatune.datasets import MarketData  # noqa: E402
+from alphatune.evaluation.backtest import BacktestConfig, backtest  # noqa: E402
 
 QLIB_SIDE = r"""
 import os, sys

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import models  # noqa: E402
+from alphatune import models  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks._qlib_bridge import run_qlib_side  # noqa: E402
 

@@ -1,12 +1,13 @@
 """Alpha360 datasets built exactly as Qlib builds them, from a Qlib directory, a price table or embedded data.
 
-    import datasets
+    from alphatune import datasets
     ds = datasets.prepare()                      # embedded CSI300 2017-2019, cached after the first call
     train = ds.segment("train")                  # SegmentArrays: features [rows, 360], labels, day_offsets, ...
     frame = ds.frame("test")                     # pandas (datetime, instrument) × (360 features + LABEL0)
     ds = datasets.load(path)                     # a saved dataset, memory-mapped
 
-``DataError`` imports nothing heavy; the rest (numpy, pandas, pyarrow) is imported on first use.
+``DataError`` and ``DataSpec`` (what a dataset is built from, and the one way to open it) import nothing heavy;
+the rest (numpy, pandas, pyarrow) is imported on first use.
 """
 
 from __future__ import annotations
@@ -14,21 +15,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from datasets.errors import DataError
+from alphatune.datasets.errors import DataError
+from alphatune.datasets.spec import EMBEDDED, EMBEDDED_SEGMENTS, DataSpec, is_prepared
 
 _LAZY = {
-    "default_cache_dir": "datasets.build", "prepare": "datasets.build",
-    "concept_matrix": "datasets.concepts", "read_concept_table": "datasets.concepts",
-    "FEATURE_NAMES": "datasets.prepared", "LABEL_NAME": "datasets.prepared", "MarketData": "datasets.prepared",
-    "PreparedDataset": "datasets.prepared", "SegmentArrays": "datasets.prepared",
-    "load": "datasets.storage", "save": "datasets.storage",
+    "default_cache_dir": ".build", "prepare": ".build",
+    "concept_matrix": ".concepts", "read_concept_table": ".concepts",
+    "FEATURE_NAMES": ".prepared", "LABEL_NAME": ".prepared", "MarketData": ".prepared",
+    "PreparedDataset": ".prepared", "SegmentArrays": ".prepared",
+    "load": ".storage", "save": ".storage",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'datasets' has no attribute {name!r}")
 
 
-__all__ = ["DataError", *_LAZY]
+__all__ = ["DataError", "DataSpec", "EMBEDDED", "EMBEDDED_SEGMENTS", "is_prepared", *_LAZY]

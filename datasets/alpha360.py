@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from datasets.panel import Panel
-from datasets.prepared import WINDOW
+from alphatune.datasets.panel import Panel
+from alphatune.datasets.prepared import WINDOW
 
 BLOCKS = ("close", "open", "high", "low", "vwap", "volume")
 VOLUME_EPS = np.float32(1e-12)

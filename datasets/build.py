@@ -20,21 +20,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datasets import storage
-from datasets.alpha360 import FeatureBuilder
-from datasets.concepts import concept_matrix, read_concept_table
-from datasets.errors import DataError
-from datasets.panel import Panel, previous_traded_change
-from datasets.prepared import FEATURE_NAMES, FIELDS, SEGMENT_NAMES, WINDOW, MarketData, PreparedDataset, SegmentArrays
-from datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
-from datasets.qlib_reader import is_qlib_dir, read_qlib_dir
-from datasets.table_reader import is_table, read_price_table
+from alphatune.datasets import storage
+from alphatune.datasets.alpha360 import FeatureBuilder
+from alphatune.datasets.concepts import concept_matrix, read_concept_table
+from alphatune.datasets.errors import DataError
+from alphatune.datasets.panel import Panel, previous_traded_change
+from alphatune.datasets.prepared import FEATURE_NAMES, FIELDS, SEGMENT_NAMES, WINDOW, MarketData, PreparedDataset, SegmentArrays
+from alphatune.datasets.spec import EMBEDDED_SEGMENTS
+from alphatune.datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
+from alphatune.datasets.qlib_reader import is_qlib_dir, read_qlib_dir
+from alphatune.datasets.table_reader import is_table, read_price_table
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_PRICES = EMBEDDED / "prices.parquet"
 EMBEDDED_CONCEPTS = EMBEDDED / "concepts.csv"
-EMBEDDED_SEGMENTS = {"train": ("2017-09-01", "2018-12-31"), "valid": ("2019-01-01", "2019-06-30"),
-                     "test": ("2019-07-01", "2019-11-28")}
 QLIB_SEGMENTS = {"train": ("2010-01-01", "2016-12-31"), "valid": ("2017-01-01", "2018-12-31"),
                  "test": ("2019-01-01", "2020-12-31")}
 WARMUP_DAYS = 60
@@ -276,8 +275,8 @@ def prepare(source: str | os.PathLike | None = None, market: str = "csi300",
     table. ``market``: the instruments file name for a Qlib directory; for a table, a membership file path,
     a name with ``<market>.csv|.parquet|.txt`` beside the table, or ``"all"``. Segments are ``(start, end)``
     inclusive, dates as strings or timestamps; any left out take the source's defaults (embedded:
-    2017-09-01..2018-12-31 / 2019-01-01..2019-06-30 / 2019-07-01..2019-11-28; Qlib directory:
-    2010–2016 / 2017–2018 / 2019–2020; table: after 60 warm-up days, 60 % / 20 % / 20 % of the days).
+    ``spec.EMBEDDED_SEGMENTS``; Qlib directory: 2010–2016 / 2017–2018 / 2019–2020; table: after 60 warm-up days,
+    60 % / 20 % / 20 % of the days).
     ``benchmark``: the index symbol for the backtest, read when the source has it (else
     ``market.benchmark_close`` is ``None``). ``concepts``: a (symbol, concept) table for HIST; the embedded
     data attaches its own. The result is saved under ``cache_dir`` (default ``$ALPHATUNE_CACHE`` or

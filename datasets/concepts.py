@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.errors import DataError
-from datasets.table_reader import read_frame
+from alphatune.datasets.errors import DataError
+from alphatune.datasets.table_reader import read_frame
 
 
 def read_concept_table(path: str | Path) -> pd.DataFrame:

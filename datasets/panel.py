@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.errors import DataError
+from alphatune.datasets.errors import DataError
 
 PRICE_FIELDS = ("open", "high", "low", "close", "vwap")
 

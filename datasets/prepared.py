@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from datasets.errors import DataError
+from alphatune.datasets.errors import DataError
 
 FIELDS = ("CLOSE", "OPEN", "HIGH", "LOW", "VWAP", "VOLUME")
 WINDOW = 60

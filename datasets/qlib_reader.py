@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.panel import Panel, check_values, spans_to_positions
+from alphatune.datasets.errors import DataError
+from alphatune.datasets.panel import Panel, check_values, spans_to_positions
 
 MARKET_FIELDS = ("open", "high", "low", "close", "volume")
 OPTIONAL_FIELDS = ("vwap", "factor", "change")

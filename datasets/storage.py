@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from datasets.errors import DataError
-from datasets.prepared import MarketData, PreparedDataset, SegmentArrays
+from alphatune.datasets.errors import DataError
+from alphatune.datasets.prepared import MarketData, PreparedDataset, SegmentArrays
 
 FORMAT_VERSION = 1
 META = "meta.json"

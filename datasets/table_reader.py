@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from datasets.errors import DataError
-from datasets.panel import Panel, spans_to_positions
-from datasets.qlib_reader import read_spans
+from alphatune.datasets.errors import DataError
+from alphatune.datasets.panel import Panel, spans_to_positions
+from alphatune.datasets.qlib_reader import read_spans
 
 REQUIRED = ("date", "symbol", "open", "high", "low", "close", "volume")
 OPTIONAL = ("vwap", "factor", "change")

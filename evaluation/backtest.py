@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.signal import check_finite_prediction
+from alphatune.evaluation.signal import check_finite_prediction
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Evaluate a search's winner as Qlib does, side by side with the model's Qlib default config.
 
-``python -m search evaluate RUN/best.yaml [--data DIR] [--seeds K]`` retrains the searched config and Qlib's
+``alphatune evaluate RUN/best.yaml [--data DIR] [--seeds K]`` retrains the searched config and Qlib's
 default config, each with seeds 0..K-1 (early stopping on the valid segment), predicts the test segment and
 scores it: IC, ICIR, Rank IC, Rank ICIR against the raw label
 (``evaluation.signal``) and Qlib's top-k dropout backtest against the benchmark (``evaluation.backtest``). It prints a
@@ -32,17 +32,17 @@ import pandas as pd
 import torch
 import yaml
 
-import datasets
-import models
-import spaces
-from datasets.storage import META
-from models.registry import get_spec, validate
-from search.data import check_concepts
-from evaluation.errors import EvaluationError
-from evaluation.backtest import BacktestConfig, BacktestReport, backtest
-from evaluation.plots import plot_cumulative_excess, plot_daily_ic
-from search.pretrained import NONE, bases_from_dicts, choose
-from evaluation.signal import SignalMetrics, signal_metrics
+from alphatune import datasets
+from alphatune import models
+from alphatune import spaces
+from alphatune.datasets.storage import META
+from alphatune.models.registry import get_spec, validate
+from alphatune.search.data import check_concepts
+from alphatune.evaluation.errors import EvaluationError
+from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
+from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
+from alphatune.search.pretrained import NONE, bases_from_dicts, choose
+from alphatune.evaluation.signal import SignalMetrics, signal_metrics
 
 METRICS = ("IC", "ICIR", "Rank IC", "Rank ICIR", "annualized_return", "information_ratio", "max_drawdown")
 LABELS = {"annualized_return": "Annualized Return", "information_ratio": "Information Ratio",
@@ -327,9 +327,3 @@ def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], be
                              f"exists (pass --pretrained PATH, pretrain or none)")
         options["pretrained"] = path
     return start
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m search evaluate ...`` without the ``search`` (for scripts that called this module's main)."""
-    from search.__main__ import main as search_main
-    return search_main(["evaluate", *(argv or [])])

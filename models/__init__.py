@@ -9,21 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from models.registry import REGISTRY, TRAINING_KEYS, ModelSpec, get_spec, validate
+from alphatune.models.registry import REGISTRY, TRAINING_KEYS, ModelSpec, get_spec, validate
 
 _LAZY = {
-    "TrainConfig": "models.config",
-    "build": "models.factory", "train_config": "models.factory", "from_hyperparameters": "models.factory",
-    "load_qlib_weights": "models.qlib_weights", "read_state_dict": "models.qlib_weights",
-    "Trainer": "models.trainer", "EpochMetrics": "models.trainer", "FitResult": "models.trainer",
-    "fit": "models.trainer", "read_training_state": "models.trainer",
-    "load_checkpoint": "models.checkpoint",
+    "TrainConfig": ".config",
+    "build": ".factory", "train_config": ".factory", "from_hyperparameters": ".factory",
+    "load_qlib_weights": ".qlib_weights", "read_state_dict": ".qlib_weights",
+    "Trainer": ".trainer", "EpochMetrics": ".trainer", "FitResult": ".trainer",
+    "fit": ".trainer", "read_training_state": ".trainer",
+    "load_checkpoint": ".checkpoint",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 

@@ -16,7 +16,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     ``models.load_qlib_weights``), an unknown model or a state_dict that does not fit the rebuilt network raises
     ``ValueError`` naming the file.
     """
-    from models import from_hyperparameters
+    from alphatune.models import from_hyperparameters
 
     path = Path(path)
     if not path.is_file():

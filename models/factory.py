@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from models.config import TrainConfig
-from models.registry import TRAINING_KEYS, get_spec, validate
+from alphatune.models.config import TrainConfig
+from alphatune.models.registry import TRAINING_KEYS, get_spec, validate
 
 
 def build(name: str, **hyperparameters: Any) -> torch.nn.Module:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.days import DayBatch, base_rnn, cosine, last_hidden, masked_softmax
+from alphatune.models.days import DayBatch, base_rnn, cosine, last_hidden, masked_softmax
 
 
 class HIST(nn.Module):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.days import DayBatch, base_rnn, cosine, last_hidden
+from alphatune.models.days import DayBatch, base_rnn, cosine, last_hidden
 
 
 class IGMTF(nn.Module):

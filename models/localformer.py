@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from models.transformer import PositionalEncoding
+from alphatune.models.transformer import PositionalEncoding
 
 
 class LocalformerEncoder(nn.Module):

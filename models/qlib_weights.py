@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import torch
 
-from models.registry import REGISTRY
+from alphatune.models.registry import REGISTRY
 
 StateDict = dict[str, torch.Tensor]
 StateSource = Union[str, os.PathLike, Mapping[str, Any]]

@@ -2,7 +2,7 @@
 
 Defaults are Qlib's published Alpha360 values (the benchmark YAMLs), keyed by Qlib's constructor argument names
 so that a configuration moves between this project and Qlib's ``qrun`` unchanged. Network classes are named by
-import path and imported on first use, so ``python -m models list`` and the search driver stay light.
+import path and imported on first use, so ``alphatune models list`` and the search driver stay light.
 """
 
 from __future__ import annotations
@@ -80,40 +80,40 @@ _DAY_TRAIN = {"lr": 1e-4, "n_epochs": 200, "early_stop": 20, "batch_size": 800, 
 
 REGISTRY: dict[str, ModelSpec] = {
     "lstm": ModelSpec(
-        name="lstm", network="models.lstm:LSTM", defaults={**_RNN_NET, **_RNN_TRAIN},
+        name="lstm", network="alphatune.models.lstm:LSTM", defaults={**_RNN_NET, **_RNN_TRAIN},
         network_keys=tuple(_RNN_NET), batch_mode="rows",
         qlib_class="LSTM", qlib_module="qlib.contrib.model.pytorch_lstm"),
     "gru": ModelSpec(
-        name="gru", network="models.gru:GRU", defaults={**_RNN_NET, **_RNN_TRAIN},
+        name="gru", network="alphatune.models.gru:GRU", defaults={**_RNN_NET, **_RNN_TRAIN},
         network_keys=tuple(_RNN_NET), batch_mode="rows",
         qlib_class="GRU", qlib_module="qlib.contrib.model.pytorch_gru"),
     "transformer": ModelSpec(
-        name="transformer", network="models.transformer:Transformer", defaults={**_FORMER_NET, **_FORMER_TRAIN},
+        name="transformer", network="alphatune.models.transformer:Transformer", defaults={**_FORMER_NET, **_FORMER_TRAIN},
         network_keys=tuple(_FORMER_NET), batch_mode="rows",
         qlib_class="TransformerModel", qlib_module="qlib.contrib.model.pytorch_transformer"),
     "localformer": ModelSpec(
-        name="localformer", network="models.localformer:Localformer", defaults={**_FORMER_NET, **_FORMER_TRAIN},
+        name="localformer", network="alphatune.models.localformer:Localformer", defaults={**_FORMER_NET, **_FORMER_TRAIN},
         network_keys=tuple(_FORMER_NET), batch_mode="rows",
         qlib_class="LocalformerModel", qlib_module="qlib.contrib.model.pytorch_localformer"),
     "tcn": ModelSpec(
-        name="tcn", network="models.tcn:TCN",
+        name="tcn", network="alphatune.models.tcn:TCN",
         defaults={"d_feat": 6, "n_chans": 128, "num_layers": 5, "kernel_size": 3, "dropout": 0.5,
                   "lr": 1e-3, "n_epochs": 200, "early_stop": 20, "batch_size": 2000, "metric": "loss",
                   "optimizer": "adam", "weight_decay": 0.0},
         network_keys=("d_feat", "n_chans", "num_layers", "kernel_size", "dropout"), batch_mode="rows",
         qlib_class="TCN", qlib_module="qlib.contrib.model.pytorch_tcn"),
     "gats": ModelSpec(
-        name="gats", network="models.gats:GATs",
+        name="gats", network="alphatune.models.gats:GATs",
         defaults={**_RNN_NET, "dropout": 0.7, "base_model": "LSTM", **_DAY_TRAIN, "metric": "loss"},
         network_keys=(*_RNN_NET, "base_model"), batch_mode="day", pretrained_base=True,
         qlib_class="GATs", qlib_module="qlib.contrib.model.pytorch_gats"),
     "hist": ModelSpec(
-        name="hist", network="models.hist:HIST",
+        name="hist", network="alphatune.models.hist:HIST",
         defaults={**_RNN_NET, "base_model": "LSTM", **_DAY_TRAIN, "metric": "ic"},
         network_keys=(*_RNN_NET, "base_model"), batch_mode="day", pretrained_base=True, uses_concepts=True,
         qlib_class="HIST", qlib_module="qlib.contrib.model.pytorch_hist"),
     "igmtf": ModelSpec(
-        name="igmtf", network="models.igmtf:IGMTF",
+        name="igmtf", network="alphatune.models.igmtf:IGMTF",
         defaults={**_RNN_NET, "base_model": "LSTM", "k_day": 10, "n_neighbor": 10, **_DAY_TRAIN, "metric": "ic"},
         network_keys=(*_RNN_NET, "base_model", "k_day", "n_neighbor"), batch_mode="day", pretrained_base=True,
         qlib_class="IGMTF", qlib_module="qlib.contrib.model.pytorch_igmtf"),

@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.config import TrainConfig
-from models.metrics import daily_mse, mean_daily_ic, masked_mse
-from models.registry import REGISTRY, TRAINING_KEYS, get_spec, validate
+from alphatune.models.config import TrainConfig
+from alphatune.models.metrics import daily_mse, mean_daily_ic, masked_mse
+from alphatune.models.registry import REGISTRY, TRAINING_KEYS, get_spec, validate
 
 
 @dataclass
@@ -480,7 +480,7 @@ class Trainer:
         if source == "pretrain":
             state = self._pretrain_base(ds)
         else:
-            from models.qlib_weights import read_state_dict
+            from alphatune.models.qlib_weights import read_state_dict
             state = read_state_dict(source)
         own = self.net.state_dict()
         copied = {key: value for key, value in state.items()
@@ -498,7 +498,7 @@ class Trainer:
         self.net.load_state_dict(copied, strict=False)
 
     def _pretrain_base(self, ds: Any) -> dict[str, torch.Tensor]:
-        from models import build, train_config
+        from alphatune.models import build, train_config
         base = self.net.base_model.lower()
         cfg = self.config
         net = build(base, d_feat=self.net.d_feat, hidden_size=self.net.hidden_size, num_layers=self.net.num_layers)
@@ -514,7 +514,7 @@ class Trainer:
         """The flat hyperparameter dict (Qlib's names) that ``save`` writes and ``load_checkpoint`` rebuilds from."""
         if self._hyperparameters is not None:
             return dict(self._hyperparameters)
-        from models.qlib_weights import model_name
+        from alphatune.models.qlib_weights import model_name
         spec = get_spec(self.name or model_name(self.net))
         missing = [key for key in spec.network_keys if not hasattr(self.net, key)]
         if missing:
@@ -529,7 +529,7 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         """Write ``{"model", "hyperparameters", "state_dict"}`` with ``torch.save`` (tensors on CPU) to ``path``."""
-        from models.qlib_weights import model_name
+        from alphatune.models.qlib_weights import model_name
         name = get_spec(self.name or model_name(self.net)).name
         state = {key: value.detach().cpu() for key, value in self.net.state_dict().items()}
         torch.save({"model": name, "hyperparameters": self.hyperparameters(), "state_dict": state}, Path(path))
@@ -544,7 +544,7 @@ def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | None = None, callb
     hyperparameters. When a seed is given, torch and numpy are seeded before the network is built, so the
     same seed gives the same initial weights and, on CPU, the same predictions.
     """
-    from models import from_hyperparameters
+    from alphatune.models import from_hyperparameters
     spec = get_spec(name)
     hyperparameters = dict(hyperparameters or {})
     given = {**hyperparameters, **{key: value for key, value in options.items()

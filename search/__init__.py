@@ -1,6 +1,6 @@
 """Hyperparameter search over the model registry: Ray Tune runs trials, Optuna proposes, ASHA prunes.
 
-``python -m search run|resume|export`` (``search.cli``); from code ``search.driver.run(SearchOptions(...))``.
+``alphatune search run|resume|export`` (``search.cli``); from code ``search.driver.run(SearchOptions(...))``.
 Modules, in the order data flows: ``options`` (what to search, validated before Ray starts), ``data`` (the
 dataset, prepared once), ``pretrained`` (the LSTM/GRU base of GATs/HIST/IGMTF, trained once per search
 before their trials, or a given file), ``searcher`` (Optuna behind Tune), ``trial`` (the trial function), ``callbacks``

@@ -16,10 +16,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
-from search.objective import Objective, finite
-from search.results import outcome
-from search.searcher import OPTUNA_TRIAL
-from spaces import Space
+from alphatune.search.objective import Objective, finite
+from alphatune.search.results import outcome
+from alphatune.search.searcher import OPTUNA_TRIAL
+from alphatune.spaces import Space
 
 PROGRESS = ("running", "pending", "finished", "pruned", "failed")
 

@@ -18,8 +18,6 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-import ray
-
 LOCALHOST = "127.0.0.1"
 PROBE_SECONDS = 5.0
 # Ray reads this (at import, and per process) to decide whether a node may serve other machines; off, every Ray
@@ -86,6 +84,7 @@ def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int
     """Join the cluster ``named_address(address)`` (probed first), else start a private local one on 127.0.0.1
     (with ``num_cpus``/``num_gpus`` when given; its dashboard, when asked for, on 127.0.0.1 too). No-op when Ray
     is already initialised in this process."""
+    import ray
     if ray.is_initialized():
         return
     # Tune leaves the results of failed trial tasks unread on purpose (it reports the failure itself): Ray's
@@ -123,6 +122,7 @@ def concurrent_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurren
     process importing torch); capped, the first actors all start together."""
     if max_concurrent:
         return max_concurrent
+    import ray
     resources = ray.cluster_resources()
     fits = resources.get("CPU", 0.0) / cpus_per_trial
     if gpus_per_trial > 0:
@@ -136,8 +136,9 @@ def check_gpus(gpus_per_trial: float, address: str | None) -> None:
     one without a GPU is only warned about. Call before ``start_ray`` (only torch is asked) and after."""
     if gpus_per_trial <= 0:
         return
+    import ray
     import torch
-    from search.options import OptionError
+    from alphatune.search.options import OptionError
     if not named_address(address):
         if not torch.cuda.is_available():
             raise OptionError(f"--gpus-per-trial {gpus_per_trial:g}: torch sees no CUDA GPU on this machine "

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import datasets
-import models
-from datasets.storage import META
-from search.options import OptionError
+from alphatune import datasets
+from alphatune import models
+from alphatune.datasets.storage import META
+from alphatune.search.options import OptionError
 
 
 def is_prepared(path: str | Path) -> bool:

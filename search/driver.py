@@ -23,22 +23,22 @@ import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-import spaces
-from search import export as exporting
-from search import results
-from search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
-from search.cluster import check_gpus, check_named_address, concurrent_slots, start_ray
-from search.data import check_concepts, describe, open_dataset
-from search.ledger import TrialLedger, close_ledger, reconcile_with_tune
-from search.objective import objective
-from search.options import OptionError, SearchOptions
-from search.pretrained import Base, base_kinds, prepare_bases, read_base, read_bases, write_bases
-from search.scheduler import ResumableASHA
-from search.rundir import (MANIFEST, TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, check_writable, disk_guard,
+from alphatune import spaces
+from alphatune.search import export as exporting
+from alphatune.search import results
+from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
+from alphatune.search.cluster import check_gpus, check_named_address, concurrent_slots, start_ray
+from alphatune.search.data import check_concepts, describe, open_dataset
+from alphatune.search.ledger import TrialLedger, close_ledger, reconcile_with_tune
+from alphatune.search.objective import objective
+from alphatune.search.options import OptionError, SearchOptions
+from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_base, read_bases, write_bases
+from alphatune.search.scheduler import ResumableASHA
+from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, check_writable, disk_guard,
                            find_run_dirs, read_manifest, write_manifest, writing)
-from search.searcher import StudySearch, close_abandoned, make_sampler, storage_url, study_states
-from search.tune_state import experiment_trials
-from search.trial import train_trial
+from alphatune.search.searcher import StudySearch, close_abandoned, make_sampler, storage_url, study_states
+from alphatune.search.tune_state import experiment_trials
+from alphatune.search.trial import train_trial
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -182,7 +182,7 @@ def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: Tex
         out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}; "
                   f"objective: best {options.metric} ({objective(options.metric).mode})\n{space.describe()}\n")
         out.flush()
-        with disk_guard(run_dir, f"continue with: python -m search resume {run_dir.parent}"):
+        with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
             search_model(run_dir, space, options, dataset_ref, stream, bases)
             _close(run_dir, model)
             report(run_dir, out)
@@ -215,7 +215,7 @@ def _interrupted(run_dir: Path, out: TextIO) -> bool:
     left = unfinished(run_dir)
     if left:
         out.write(f"[{run_dir.name}] interrupted with {left} trials unfinished; continue with:\n"
-                  f"  python -m search resume {run_dir.parent}\n")
+                  f"  alphatune search resume {run_dir.parent}\n")
         out.flush()
     return bool(left)
 
@@ -250,7 +250,7 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             dataset_ref = ray.put(ds)
             del ds
-        with disk_guard(run_dir, f"continue with: python -m search resume {run_dir.parent}"):
+        with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
             known = experiment_trials(run_dir)
             if known is not None:
                 reconcile_with_tune(run_dir, known)

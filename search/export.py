@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import models
-from evaluation.backtest import BacktestConfig
-from search.options import SCHEDULES, OptionError
-from search.pretrained import read_bases
-from search.results import TrialRecord
-from search.rundir import Manifest, dump_yaml
+from alphatune import models
+from alphatune.evaluation.backtest import BacktestConfig
+from alphatune.search.options import SCHEDULES, OptionError
+from alphatune.search.pretrained import read_bases
+from alphatune.search.results import TrialRecord
+from alphatune.search.rundir import Manifest, dump_yaml
 
 BEST = "best.yaml"
 BEST_QLIB = "best_qlib.yaml"
@@ -179,7 +179,7 @@ def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_pat
 def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provider_note: str | None) -> str:
     """The comment block that states best_qlib.yaml's choices."""
     kwargs = document["task"]["model"]["kwargs"]
-    lines = [f"Qlib workflow config of the best {manifest.model} trial (written by `python -m search export`).",
+    lines = [f"Qlib workflow config of the best {manifest.model} trial (written by `alphatune search export`).",
              f"provider_uri: {provider_note or 'the Qlib data directory the search read.'}",
              f"schedule ({schedule}): n_epochs {kwargs['n_epochs']}, early_stop {kwargs['early_stop']}: "
              + ("the budget the search trained its trials under (export --schedule qlib for Qlib's published one)."

@@ -120,7 +120,7 @@ class TrialLedger(Callback):
         self._file.flush()
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        from search.searcher import CONTINUES, OPTUNA_TRIAL
+        from alphatune.search.searcher import CONTINUES, OPTUNA_TRIAL
         config = {key: value for key, value in trial.config.items() if key not in (OPTUNA_TRIAL, CONTINUES)}
         self._append({"event": "start", "trial": trial.trial_id, "config": config,
                       "optuna_trial": trial.config.get(OPTUNA_TRIAL), "continues": trial.config.get(CONTINUES),
@@ -128,7 +128,7 @@ class TrialLedger(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
                         **info: Any) -> None:
-        from search.trial import REPORTED
+        from alphatune.search.trial import REPORTED
         kept = {key: result[key] for key in (*REPORTED, "pretrained", "started_at", "reported_at", "pid")
                 if key in result}
         self._append({"event": "result", "trial": trial.trial_id, **kept})

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from models.registry import REGISTRY
-from search.arguments import option
-from search.objective import OBJECTIVES
+from alphatune.models.registry import REGISTRY
+from alphatune.arguments import option
+from alphatune.search.objective import OBJECTIVES
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 # Set by Ray in the environment of a driver started with `ray job submit`.
@@ -217,7 +217,7 @@ class SearchOptions:
     def load_spaces(self) -> dict[str, Any]:
         """Each searched model's space (``spaces.Space``), loaded and validated (``SpaceError`` naming the file
         and line); call after ``validate``."""
-        import spaces
+        from alphatune import spaces
         return {name: spaces.load(self.space_files.get(name, name), model=name) for name in self.models}
 
     @classmethod

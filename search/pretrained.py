@@ -30,10 +30,10 @@ from typing import Any, TextIO
 
 import torch
 
-import models
-from models.registry import validate
-from search.rundir import dump_yaml, read_yaml
-from spaces import Conditional, Space
+from alphatune import models
+from alphatune.models.registry import validate
+from alphatune.search.rundir import dump_yaml, read_yaml
+from alphatune.spaces import Conditional, Space
 
 PRETRAIN = "pretrain"
 NONE = "none"

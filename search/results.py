@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search import tune_state
-from search.ledger import LedgerTrial, read_ledger
-from search.objective import Objective, finite, objective
-from search.rundir import Manifest, RunDirError
-from search.trial import MODEL_FILE, trial_dir, trial_hyperparameters
+from alphatune.search import tune_state
+from alphatune.search.ledger import LedgerTrial, read_ledger
+from alphatune.search.objective import Objective, finite, objective
+from alphatune.search.rundir import Manifest, RunDirError
+from alphatune.search.trial import MODEL_FILE, trial_dir, trial_hyperparameters
 
 OUTCOMES = ("running", "finished", "pruned", "failed")
 

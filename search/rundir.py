@@ -35,8 +35,8 @@ from typing import Any
 
 import yaml
 
-import spaces
-from search.options import SearchOptions
+from alphatune import spaces
+from alphatune.search.options import SearchOptions
 
 MANIFEST = "search.yaml"
 TUNE_DIR = "tune"

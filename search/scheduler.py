@@ -15,9 +15,9 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 
-from search.ledger import read_ledger
-from search.objective import finite
-from search.searcher import CONTINUES
+from alphatune.search.ledger import read_ledger
+from alphatune.search.objective import finite
+from alphatune.search.searcher import CONTINUES
 
 
 class ResumableASHA(ASHAScheduler):

@@ -23,9 +23,9 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.objective import Objective, finite
-from search.rundir import TENSORBOARD_DIR
-from spaces import Space
+from alphatune.search.objective import Objective, finite
+from alphatune.search.rundir import TENSORBOARD_DIR
+from alphatune.spaces import Space
 
 OPTUNA_TRIAL = "optuna_trial"  # the key of a trial's Optuna number in its Tune config
 CONTINUES = "continues"  # the key of the Tune trial a trial takes over (see StudySearch._reconcile)

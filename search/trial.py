@@ -40,11 +40,11 @@ from typing import Any
 import torch
 from ray import tune
 
-import models
-from search.objective import finite, objective
-from search.pretrained import bases_from_dicts, choose
-from search.searcher import CONTINUES
-from spaces import Space
+from alphatune import models
+from alphatune.search.objective import finite, objective
+from alphatune.search.pretrained import bases_from_dicts, choose
+from alphatune.search.searcher import CONTINUES
+from alphatune.spaces import Space
 
 TRIALS_DIR = "trials"
 MODEL_FILE = "model.pt"

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from search.ledger import LedgerTrial
+from alphatune.search.ledger import LedgerTrial
 
 TUNE_DIR = "tune"
 ENDED = ("TERMINATED", "ERROR")

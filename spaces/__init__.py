@@ -32,7 +32,7 @@ from typing import Any, Union
 
 import yaml
 
-from models.registry import TRAINING_KEYS, ModelSpec, get_spec, validate
+from alphatune.models.registry import TRAINING_KEYS, ModelSpec, get_spec, validate
 
 SPACES_DIR = Path(__file__).resolve().parent
 KINDS = ("int", "float", "categorical")

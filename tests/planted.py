@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from datasets import FEATURE_NAMES, PreparedDataset, SegmentArrays
+from alphatune.datasets import FEATURE_NAMES, PreparedDataset, SegmentArrays
 
 SIGNAL_COLUMNS = {"CLOSE0": 1.0, "OPEN0": 1.0, "CLOSE1": 0.5}
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import MarketData
-from evaluation.backtest import (BacktestConfig, backtest, risk_analysis, round_to_lots, simulate_topk_dropout,
+from alphatune.datasets import MarketData
+from alphatune.evaluation.backtest import (BacktestConfig, backtest, risk_analysis, round_to_lots, simulate_topk_dropout,
                              topk_dropout_orders)
 
 NAN = math.nan

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import datasets
+from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
-from search.__main__ import parser
+from alphatune.cli import parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,19 +49,32 @@ def search_env(ray_tmpdir: Path) -> dict[str, str]:
     return {**env, "RAY_TMPDIR": str(ray_tmpdir), "PYTHONUNBUFFERED": "1"}
 
 
+def leaf_parsers(top) -> dict[str, object]:
+    """``"search run"`` → its parser, for every command of the ``alphatune`` tree."""
+    out = {}
+    for name, sub in top._subparsers._group_actions[0].choices.items():
+        nested = [action for action in sub._actions if isinstance(action, type(top._subparsers._group_actions[0]))]
+        if nested:
+            out.update({f"{name} {leaf}": parser for leaf, parser in nested[0].choices.items()})
+        else:
+            out[name] = sub
+    return out
+
+
 def test_help_shows_every_default_and_promises_nothing_it_lacks() -> None:
-    subcommands = parser()._subparsers._group_actions[0].choices
-    for name, subparser in subcommands.items():
+    commands = leaf_parsers(parser())
+    assert set(commands) == {"prepare", "search run", "search resume", "search export", "evaluate", "models list"}
+    for name, subparser in commands.items():
         options = [action for action in subparser._actions if action.option_strings and action.dest != "help"]
         for action in options:
             assert "(default: " in action.help, (name, action.option_strings)
-    text = " ".join(subcommands["run"].format_help().split())
+    text = " ".join(commands["search run"].format_help().split())
     for shown in ("trials per model (default: 8)", "epochs a trial may train at most (default: 6)",
                   "(default: csi300)", "CPUs per trial (also its torch threads) (default: 1.0)",
                   "seconds between progress lines (default: 10.0)", "(default: valid_ic)"):
         assert shown in text, shown
     top = parser().format_help()
-    assert "table" not in top and all(name in top for name in subcommands)
+    assert "table below" not in top and all(name in top for name in ("prepare", "search", "evaluate", "models"))
 
 
 def test_a_stale_ray_cluster_file_is_ignored_and_a_private_cluster_started(tiny_search, tmp_path,
@@ -70,7 +83,7 @@ def test_a_stale_ray_cluster_file_is_ignored_and_a_private_cluster_started(tiny_
     the (dead) cluster it names nor hang on it."""
     (ray_tmpdir / "ray").mkdir()
     (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
-    completed = subprocess.run([sys.executable, "-m", "search", *tiny_search, "--storage-path", str(tmp_path),
+    completed = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--storage-path", str(tmp_path),
                                 "--name", "stale"], cwd=ROOT, env=search_env(ray_tmpdir), capture_output=True,
                                text=True, timeout=300)  # joining the dead address would retry for many minutes
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
@@ -80,7 +93,7 @@ def test_a_stale_ray_cluster_file_is_ignored_and_a_private_cluster_started(tiny_
 
 def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search, tmp_path, ray_tmpdir) -> None:
     port = free_port()
-    completed = subprocess.run([sys.executable, "-m", "search", *tiny_search, "--storage-path", str(tmp_path),
+    completed = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--storage-path", str(tmp_path),
                                 "--address", f"127.0.0.1:{port}"], cwd=ROOT, env=search_env(ray_tmpdir),
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
@@ -88,7 +101,7 @@ def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search
         f"error: --address 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port} (connection refused); start "
         f"one with `ray start --head`, or leave --address and $RAY_ADDRESS unset for a private local cluster"]
     assert not list(tmp_path.iterdir())  # refused before anything was written
-    web = subprocess.run([sys.executable, "-m", "search", "run", "--address", "http://127.0.0.1:8265"], cwd=ROOT,
+    web = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--address", "http://127.0.0.1:8265"], cwd=ROOT,
                          env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=120)
     assert web.returncode == 2 and "that is a dashboard or job-server URL" in web.stderr
 
@@ -97,7 +110,7 @@ def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search
 def test_ctrl_c_ends_without_a_traceback(moment, tiny_search, tmp_path, ray_tmpdir) -> None:
     args = [*tiny_search, "--samples", "6", "--max-concurrent", "1", "--storage-path", str(tmp_path),
             "--name", "stopped"]
-    process = subprocess.Popen([sys.executable, "-m", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
+    process = subprocess.Popen([sys.executable, "-m", "alphatune", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
     if moment == "while starting":
@@ -113,7 +126,7 @@ def test_ctrl_c_ends_without_a_traceback(moment, tiny_search, tmp_path, ray_tmpd
     assert "Traceback" not in text, text[-3000:]
     assert process.returncode == 130, text[-3000:]
     if moment == "while searching":
-        assert "interrupted with" in text and f"python -m search resume {tmp_path / 'stopped'}" in text
+        assert "interrupted with" in text and f"alphatune search resume {tmp_path / 'stopped'}" in text
 
 
 @pytest.fixture
@@ -131,21 +144,21 @@ def small_disk(tmp_path) -> Path:
 def test_a_full_disk_is_one_line_and_the_search_resumes_once_there_is_room(tiny_search, small_disk,
                                                                            ray_tmpdir) -> None:
     args = [*tiny_search, "--samples", "8", "--max-epochs", "3", "--storage-path", str(small_disk), "--name", "full"]
-    full = subprocess.run([sys.executable, "-m", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
+    full = subprocess.run([sys.executable, "-m", "alphatune", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
                           capture_output=True, text=True, timeout=300)
     assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-2000:]
     errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: the disk holding {small_disk / 'full' / 'lstm'} is full; free space, then continue "
-                      f"with: python -m search resume {small_disk / 'full'}"], full.stderr[-3000:]
+                      f"with: alphatune search resume {small_disk / 'full'}"], full.stderr[-3000:]
     assert not [line for line in full.stderr.splitlines() if line.startswith("Traceback")], full.stderr[-3000:]
 
     subprocess.run(["mount", "-o", "remount,size=50m", str(small_disk)], check=True)
-    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(small_disk / "full")], cwd=ROOT,
+    resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(small_disk / "full")], cwd=ROOT,
                              env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     run_dir = small_disk / "full" / "lstm"
-    from search.results import read_trials
-    from search.rundir import read_manifest
+    from alphatune.search.results import read_trials
+    from alphatune.search.rundir import read_manifest
     records = read_trials(run_dir, read_manifest(run_dir))
     assert len(records) == 8 and all(record.outcome != "running" for record in records)
     import optuna

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import datasets
+from alphatune import datasets
 from conftest import TINY_SEGMENTS, tiny_membership, tiny_prices, tiny_segments, write_qlib_dir
 
 FIELDS = ("close", "open", "high", "low", "vwap", "volume")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import datasets
+from alphatune import datasets
 from conftest import tiny_membership, tiny_prices, tiny_segments, write_qlib_dir
 
 

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-import datasets
+from alphatune import datasets
 from conftest import tiny_membership, tiny_prices, tiny_segments
-from datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
+from alphatune.datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
 
 
 def test_robust_zscore_matches_float32_nanmedian():

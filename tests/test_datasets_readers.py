@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-import datasets
+from alphatune import datasets
 from conftest import tiny_membership, tiny_prices, tiny_segments
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import datasets
+from alphatune import datasets
 from conftest import tiny_segments
 
 ARRAY_FIELDS = ("features", "labels", "raw_labels", "day_offsets", "dates", "instrument_index")
@@ -117,7 +117,7 @@ def test_pickle_protocol_5_hands_arrays_out_of_band(tiny_ds):
 def test_cli_prepares_and_prints_a_summary(tiny_table, tmp_path):
     start, end = tiny_segments()["test"]
     result = subprocess.run(
-        [sys.executable, "-m", "datasets", "prepare", "--source", str(tiny_table), "--train", "2020-01-01:2020-03-10",
+        [sys.executable, "-m", "alphatune", "prepare", "--source", str(tiny_table), "--train", "2020-01-01:2020-03-10",
          "--valid", "2020-03-11:2020-03-31", "--test", f"{start}:{end}", "--out", str(tmp_path / "cli")],
         capture_output=True, text=True, check=True)
     assert "| train | 2020-01-01 .. 2020-03-10 | 50 |" in result.stdout
@@ -127,7 +127,7 @@ def test_cli_prepares_and_prints_a_summary(tiny_table, tmp_path):
     assert "rows without a label: the label needs the next two closes" in result.stdout
     assert_same_dataset(datasets.load(tmp_path / "cli"), datasets.prepare(
         tiny_table, **tiny_segments(), cache_dir=tmp_path / "cache", progress=False))
-    bad = subprocess.run([sys.executable, "-m", "datasets", "prepare", "--source", str(tmp_path / "nope.csv"),
+    bad = subprocess.run([sys.executable, "-m", "alphatune", "prepare", "--source", str(tmp_path / "nope.csv"),
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nope.csv" in bad.stderr
 

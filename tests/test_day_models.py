@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from models.hist import HIST
-from models.igmtf import IGMTF
+from alphatune import models
+from alphatune.models.hist import HIST
+from alphatune.models.igmtf import IGMTF
 from planted import planted_dataset
 
 H = 64

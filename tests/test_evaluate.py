@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-import datasets
-from evaluation import evaluate
+from alphatune import datasets
+from alphatune.cli import main as alphatune_main
+from alphatune.evaluation import evaluate
 
 SEGMENTS = {"train": ["2018-12-01", "2018-12-31"], "valid": ["2019-01-01", "2019-01-31"],
             "test": ["2019-07-01", "2019-07-31"]}
@@ -53,7 +54,7 @@ def test_perfect_foresight_has_ic_one_and_beats_the_benchmark(small_dataset: dat
 def test_bad_best_yaml_is_refused_naming_the_field(tmp_path: Path, changes: dict, message: str,
                                                    capsys: pytest.CaptureFixture) -> None:
     path = write_best(tmp_path, **changes)
-    assert evaluate.main([str(path)]) == 2
+    assert alphatune_main(["evaluate", str(path)]) == 2
     error = capsys.readouterr().err
     assert str(path) in error and message in error
 
@@ -61,10 +62,10 @@ def test_bad_best_yaml_is_refused_naming_the_field(tmp_path: Path, changes: dict
 def test_unreadable_yaml_is_one_line_naming_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "best.yaml"
     path.write_text("model: lstm\nhyperparameters: {hidden_size: 8\ndata: {}\n")
-    assert evaluate.main([str(path)]) == 2
+    assert alphatune_main(["evaluate", str(path)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"error: {path}:3: invalid YAML: "), error
-    assert evaluate.main([str(tmp_path / "missing.yaml")]) == 2
+    assert alphatune_main(["evaluate", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: cannot read it (No such file or directory)" in capsys.readouterr().err
 
 
@@ -94,7 +95,7 @@ def test_zero_seeds_are_refused(tmp_path: Path) -> None:
 def test_evaluation_end_to_end_on_embedded_data(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                 small_dataset: datasets.PreparedDataset) -> None:
     path = write_best(tmp_path)
-    assert evaluate.main([str(path), "--seeds", "1"]) == 0  # best.yaml's search budget: 1 epoch
+    assert alphatune_main(["evaluate", str(path), "--seeds", "1"]) == 0  # best.yaml's search budget: 1 epoch
     printed = capsys.readouterr().out
     assert "Annualized Return" in printed and "searched" in printed and "default" in printed
     assert "training under at most 1 epochs, the search's budget" in printed

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import yaml
 
-import spaces
+from alphatune import spaces
 from conftest import tiny_membership, tiny_prices, write_qlib_dir
-from search.export import PROVIDER_PLACEHOLDER, write_exports
-from search.options import SearchOptions
-from search.results import TrialRecord
-from search.rundir import Manifest
+from alphatune.search.export import PROVIDER_PLACEHOLDER, write_exports
+from alphatune.search.options import SearchOptions
+from alphatune.search.results import TrialRecord
+from alphatune.search.rundir import Manifest
 
 SEGMENTS = {"train": ["2020-01-01", "2020-03-10"], "valid": ["2020-03-11", "2020-03-31"],
             "test": ["2020-04-01", "2020-04-21"]}

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import datasets
+from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
 
 pytestmark = pytest.mark.slow
@@ -182,7 +182,7 @@ def test_ray_job_submit_runs_a_search_on_the_head_and_writes_best_yaml(local_hea
     runs = tmp_path / "runs"  # absolute: the job's working directory is the uploaded copy in Ray's temp dir
 
     submitted = ray_job(local_head, "submit", "--working-dir", ".", "--",
-                        "python", "-m", "search", "run", "--space", str(space), "--data", str(data),
+                        "python", "-m", "alphatune", "search", "run", "--space", str(space), "--data", str(data),
                         "--samples", "3", "--max-epochs", "2", "--sampler", "random", "--seed", "5",
                         "--storage-path", str(runs), "--name", "job")
     output = submitted.stdout + submitted.stderr
@@ -202,4 +202,4 @@ def test_ray_job_submit_runs_a_search_on_the_head_and_writes_best_yaml(local_hea
     status, body = http_get(f"{local_head.dashboard}/api/jobs/", local_head.token)
     assert status == 200
     [job] = [job for job in json.loads(body) if job["submission_id"] == submission.group(1)]
-    assert job["status"] == "SUCCEEDED" and job["entrypoint"].startswith("python -m search run")
+    assert job["status"] == "SUCCEEDED" and job["entrypoint"].startswith("alphatune search run")

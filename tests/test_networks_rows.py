@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from models.__main__ import main as cli_main
+from alphatune import models
+from alphatune.cli import main as alphatune_main
 
 ROW_MODELS = ("lstm", "gru", "transformer", "localformer", "tcn")
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,7 @@ def test_build_rejects_bad_requests() -> None:
 
 
 def test_cli_lists_every_model_with_defaults_and_sizes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["list", "--json"]) == 0
+    assert alphatune_main(["models", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert [entry["name"] for entry in listing] == list(models.REGISTRY)
     by_name = {entry["name"]: entry for entry in listing}
@@ -244,7 +244,7 @@ def test_cli_lists_every_model_with_defaults_and_sizes(capsys: pytest.CaptureFix
     assert by_name["gats"]["batch_mode"] == "day"
     assert by_name["transformer"]["hyperparameters"]["reg"]["default"] == 1e-3
     assert by_name["tcn"]["hyperparameters"]["dropout"] == {"default": 0.5, "network": True, "range": [0.0, 0.99]}
-    completed = subprocess.run([sys.executable, "-m", "models", "list"], cwd=ROOT, capture_output=True, text=True,
+    completed = subprocess.run([sys.executable, "-m", "alphatune", "models", "list"], cwd=ROOT, capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 0, completed.stderr
     text = completed.stdout

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-import models
-from models.qlib_weights import read_state_dict
+from alphatune import models
+from alphatune.models.qlib_weights import read_state_dict
 
 Shapes = dict[str, tuple[int, ...]]
 

@@ -18,19 +18,24 @@ import torch
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-import models
-import spaces
+from alphatune import models
+from alphatune import spaces
 from planted import TINY_SPACE
-from search.__main__ import main as search_main
-from search.ledger import LEDGER, read_ledger
-from search.objective import objective
-from search.options import OptionError, SearchOptions
-from search.rundir import (Manifest, RunDirError, acquire_writer, check_writable, dump_yaml, release_writer,
+from alphatune.cli import main as alphatune_main
+from alphatune.search.ledger import LEDGER, read_ledger
+from alphatune.search.objective import objective
+from alphatune.search.options import OptionError, SearchOptions
+from alphatune.search.rundir import (Manifest, RunDirError, acquire_writer, check_writable, dump_yaml, release_writer,
                            write_manifest)
-from search.scheduler import ResumableASHA
-from search.searcher import CONTINUES, OPTUNA_TRIAL, StudySearch, make_sampler
+from alphatune.search.scheduler import ResumableASHA
+from alphatune.search.searcher import CONTINUES, OPTUNA_TRIAL, StudySearch, make_sampler
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def search_main(argv: list[str]) -> int:
+    """``alphatune search ARGV`` in this process."""
+    return alphatune_main(["search", *argv])
 
 
 def tiny_space() -> spaces.Space:

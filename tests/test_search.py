@@ -23,23 +23,28 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import datasets
-import models
-import spaces
-from evaluation.evaluate import open_dataset as evaluate_open_dataset
+from alphatune import datasets
+from alphatune import models
+from alphatune import spaces
+from alphatune.evaluation.evaluate import open_dataset as evaluate_open_dataset
 from conftest import tiny_membership, tiny_prices, write_qlib_dir
 from planted import TINY_SPACE, planted_dataset
-from search import cluster, driver
-from search.__main__ import main as search_main
-from search.data import check_concepts, describe, open_dataset
-from search.ledger import read_ledger
-from search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions
-from search.results import read_trials
-from search.rundir import Manifest, read_manifest
-from search.searcher import make_sampler
+from alphatune.search import cluster, driver
+from alphatune.cli import main as alphatune_main
+from alphatune.search.data import check_concepts, describe, open_dataset
+from alphatune.search.ledger import read_ledger
+from alphatune.search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions
+from alphatune.search.results import read_trials
+from alphatune.search.rundir import Manifest, read_manifest
+from alphatune.search.searcher import make_sampler
 from tensorboard_client import hparams_table
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def search_main(argv: list[str]) -> int:
+    """``alphatune search ARGV`` in this process."""
+    return alphatune_main(["search", *argv])
 
 
 
@@ -190,7 +195,7 @@ def test_a_nan_trial_is_cut_at_once_recorded_failed_not_retried_and_the_search_g
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "alphatune", "search", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
 
 

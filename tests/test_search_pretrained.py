@@ -19,18 +19,18 @@ import ray
 import torch
 import yaml
 
-import datasets
-import models
-import spaces
+from alphatune import datasets
+from alphatune import models
+from alphatune import spaces
 from planted import planted_dataset
-from search import cluster, driver
-from search.__main__ import main as search_main
-from evaluation.evaluate import _start
-from search.options import SearchOptions
-from search.pretrained import Base, base_kinds, base_shape, choose, read_bases
-from search.ledger import read_ledger
-from search.results import read_trials
-from search.rundir import read_manifest
+from alphatune.search import cluster, driver
+from alphatune.cli import main as alphatune_main
+from alphatune.evaluation.evaluate import _start
+from alphatune.search.options import SearchOptions
+from alphatune.search.pretrained import Base, base_kinds, base_shape, choose, read_bases
+from alphatune.search.ledger import read_ledger
+from alphatune.search.results import read_trials
+from alphatune.search.rundir import read_manifest
 
 # lr 1e-7 keeps one epoch from moving the weights visibly: a trial's checkpoint still shows where it started.
 GATS_SPACE = """\
@@ -40,6 +40,11 @@ params:
 fixed: {num_layers: 2, hidden_size: 64, base_model: LSTM, early_stop: 5, seed: 1}
 default: {lr: 1.0e-7}
 """
+
+
+def search_main(argv: list[str]) -> int:
+    """``alphatune search ARGV`` in this process."""
+    return alphatune_main(["search", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +213,7 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
 
 
 def test_the_summary_table_says_where_each_trial_started() -> None:
-    from search.results import TrialRecord, summary_table
+    from alphatune.search.results import TrialRecord, summary_table
     common = dict(outcome="finished", hyperparameters={"hidden_size": 64}, epochs=1, best_epoch=1,
                   best_valid_ic=0.1, best_valid_loss=1.0, checkpoint=None)
     table = summary_table([TrialRecord("a", **common, pretrained="/runs/base_lstm.pt"),

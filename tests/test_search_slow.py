@@ -19,13 +19,13 @@ import pytest
 import ray
 import yaml
 
-import datasets
+from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
-from search import cluster, driver
-from search.options import SearchOptions
-from search.ledger import read_ledger
-from search.results import read_trials
-from search.rundir import read_manifest
+from alphatune.search import cluster, driver
+from alphatune.search.options import SearchOptions
+from alphatune.search.ledger import read_ledger
+from alphatune.search.results import read_trials
+from alphatune.search.rundir import read_manifest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def ended_trials(run_dir: Path) -> dict[str, list[dict]]:
 
 def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_the_rest(tmp_path) -> None:
     data = save_planted(tmp_path, n_days=150, n_stocks=100)
-    command = [sys.executable, "-m", "search", "run", "--space", str(write_space(tmp_path)), "--data", str(data),
+    command = [sys.executable, "-m", "alphatune", "search", "run", "--space", str(write_space(tmp_path)), "--data", str(data),
                "--samples", "12", "--max-epochs", "3", "--max-concurrent", "1", "--sampler", "random", "--seed", "5",
                "--storage-path", str(tmp_path / "runs"), "--name", "killed", "--progress-seconds", "1"]
     driver_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -71,13 +71,13 @@ def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_th
     before = {trial: rows for trial, rows in reported.items() if any(trial in line for line in ended_lines)}
     assert len(before) >= 2
     assert not (run_dir / "best.yaml").exists()
-    exported = subprocess.run([sys.executable, "-m", "search", "export", str(run_dir)], cwd=ROOT,
+    exported = subprocess.run([sys.executable, "-m", "alphatune", "search", "export", str(run_dir)], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr[-3000:]
     interrupted_best = yaml.safe_load((run_dir / "best.yaml").read_text())
     assert interrupted_best["trial_id"] in reported
 
-    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(run_dir.parent)], cwd=ROOT,
+    resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(run_dir.parent)], cwd=ROOT,
                              capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.signal import daily_average_rank, signal_metrics
+from alphatune.evaluation.signal import daily_average_rank, signal_metrics
 
 
 def series(rows: list[tuple[str, str, float]]) -> pd.Series:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-import models
-import spaces
+from alphatune import models
+from alphatune import spaces
 
 LSTM_SPACE = """\
 model: lstm

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-import models
-from models.metrics import daily_ic, daily_mse, masked_mse, mean_daily_ic
+from alphatune import models
+from alphatune.models.metrics import daily_ic, daily_mse, masked_mse, mean_daily_ic
 from planted import keep_rows, planted_dataset
 
 TINY = {"hidden_size": 8, "lr": 3e-3, "batch_size": 64, "seed": 0}

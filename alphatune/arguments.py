@@ -40,7 +40,7 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 def flag_of(field: dataclasses.Field) -> str:
-    """The command-line flag of an option field."""
+    """The command-line flag of an option field (a ``flag`` without dashes names a positional argument)."""
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         show = meta["show"]
         shown = show(default) if callable(show) else show if show is not None else (
             "off" if meta["action"] == "store_true" else "on" if meta["action"] == "store_false" else str(default))
+        flag = flag_of(field)
+        if not flag.startswith("-"):  # positional: required, no default to show
+            parser.add_argument(flag, metavar=meta["metavar"] or flag, help=meta["help"],
+                                **({"type": meta["parse"]} if meta["parse"] else {}))
+            continue
         kwargs: dict[str, Any] = {"dest": field.name, "help": f"{meta['help']} (default: {shown})"}
         if meta["action"] in ("store_true", "store_false"):
             kwargs.update(action=meta["action"], default=default)
@@ -67,16 +72,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs["type"] = type(default)
             if meta["choices"] is not None:
                 kwargs["choices"] = meta["choices"]
-        parser.add_argument(flag_of(field), **kwargs)
+        parser.add_argument(flag, **kwargs)
 
 
 def from_arguments(cls: type, namespace: argparse.Namespace) -> Any:
     """An instance of ``cls`` from the parsed options (options not on the command line keep their defaults)."""
     values = {}
     for field in dataclasses.fields(cls):
-        if "help" not in field.metadata or not hasattr(namespace, field.name):
+        name = flag_of(field) if not flag_of(field).startswith("-") else field.name
+        if "help" not in field.metadata or not hasattr(namespace, name):
             continue
-        value = getattr(namespace, field.name)
+        value = getattr(namespace, name)
         collect = field.metadata["collect"]
         values[field.name] = collect(value) if collect is not None and isinstance(value, list) else value
     return cls(**values)

@@ -1,14 +1,13 @@
-"""``python -m models list [--json]``: every registered model with its Qlib defaults, batch mode and size."""
+"""``alphatune models list [--json]``: every registered model with its Qlib defaults, batch mode and size."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-import models
-from models.registry import ModelSpec
+from alphatune import models
+from alphatune.models.registry import ModelSpec
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
@@ -45,20 +44,11 @@ def as_text(entry: dict[str, Any]) -> str:
             f"  training  {settings(False)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="every model with its hyperparameters (Qlib's Alpha360 defaults)")
-    listing.add_argument("--json", action="store_true", help="print a JSON list instead of text")
-    arguments = parser.parse_args(argv)
+def add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of text (default: off)")
 
+
+def list_main(args: argparse.Namespace) -> int:
     entries = [describe(spec) for spec in models.REGISTRY.values()]
-    if arguments.json:
-        print(json.dumps(entries, indent=2))
-    else:
-        print("\n\n".join(as_text(entry) for entry in entries))
+    print(json.dumps(entries, indent=2) if args.json else "\n\n".join(as_text(entry) for entry in entries))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,93 @@
+"""alphatune: prepare Alpha360 data, search hyperparameters, evaluate the winner, list the models.
+
+    alphatune prepare ...                 build Alpha360 arrays and save them        (alphatune.datasets.cli)
+    alphatune search run|resume|export    search hyperparameters, go on, re-export   (alphatune.search.cli)
+    alphatune evaluate BEST_YAML          searched vs Qlib's default on the test segment (alphatune.evaluation.cli)
+    alphatune models list                 the eight models and Qlib's defaults       (alphatune.models.cli)
+
+Bad input ends in one line on stderr (``error: ...``) and exit status 2; Ctrl-C ends with "interrupted" and status
+130, without a traceback, whatever the command was waiting for. Nothing heavy (torch, Ray, pandas) is imported
+before the arguments are checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from alphatune import __version__
+from alphatune.datasets import cli as datasets_cli
+from alphatune.evaluation import cli as evaluation_cli
+from alphatune.models import cli as models_cli
+from alphatune.search import cli as search_cli
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+COMMANDS: dict[str, Command | dict[str, Command]] = {
+    "prepare": ("prepare Alpha360 arrays from a source (Qlib directory, price table, embedded data) and save them",
+                datasets_cli.add_prepare_arguments, datasets_cli.prepare_main),
+    "search": {
+        "run": ("search hyperparameters (Ray Tune + Optuna + ASHA) and export the best config",
+                search_cli.add_run_arguments, search_cli.run_main),
+        "resume": ("continue an interrupted search", search_cli.add_resume_arguments, search_cli.resume_main),
+        "export": ("rewrite best.yaml and best_qlib.yaml of a run", search_cli.add_export_arguments,
+                   search_cli.export_main),
+    },
+    "evaluate": ("retrain best.yaml's config and Qlib's default; score both on the test segment",
+                 evaluation_cli.add_evaluate_arguments, evaluation_cli.evaluate_main),
+    "models": {
+        "list": ("every model with its hyperparameters (Qlib's Alpha360 defaults)", models_cli.add_list_arguments,
+                 models_cli.list_main),
+    },
+}
+GROUP_HELP = {"search": "search hyperparameters: run, resume, export", "models": "the model registry: list"}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="alphatune", description=__doc__.splitlines()[0])
+    top.add_argument("--version", action="version", version=f"alphatune {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, entry in COMMANDS.items():
+        if isinstance(entry, dict):
+            group = commands.add_parser(name, help=GROUP_HELP[name], description=GROUP_HELP[name])
+            subcommands = group.add_subparsers(dest="subcommand", required=True, metavar="{" + ",".join(entry) + "}")
+            for subname, (help_text, add_arguments, main_function) in entry.items():
+                add_arguments(subcommands.add_parser(subname, help=help_text, description=help_text))
+                subcommands.choices[subname].set_defaults(main=main_function)
+        else:
+            help_text, add_arguments, main_function = entry
+            add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+            commands.choices[name].set_defaults(main=main_function)
+    return top
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors bad input causes: reported as one line, no traceback. (Imported when one is being handled, so that
+    the command line stays light.)"""
+    from alphatune.datasets.errors import DataError
+    from alphatune.evaluation.errors import EvaluationError
+    from alphatune.search.cluster import ClusterError
+    from alphatune.search.options import OptionError
+    from alphatune.search.rundir import RunDirError
+    from alphatune.spaces import SpaceError
+    return OptionError, SpaceError, RunDirError, DataError, ClusterError, EvaluationError, FileNotFoundError
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        return args.main(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if isinstance(error, user_errors()):
+            text = str(error).strip()
+            print(f"error: {text.splitlines()[0] if text else type(error).__name__}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The data spec: what a dataset is built from, recorded once (a run's manifest, best.yaml) and opened one way.
+
+``DataSpec(source, market, benchmark, train, valid, test, concepts)`` says what to read and how to cut it;
+``spec.open()`` gives the ``PreparedDataset`` (prepared and cached by ``datasets.prepare``, or loaded when
+``source`` is a prepared directory). ``DataSpec.of(ds)`` is the spec of an opened dataset with every default
+resolved (its real segments, the directory its arrays were saved in) — what a search records, so that resume,
+export, evaluation and the benchmarks open the very same data again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from alphatune.datasets.errors import DataError
+
+EMBEDDED = "embedded"
+SEGMENTS = ("train", "valid", "test")
+META = "meta.json"
+# The embedded data's default segments (a three-month training window: the quick start's real search takes
+# minutes on two cores). The one place they are written.
+EMBEDDED_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
+                     "test": ("2019-03-01", "2019-11-28")}
+
+
+def is_prepared(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a saved prepared dataset directory (as opposed to a source to prepare)."""
+    return (Path(path).expanduser() / META).is_file()
+
+
+def _dates(value: Any, where: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise DataError(f"{where}: expected [start, end] dates; got {value!r}")
+    return str(value[0]), str(value[1])
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a dataset is built from.
+
+    ``source``: ``"embedded"`` (the CSI300 2017-2019 data shipped with the package), a Qlib data directory, a
+    CSV/Parquet price table, or a prepared directory (then segments and concepts are its own and must be left
+    unset). ``train``/``valid``/``test``: inclusive ``(start, end)`` dates, ``None`` for the source's default.
+    ``concepts``: HIST's (symbol, concept) table (the embedded data has its own). ``prepared``: where the arrays
+    of this spec were saved; ``open`` loads them from there while they exist and match, instead of preparing.
+    """
+
+    source: str = EMBEDDED
+    market: str = "csi300"
+    benchmark: str | None = "SH000300"
+    train: tuple[str, str] | None = None
+    valid: tuple[str, str] | None = None
+    test: tuple[str, str] | None = None
+    concepts: str | None = None
+    prepared: str | None = None
+
+    @property
+    def segments(self) -> dict[str, tuple[str, str] | None]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def open(self, progress: bool = True) -> Any:
+        """The ``PreparedDataset``: the saved arrays when ``prepared`` (or ``source``) is a prepared directory,
+        else ``source`` prepared (cached by ``datasets.prepare``). ``DataError`` for bad input."""
+        from alphatune import datasets
+        if self.prepared and is_prepared(self.prepared):
+            ds = datasets.load(Path(self.prepared).expanduser())
+            if self.train is None or {name: tuple(span) for name, span in ds.segments.items()} == {
+                    name: span for name, span in self.segments.items()}:
+                return ds
+        if self.source != EMBEDDED and is_prepared(self.source):
+            given = [f"--{name}" for name, span in self.segments.items() if span is not None and self.prepared is None]
+            if self.concepts is not None and self.prepared is None:
+                given.append("--concepts")
+            if given:
+                raise DataError(f"{self.source} is already prepared with fixed segments and concepts; drop "
+                                f"{given[0]} (or give the source instead of the prepared directory)")
+            return datasets.load(Path(self.source).expanduser())
+        spans = {name: span for name, span in self.segments.items() if span is not None}
+        return datasets.prepare(source=None if self.source == EMBEDDED else self.source, market=self.market,
+                                benchmark=self.benchmark, concepts=self.concepts, progress=progress, **spans)
+
+    @classmethod
+    def of(cls, ds: Any, concepts: str | None = None) -> "DataSpec":
+        """The spec of an opened dataset: its source, market, benchmark and resolved segments, the concepts table
+        it was prepared with (``None``: its own or none), and the directory its arrays are saved in."""
+        segments = {name: (str(span[0]), str(span[1])) for name, span in ds.segments.items()}
+        return cls(source=ds.source, market=ds.market_name, benchmark=ds.benchmark,
+                   concepts=str(Path(concepts).expanduser().resolve()) if concepts else None,
+                   prepared=ds.path, **segments)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a manifest and best.yaml hold (``data:``)."""
+        return {"source": self.source, "market": self.market, "benchmark": self.benchmark,
+                "segments": {name: list(span) if span is not None else None for name, span in self.segments.items()},
+                "concepts": self.concepts, "prepared": self.prepared}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "data") -> "DataSpec":
+        """A spec back from ``to_dict``; also reads what earlier versions wrote (``path`` for ``prepared``).
+        ``DataError`` naming ``where`` and the field when it is not one."""
+        if not isinstance(data, dict):
+            raise DataError(f"{where}: expected a mapping with source, market, benchmark, segments; got {data!r}")
+        segments = data.get("segments") or {}
+        if not isinstance(segments, dict):
+            raise DataError(f"{where}.segments: expected train/valid/test dates; got {segments!r}")
+        unknown = set(segments) - set(SEGMENTS)
+        if unknown:
+            raise DataError(f"{where}.segments: unknown segment {sorted(unknown)[0]!r}; expected train, valid, test")
+        return cls(source=str(data.get("source") or EMBEDDED), market=str(data.get("market") or "csi300"),
+                   benchmark=data.get("benchmark"), concepts=data.get("concepts"),
+                   prepared=data.get("prepared", data.get("path")),
+                   **{name: _dates(segments.get(name), f"{where}.segments.{name}") for name in SEGMENTS})
+
+    def with_source(self, source: str | None, concepts: str | None = None) -> "DataSpec":
+        """The same segments and market on another source (``None``: unchanged) and/or concepts table: nothing
+        saved for this spec applies any more."""
+        return replace(self, source=self.source if source is None else str(source),
+                       concepts=self.concepts if concepts is None else concepts, prepared=None)

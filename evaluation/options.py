@@ -1,0 +1,44 @@
+"""What an evaluation is asked to do: one dataclass; the ``alphatune evaluate`` command line is derived from it."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from alphatune.arguments import option
+
+
+def epochs_budget(text: str) -> int | str:
+    """``--epochs``: a positive number of epochs, or ``own`` (each config's own ``n_epochs``)."""
+    if text == "own":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of epochs or 'own'; got {text!r}")
+    return value
+
+
+@dataclass
+class EvaluateOptions:
+    """An evaluation of a search's best config against Qlib's default (``evaluation.evaluate.evaluate``)."""
+
+    best: str = option("", "best.yaml written by `alphatune search run` or `alphatune search export`", flag="best",
+                       metavar="BEST_YAML")
+    data: str | None = option(None, "a prepared dataset directory, or a source (Qlib directory, price table) to "
+                                    "prepare with best.yaml's segments", metavar="PATH", show="best.yaml's data")
+    concepts: str | None = option(None, "HIST's (symbol, concept) table to prepare the data with", metavar="FILE",
+                                  show="best.yaml's data.concepts")
+    seeds: int = option(1, "seeds per config (0..K-1), reported as mean ± std")
+    epochs: int | str | None = option(None, "epochs each config may train: N, or 'own' for each config's own "
+                                            "n_epochs (Qlib's 200 for the default config)", parse=epochs_budget,
+                                      metavar="{N,own}", show="the search's budget, best.yaml search.max_epochs")
+    threads: int | None = option(None, "torch threads", parse=int, metavar="N",
+                                 show="the search trials' own, best.yaml search.threads")
+    device: str = option("cpu", "torch device for training")
+    pretrained: str | None = option(None, "GATs/HIST/IGMTF base for both configs: an LSTM/GRU state_dict path, "
+                                          "'pretrain' or 'none'", metavar="{pretrain,none,PATH}",
+                                    show="the search's base from best.yaml, where a config fits it")
+    out: str | None = option(None, "where evaluation.yaml and the plots go", metavar="DIR", show="beside best.yaml")
