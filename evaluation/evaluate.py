@@ -35,13 +35,12 @@ import yaml
 from alphatune import datasets
 from alphatune import models
 from alphatune import spaces
-from alphatune.datasets.storage import META
-from alphatune.models.registry import get_spec, validate
-from alphatune.search.data import check_concepts
+from alphatune.datasets import DataSpec, is_prepared
+from alphatune.models.registry import get_spec
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
 from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
-from alphatune.search.pretrained import NONE, bases_from_dicts, choose
+from alphatune.models.bases import NONE, bases_from_dicts, choose
 from alphatune.evaluation.signal import SignalMetrics, signal_metrics
 
 METRICS = ("IC", "ICIR", "Rank IC", "Rank ICIR", "annualized_return", "information_ratio", "max_drawdown")
@@ -94,34 +93,30 @@ def read_best(path: Path) -> dict[str, Any]:
         raise EvaluationError(f"{path}: model: {best.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
     if not isinstance(best.get("hyperparameters"), dict):
         raise EvaluationError(f"{path}: hyperparameters: expected a mapping, got {best.get('hyperparameters')!r}")
-    data = best.get("data") or {}
-    if not isinstance(data, dict) or not isinstance(data.get("segments", {}), dict):
-        raise EvaluationError(f"{path}: data: expected a mapping with source, market, benchmark, segments")
+    try:
+        DataSpec.from_dict(best.get("data") or {}, f"{path}: data")
+    except datasets.DataError as error:
+        raise EvaluationError(str(error)) from None
     return best
 
 
-def open_dataset(best: dict[str, Any], data: str | None, concepts: str | None = None) -> datasets.PreparedDataset:
-    """The dataset to evaluate on: ``data`` (a prepared directory, or a source prepared with best.yaml's
-    segments and concepts table, or ``concepts`` when given), else best.yaml's prepared ``path`` when it still
-    exists, else its source prepared again. HIST's concepts are checked (``OptionError``, a ``ValueError``)."""
-    ds = _open_dataset(best, data, concepts)
-    check_concepts(ds, [best["model"]])
+def open_dataset(best: dict[str, Any], data: str | None, concepts: str | None = None, where: str = "best.yaml"
+                 ) -> datasets.PreparedDataset:
+    """The dataset to evaluate on: best.yaml's data spec (its saved arrays while they exist, else its source
+    prepared again with its segments), or ``data`` instead (a prepared directory as it is, or a source prepared
+    with best.yaml's segments), with ``concepts`` when given. The model's needs are checked (HIST's concepts:
+    ``EvaluationError``)."""
+    spec = DataSpec.from_dict(best.get("data"), f"{where}: data")
+    if data is not None and is_prepared(data):
+        spec = DataSpec(source=str(Path(data).expanduser()))
+    elif data is not None or concepts is not None:
+        spec = spec.with_source(data, concepts)
+    ds = spec.open()
+    try:
+        get_spec(best["model"]).check_dataset(ds)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
     return ds
-
-
-def _open_dataset(best: dict[str, Any], data: str | None, concepts: str | None) -> datasets.PreparedDataset:
-    spec = best.get("data") or {}
-    if concepts is not None:
-        spec = {**spec, "concepts": concepts, "path": None}
-    if data is None and spec.get("path") and (Path(spec["path"]) / META).is_file():
-        return datasets.load(spec["path"])
-    if data is not None and (Path(data).expanduser() / META).is_file():
-        return datasets.load(Path(data).expanduser())
-    source = data if data is not None else spec.get("source")
-    segments = {name: tuple(str(day) for day in span) for name, span in (spec.get("segments") or {}).items()}
-    return datasets.prepare(source=None if source in (None, "embedded") else source,
-                            market=spec.get("market", "csi300"), benchmark=spec.get("benchmark", "SH000300"),
-                            concepts=spec.get("concepts"), **segments)
 
 
 def default_hyperparameters(model: str) -> dict[str, Any]:
@@ -143,7 +138,7 @@ def score(prediction: pd.Series, ds: datasets.PreparedDataset, config: BacktestC
 
 def full_config(model: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The full flat config (defaults filled in), without the seed: what decides a training run but the seed."""
-    merged = validate(get_spec(model), hyperparameters)
+    merged = get_spec(model).hyperparameters(hyperparameters).to_dict()
     merged.pop("seed", None)
     return merged
 
@@ -258,7 +253,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     torch.set_num_threads(thread_count(best, threads))
     log(f"{model}: evaluating {best_path} with {seeds} seed(s) per config; training under {budget}; "
         f"{torch.get_num_threads()} torch thread(s)")
-    ds = open_dataset(best, data, concepts)
+    ds = open_dataset(best, data, concepts, where=str(best_path))
     out = Path(out_dir) if out_dir is not None else best_path.parent
     out.mkdir(parents=True, exist_ok=True)
     configs = {"searched": dict(best["hyperparameters"]), "default": default_hyperparameters(model)}
@@ -317,9 +312,8 @@ def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], be
         return str(given)
     try:
         bases = bases_from_dicts(best.get("bases"))
-    except TypeError:
-        raise EvaluationError(f"{best_path}: bases: expected kind → {{kind, d_feat, hidden_size, num_layers, path, "
-                         f"qlib_path}}; got {best.get('bases')!r}") from None
+    except ValueError as error:
+        raise EvaluationError(f"{best_path}: {error}") from None
     path, start = choose(bases, full_config(model, hyperparameters))
     if path is not None:
         if not Path(path).is_file():

@@ -1,7 +1,7 @@
-"""Qlib's eight Alpha360 networks, one registry, one shared trainer.
+"""Qlib's eight Alpha360 networks, each with its typed hyperparameters; one registry; one shared trainer.
 
-The registry (``REGISTRY``, ``get_spec``, ``validate``) imports nothing heavy; everything else (torch, the
-networks, the trainer) is imported on first use, so that checking a model name or a hyperparameter stays light.
+The registry (``REGISTRY``, ``get_spec``) imports nothing heavy; everything else (torch, the networks, the
+trainer) is imported on first use, so that checking a model name stays light.
 """
 
 from __future__ import annotations
@@ -9,14 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from alphatune.models.registry import REGISTRY, TRAINING_KEYS, ModelSpec, get_spec, validate
+from alphatune.models.registry import REGISTRY, ModelSpec, get_spec
 
 _LAZY = {
-    "TrainConfig": ".config",
+    "Hyperparameters": ".hyperparameters", "TrainConfig": ".config",
     "build": ".factory", "train_config": ".factory", "from_hyperparameters": ".factory",
     "load_qlib_weights": ".qlib_weights", "read_state_dict": ".qlib_weights",
-    "Trainer": ".trainer", "EpochMetrics": ".trainer", "FitResult": ".trainer",
-    "fit": ".trainer", "read_training_state": ".trainer",
+    "Base": ".bases", "load_base": ".bases", "pretrain_base": ".bases", "read_base": ".bases",
+    "DayModel": ".days",
+    "Trainer": ".trainer", "EpochMetrics": ".trainer", "FitResult": ".trainer", "fit": ".trainer",
+    "read_training_state": ".trainer",
     "load_checkpoint": ".checkpoint",
 }
 
@@ -24,7 +26,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
+    raise AttributeError(f"module 'alphatune.models' has no attribute {name!r}")
 
 
-__all__ = ["REGISTRY", "TRAINING_KEYS", "ModelSpec", "get_spec", "validate", *_LAZY]
+__all__ = ["REGISTRY", "ModelSpec", "get_spec", *_LAZY]

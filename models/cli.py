@@ -11,14 +11,18 @@ from alphatune.models.registry import ModelSpec
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
-    """One model as plain data: Qlib's class, batch mode, parameter count and every hyperparameter."""
+    """One model as plain data: Qlib's class, batch mode, parameter count and every hyperparameter with its default
+    and valid range or choices (from the model's declaration)."""
+    cls = spec.hyperparameters_class()
     hyperparameters = {}
-    for key, default in spec.defaults.items():
-        entry: dict[str, Any] = {"default": default, "network": key in spec.network_keys}
-        bound = spec.bound(key)
-        if bound is not None:
-            entry["choices" if isinstance(bound[0], str) else "range"] = list(bound)
-        hyperparameters[key] = entry
+    for name in cls.names():
+        info = cls.field_info(name)
+        entry: dict[str, Any] = {"default": info["default"], "network": info["network"]}
+        if info["choices"] is not None:
+            entry["choices"] = list(info["choices"])
+        else:
+            entry["range"] = [info["low"], info["high"]]
+        hyperparameters[name] = entry
     net = models.build(spec.name)
     return {
         "name": spec.name,

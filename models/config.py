@@ -13,9 +13,7 @@ class TrainConfig:
     ``metric`` picks the early-stopping score: ``"loss"`` is the negative masked MSE on the validation
     segment, ``"ic"`` the mean daily Pearson IC. ``batch_mode`` is ``"rows"`` (random minibatches of
     ``batch_size`` rows, the last partial batch dropped in training and validation, as Qlib) or ``"day"``
-    (one trading day per batch, days shuffled in training). ``pretrained`` is only read for GATs, HIST and
-    IGMTF: a path to an LSTM/GRU state_dict (ours or Qlib's ``.pkl``), ``"pretrain"`` to train the base on
-    the same data first, or ``None`` for a random start. ``eval_batch_size`` is how many rows one no-grad
+    (one trading day per batch, days shuffled in training). ``eval_batch_size`` is how many rows one no-grad
     evaluation call takes (for day batches: whole days up to that many rows, at least one day); ``None`` picks
     512 rows on CPU (faster per row than larger calls there) and ``4 * max(batch_size, 1024)`` on CUDA.
     ``amp`` (bf16 autocast) acts on CUDA and on CPUs with bf16 kernels; ``compile`` on CUDA only.
@@ -35,5 +33,4 @@ class TrainConfig:
     eval_train: bool = False
     amp: bool = False
     compile: bool = False
-    pretrained: str | None = None
     eval_batch_size: int | None = None

@@ -1,14 +1,20 @@
-"""Shared pieces of the cross-sectional networks (GATs, HIST, IGMTF): the day layout and the masked ops.
+"""The day models (GATs, HIST, IGMTF): their one interface to the trainer, the day layout and the masked ops.
 
-These networks mix the stocks of one trading day. To evaluate many days in one call, the rows of several days
-are padded to ``[days, width, ...]`` (``width`` = the most rows any of those days has) and a key mask keeps the
-padding out of every attention, softmax, top-k and sum, so the result for each day is what one call on that
-day alone gives (up to float rounding).
+These networks mix the stocks of one trading day. ``DayModel`` is what the trainer knows of them: it feeds them
+whole days; ``attach(ds)`` gives a network what it needs from the dataset besides the rows (HIST: its concept
+matrix) and ``refresh(...)`` rebuilds state from the training days before each epoch and before predicting
+(IGMTF: its memory). The trainer names no model.
+
+Each network computes on padded days: ``forward_days(x [D, W, F], mask [D, W], instruments [D, W])`` with ``W``
+the most rows any of the ``D`` days has and ``mask`` marking the real rows; the mask keeps the padding out of
+every attention, softmax, top-k and sum, so each day's scores are what one call on that day alone gives (up to
+float rounding). ``forward(x [N, F], day_offsets, instruments)`` on flat rows pads, calls it, and unpads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,3 +101,34 @@ def last_hidden(rnn: nn.RNNBase, x: torch.Tensor, d_feat: int) -> torch.Tensor:
     sequence = x.reshape(len(x), d_feat, -1).transpose(1, 2)  # [N, T, d_feat]
     output, _ = rnn(sequence)                                 # [N, T, H]
     return output[:, -1]
+
+
+class DayModel(nn.Module):
+    """A network that mixes the stocks of one trading day (``cross_sectional``); the trainer's one view of them.
+
+    Subclasses implement ``forward_days`` and, when they need them, ``attach`` and ``refresh``.
+    """
+
+    cross_sectional = True
+    needs_refresh = False  # whether ``refresh`` does anything (the trainer skips the work otherwise)
+
+    def attach(self, ds: Any) -> None:
+        """Take what the network needs from ``ds`` besides its rows; nothing by default."""
+
+    @torch.no_grad()
+    def refresh(self, features: torch.Tensor, day_offsets: np.ndarray, rows_per_call: int) -> None:
+        """Rebuild state from the training segment (``features`` on the network's device, ``day_offsets``) with the
+        current weights, ``rows_per_call`` rows at a time; nothing by default."""
+
+    def forward_days(self, x: torch.Tensor, mask: torch.Tensor | None,
+                     instruments: torch.Tensor | None) -> torch.Tensor:
+        """``[D, W, F]`` padded days (``mask`` ``[D, W]``: real rows, ``None``: all real) → ``[D, W]`` scores."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, day_offsets: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+                instruments: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, F]`` rows of one day (``day_offsets=None``) or of several → ``[N]`` scores. ``instruments``
+        (``[N]``, positions in the dataset's instruments) for the networks that look stocks up (HIST)."""
+        days = DayBatch(len(x), day_offsets, x.device)
+        padded_instruments = days.pad(instruments) if instruments is not None else None
+        return days.unpad(self.forward_days(days.pad(x), days.mask, padded_instruments))

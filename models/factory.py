@@ -1,53 +1,89 @@
-"""Networks and training configs from flat hyperparameter dicts (Qlib's names), checked against the registry."""
+"""Networks and training configs from a model's typed hyperparameters (or a flat dict of them, Qlib's names)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from alphatune.models.config import TrainConfig
-from alphatune.models.registry import TRAINING_KEYS, get_spec, validate
+from alphatune.models.hyperparameters import Hyperparameters
+from alphatune.models.registry import get_spec
+
+# TrainConfig fields that are not hyperparameters: how a fit runs, not what it learns.
+RUN_OPTIONS = tuple(field.name for field in dataclasses.fields(TrainConfig)
+                    if field.name not in ("n_epochs", "lr", "early_stop", "batch_size", "metric", "optimizer",
+                                          "weight_decay", "batch_mode", "seed"))
 
 
-def build(name: str, **hyperparameters: Any) -> torch.nn.Module:
-    """The network of model ``name`` with Qlib's Alpha360 defaults for every hyperparameter not given.
-
-    Only network hyperparameters are accepted (``ModelSpec.network_keys``); a training hyperparameter such as
-    ``lr`` gets an error that points to ``train_config``. Unknown names and out-of-range values raise
-    ``ValueError``.
-    """
+def checked_hyperparameters(name: str, values: dict[str, Any] | Hyperparameters | None = None) -> Hyperparameters:
+    """Model ``name``'s checked hyperparameters: a flat dict over Qlib's Alpha360 defaults, or an object as is."""
     spec = get_spec(name)
-    training = [key for key in hyperparameters if key not in spec.network_keys and key in spec.defaults]
-    if training:
-        raise ValueError(f"{spec.name}: {', '.join(training)} are training hyperparameters; "
-                         f"pass them to models.train_config, not models.build")
-    merged = validate(spec, hyperparameters)
-    return spec.network_class()(**{key: merged[key] for key in spec.network_keys})
+    if isinstance(values, Hyperparameters):
+        if values.model != spec.name:
+            raise ValueError(f"{spec.name}: hyperparameters of {values.model} given")
+        return values
+    return spec.hyperparameters(values)
 
 
-def train_config(name: str, **overrides: Any) -> TrainConfig:
-    """A ``TrainConfig`` with model ``name``'s Qlib defaults, updated by ``overrides``.
+def build(name: str | Hyperparameters, **network_values: Any) -> torch.nn.Module:
+    """The network of a model: from its hyperparameters object, or from its name and network hyperparameters
+    (Qlib's defaults for the rest). A training hyperparameter such as ``lr`` is refused with a pointer to
+    ``train_config``."""
+    if isinstance(name, Hyperparameters):
+        if network_values:
+            raise ValueError("build(hyperparameters) takes no further values")
+        hp = name
+    else:
+        spec = get_spec(name)
+        cls = spec.hyperparameters_class()
+        training = [key for key in network_values if key in cls.names() and not cls.field_info(key)["network"]]
+        if training:
+            raise ValueError(f"{spec.name}: {', '.join(training)} are training hyperparameters; pass them to "
+                             f"models.train_config, not models.build")
+        hp = cls.from_dict(network_values)
+    return get_spec(hp.model).network_class()(**hp.network_kwargs())
 
-    ``overrides`` may hold training hyperparameters in Qlib's names (``lr``, ``reg``, ...) and any other
-    ``TrainConfig`` field (``device``, ``eval_train``, ...).
-    """
-    spec = get_spec(name)
-    options = {key: overrides.pop(key) for key in list(overrides) if key in TrainConfig.__dataclass_fields__
-               and key not in spec.defaults and key not in TRAINING_KEYS}
-    merged = validate(spec, overrides)
-    return TrainConfig(
-        n_epochs=int(merged["n_epochs"]), lr=float(merged["lr"]), early_stop=int(merged["early_stop"]),
-        batch_size=int(merged["batch_size"]), metric=merged["metric"], optimizer=merged["optimizer"],
-        weight_decay=float(merged.get("reg", merged.get("weight_decay", 0.0))),
-        batch_mode=spec.batch_mode, seed=merged.get("seed"), **options)
+
+def train_config(name: str | Hyperparameters, **overrides: Any) -> TrainConfig:
+    """A ``TrainConfig`` from a model's hyperparameters (or its name and training hyperparameters, Qlib's defaults
+    for the rest) and run options (``device``, ``eval_train``, ``amp``, ...)."""
+    options = {key: overrides.pop(key) for key in list(overrides) if key in RUN_OPTIONS}
+    hp = name if isinstance(name, Hyperparameters) else checked_hyperparameters(name, overrides)
+    if isinstance(name, Hyperparameters) and overrides:
+        raise ValueError(f"train_config(hyperparameters) takes run options only; got {sorted(overrides)}")
+    return TrainConfig(n_epochs=hp.n_epochs, lr=hp.lr, early_stop=hp.early_stop, batch_size=hp.batch_size,
+                       metric=hp.metric, optimizer=hp.optimizer, weight_decay=hp.weight_decay_value,
+                       batch_mode=get_spec(hp.model).batch_mode, seed=hp.seed, **options)
 
 
-def from_hyperparameters(name: str, hyperparameters: dict[str, Any], **options: Any
+def from_hyperparameters(name: str, values: dict[str, Any] | Hyperparameters, **options: Any
                          ) -> tuple[torch.nn.Module, TrainConfig]:
-    """Split one flat hyperparameter dict (as a search space or ``best.yaml`` holds it) into network and config."""
-    spec = get_spec(name)
-    validate(spec, hyperparameters)
-    net_hp = {key: value for key, value in hyperparameters.items() if key in spec.network_keys}
-    train_hp = {key: value for key, value in hyperparameters.items() if key not in spec.network_keys}
-    return build(name, **net_hp), train_config(name, **train_hp, **options)
+    """The network and the training config of one flat hyperparameter dict (as a search space or ``best.yaml``
+    holds it), checked once; ``options`` are run options."""
+    hp = checked_hyperparameters(name, values)
+    return build(hp), train_config(hp, **options)
+
+
+def initial_network(hp: Hyperparameters, ds: Any = None, pretrained: str | None = None,
+                    **run_options: Any) -> torch.nn.Module:
+    """The network a fit starts from: seeded by ``hp.seed`` before it is built (the same seed, the same initial
+    weights), then, for GATs, HIST and IGMTF, its base copied in from ``pretrained``: an LSTM/GRU state_dict file
+    (ours or Qlib's ``.pkl``), ``"pretrain"`` (train the base on ``ds`` first, ``models.bases.pretrain_base``,
+    with ``run_options``) or ``None`` (random weights)."""
+    import numpy as np
+
+    from alphatune.models.bases import load_base, pretrain_base
+    if hp.seed is not None:
+        np.random.seed(hp.seed)
+        torch.manual_seed(hp.seed)
+    net = build(hp)
+    if pretrained is not None and get_spec(hp.model).pretrained_base:
+        if pretrained == "pretrain":
+            base, _ = pretrain_base(hp.base_model, ds, d_feat=hp.d_feat, hidden_size=hp.hidden_size,
+                                    num_layers=hp.num_layers, max_epochs=hp.n_epochs, seed=hp.seed, **run_options)
+            load_base(net, base.net.state_dict())
+        else:
+            load_base(net, pretrained)
+    return net

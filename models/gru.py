@@ -5,8 +5,20 @@ State_dict names are Qlib's (``rnn.*``, ``fc_out.*``), so a Qlib checkpoint load
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
+
+from alphatune.models.lstm import LSTMHyperparameters
+
+
+@dataclass(frozen=True)
+class GRUHyperparameters(LSTMHyperparameters):
+    """Qlib's Alpha360 GRU config (examples/benchmarks/GRU/workflow_config_gru_Alpha360.yaml): the LSTM's values."""
+
+    model: ClassVar[str] = "gru"
 
 
 class GRU(nn.Module):
@@ -18,7 +30,7 @@ class GRU(nn.Module):
     An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
     """
 
-    def __init__(self, d_feat: int = 6, hidden_size: int = 64, num_layers: int = 2, dropout: float = 0.0):
+    def __init__(self, d_feat: int, hidden_size: int, num_layers: int, dropout: float):
         super().__init__()
         self.d_feat, self.hidden_size, self.num_layers, self.dropout = d_feat, hidden_size, num_layers, dropout
         self.rnn = nn.GRU(d_feat, hidden_size, num_layers, batch_first=True,

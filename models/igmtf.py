@@ -3,8 +3,8 @@ most similar training days, held in a memory of their hidden states.
 
 State_dict names are Qlib's for every used layer (``rnn.*``, ``lins.linear0.*``, ``lins.linear1.*``,
 ``project1.weight``, ``project2.weight``, ``fc_out_pred.*``); Qlib's unused ``fc_output`` is not built. The memory
-is not part of the state_dict: the trainer rebuilds it from the training days with the current weights at the
-start of every epoch and before predicting (``set_memory``), as Qlib does.
+is not part of the state_dict: it is rebuilt from the training days with the current weights at the start of every
+epoch and before predicting (``refresh``, which the trainer calls; ``set_memory``), as Qlib does.
 
 Qlib's double ``lins`` is kept on purpose (faithful): the stored states are already ``lins`` outputs and the
 forward applies ``lins`` to them a second time, with gradient.
@@ -14,16 +14,39 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from alphatune.models.days import DayBatch, base_rnn, cosine, last_hidden
+from alphatune.models.days import DayBatch, DayModel, base_rnn, cosine, last_hidden
+from alphatune.models.hyperparameters import (Hyperparameters, base_model, d_feat, dropout, hidden_size, num_layers,
+                                              param, weight_decay)
 
 
-class IGMTF(nn.Module):
-    """``[N, d_feat * T]`` rows of one or several days → ``[N]`` scores (``day_offsets`` as in ``GATs``).
+@dataclass(frozen=True)
+class IGMTFHyperparameters(Hyperparameters):
+    """Qlib's Alpha360 IGMTF config (examples/benchmarks/IGMTF/workflow_config_igmtf_Alpha360.yaml): early stopping
+    on the IC; ``batch_size`` is not used (one day per step); ``k_day`` and ``n_neighbor`` are the values Qlib's
+    forward fixes."""
+
+    model: ClassVar[str] = "igmtf"
+    lr: float = param(1e-4, low=1e-7, high=1.0)
+    metric: str = param("ic", choices=("loss", "ic"))
+    d_feat: int = d_feat()
+    hidden_size: int = hidden_size()
+    num_layers: int = num_layers()
+    dropout: float = dropout()
+    base_model: str = base_model()
+    k_day: int = param(10, low=1, high=1000, network=True)
+    n_neighbor: int = param(10, low=1, high=10_000, network=True)
+    weight_decay: float = weight_decay()
+
+
+class IGMTF(DayModel):
+    """Padded days ``[D, W, d_feat * T]`` → ``[D, W]`` scores.
 
     Each day takes the ``k_day`` training days whose mean hidden state is most similar to its own, and each of its
     stocks the ``n_neighbor`` most similar stocks among those days. When fewer days or stocks exist than asked
@@ -31,11 +54,10 @@ class IGMTF(nn.Module):
     ``n_neighbor``, as Qlib's are.
     """
 
-    cross_sectional = True
-    uses_train_memory = True
+    needs_refresh = True
 
-    def __init__(self, d_feat: int = 6, hidden_size: int = 64, num_layers: int = 2, dropout: float = 0.0,
-                 base_model: str = "GRU", k_day: int = 10, n_neighbor: int = 10):
+    def __init__(self, d_feat: int, hidden_size: int, num_layers: int, dropout: float, base_model: str, k_day: int,
+                 n_neighbor: int):
         super().__init__()
         self.d_feat, self.hidden_size, self.num_layers = d_feat, hidden_size, num_layers
         self.dropout, self.base_model, self.k_day, self.n_neighbor = dropout, base_model, k_day, n_neighbor
@@ -63,14 +85,24 @@ class IGMTF(nn.Module):
         self.memory_hidden, self.memory_mask = padded, mask
         self.memory_mean = padded.sum(dim=1) / mask.sum(dim=1, keepdim=True)  # [Dm, H]
 
-    def forward(self, x: torch.Tensor, day_offsets: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    @torch.no_grad()
+    def refresh(self, features: torch.Tensor, day_offsets: np.ndarray, rows_per_call: int) -> None:
+        """Rebuild the memory from the training rows with the current weights (eval mode, no gradient)."""
+        was_training = self.training
+        self.eval()
+        hidden = torch.cat([self.encode(features[start:start + rows_per_call]).float()
+                            for start in range(0, len(features), rows_per_call)])
+        self.set_memory(hidden, day_offsets)
+        self.train(was_training)
+
+    def forward_days(self, x: torch.Tensor, mask: torch.Tensor | None,
+                     instruments: torch.Tensor | None) -> torch.Tensor:
         if self.memory_hidden is None:
             raise RuntimeError("IGMTF has no memory of training days yet: call set_memory (the trainer does)")
-        days = DayBatch(len(x), day_offsets, x.device)
-        hidden = days.pad(self.encode(x))                                   # [D, W, H]
-        rows = days.mask if days.mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool,
-                                                                  device=x.device)
-        day_mean = hidden.sum(dim=1) / rows.sum(dim=1, keepdim=True)        # [D, H] (padding is zero)
+        n_days, width = x.shape[:2]
+        hidden = self.encode(x.flatten(0, 1)).unflatten(0, (n_days, width))  # [D, W, H]
+        rows = mask if mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool, device=x.device)
+        day_mean = (hidden * rows[..., None]).sum(dim=1) / rows.sum(dim=1, keepdim=True)  # [D, H] real rows only
 
         # The k most similar training days, by cosine of the day means.
         day_similarity = cosine(day_mean, self.memory_mean)                 # [D, Dm]
@@ -87,5 +119,4 @@ class IGMTF(nn.Module):
         weights = torch.zeros_like(similarity).scatter(-1, neighbours, values)  # [D, W, M], n non-zero per row
         aggregated = weights @ keys                                         # [D, W, H]
 
-        out = self.fc_out_pred(torch.cat([hidden, aggregated], dim=-1))     # [D, W, 1]
-        return days.unpad(out).squeeze(-1)                                  # [N]
+        return self.fc_out_pred(torch.cat([hidden, aggregated], dim=-1)).squeeze(-1)  # [D, W]

@@ -9,11 +9,20 @@ computation with fewer transposes. Qlib's unused extra ``encoder_layer`` is not 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from alphatune.models.transformer import PositionalEncoding
+from alphatune.models.transformer import PositionalEncoding, TransformerHyperparameters
+
+
+@dataclass(frozen=True)
+class LocalformerHyperparameters(TransformerHyperparameters):
+    """Qlib's Alpha360 Localformer config (examples/benchmarks/Localformer/...Alpha360.yaml): the Transformer's."""
+
+    model: ClassVar[str] = "localformer"
 
 
 class LocalformerEncoder(nn.Module):
@@ -43,8 +52,7 @@ class Localformer(nn.Module):
     NaN in a row makes that row's score NaN (attention mixes days, never rows).
     """
 
-    def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
-                 dropout: float = 0.0):
+    def __init__(self, d_feat: int, d_model: int, nhead: int, num_layers: int, dropout: float):
         super().__init__()
         self.d_feat, self.d_model, self.nhead = d_feat, d_model, nhead
         self.num_layers, self.dropout = num_layers, dropout

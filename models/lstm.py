@@ -5,8 +5,26 @@ State_dict names are Qlib's (``rnn.*``, ``fc_out.*``), so a Qlib checkpoint load
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
+
+from alphatune.models.hyperparameters import Hyperparameters, d_feat, dropout, hidden_size, num_layers, weight_decay
+
+
+@dataclass(frozen=True)
+class LSTMHyperparameters(Hyperparameters):
+    """Qlib's Alpha360 LSTM config (examples/benchmarks/LSTM/workflow_config_lstm_Alpha360.yaml): the training
+    defaults of ``Hyperparameters`` (lr 1e-3, 200 epochs, early stop 20, batch 800, loss, Adam)."""
+
+    model: ClassVar[str] = "lstm"
+    d_feat: int = d_feat()
+    hidden_size: int = hidden_size()
+    num_layers: int = num_layers()
+    dropout: float = dropout()
+    weight_decay: float = weight_decay()
 
 
 class LSTM(nn.Module):
@@ -18,7 +36,7 @@ class LSTM(nn.Module):
     An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
     """
 
-    def __init__(self, d_feat: int = 6, hidden_size: int = 64, num_layers: int = 2, dropout: float = 0.0):
+    def __init__(self, d_feat: int, hidden_size: int, num_layers: int, dropout: float):
         super().__init__()
         self.d_feat, self.hidden_size, self.num_layers, self.dropout = d_feat, hidden_size, num_layers, dropout
         self.rnn = nn.LSTM(d_feat, hidden_size, num_layers, batch_first=True,

@@ -13,10 +13,29 @@ sides and chomping the right end (no output columns computed only to be cut off)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn import functional
 from torch.nn.utils.parametrizations import weight_norm
+
+from alphatune.models.hyperparameters import Hyperparameters, d_feat, dropout, param, weight_decay
+
+
+@dataclass(frozen=True)
+class TCNHyperparameters(Hyperparameters):
+    """Qlib's Alpha360 TCN config (examples/benchmarks/TCN/workflow_config_tcn_Alpha360.yaml)."""
+
+    model: ClassVar[str] = "tcn"
+    batch_size: int = param(2000, low=1, high=1_000_000)
+    d_feat: int = d_feat()
+    n_chans: int = param(128, low=1, high=4096, network=True)
+    num_layers: int = param(5, low=1, high=16, network=True)
+    kernel_size: int = param(3, low=2, high=15, network=True)
+    dropout: float = dropout(0.5)
+    weight_decay: float = weight_decay()
 
 
 class CausalConv1d(nn.Conv1d):
@@ -68,8 +87,7 @@ class TCN(nn.Module):
     An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
     """
 
-    def __init__(self, d_feat: int = 6, n_chans: int = 128, num_layers: int = 5, kernel_size: int = 3,
-                 dropout: float = 0.5):
+    def __init__(self, d_feat: int, n_chans: int, num_layers: int, kernel_size: int, dropout: float):
         super().__init__()
         self.d_feat, self.n_chans, self.num_layers = d_feat, n_chans, num_layers
         self.kernel_size, self.dropout = kernel_size, dropout

@@ -49,7 +49,9 @@ import torch
 
 from alphatune.models.config import TrainConfig
 from alphatune.models.metrics import daily_mse, mean_daily_ic, masked_mse
-from alphatune.models.registry import REGISTRY, TRAINING_KEYS, get_spec, validate
+from alphatune.models.days import DayModel
+from alphatune.models.hyperparameters import Hyperparameters
+from alphatune.models.registry import get_spec
 
 
 @dataclass
@@ -183,30 +185,25 @@ def read_training_state(path: str | Path, device: str | torch.device = "cpu") ->
 class Trainer:
     """Fits one network under a ``TrainConfig``; predicts, saves and reports per epoch through a callback.
 
-    ``concepts`` is the stock→concept matrix ``[instruments, K]`` HIST needs (defaults to ``ds.concepts`` at
-    fit time; other models ignore it). ``name`` and ``hyperparameters`` (the flat dict, Qlib's names) are what
-    ``save`` writes; without them the name comes from the network's class and the network hyperparameters from
-    its attributes (the day models have them all; ``models.fit`` always passes them).
+    It knows no model by name: a network is trained on rows, or, when it is a ``DayModel``, one trading day per
+    step, given what it asks of the dataset (``attach``) and refreshed before each epoch (``refresh``).
+    ``hyperparameters`` (the model's typed hyperparameters) are what ``save`` writes; without them they are read
+    back from the network's attributes and the config (``models.fit`` always passes them).
     """
 
-    def __init__(self, net: torch.nn.Module, config: TrainConfig, concepts: np.ndarray | None = None, *,
-                 name: str | None = None, hyperparameters: dict[str, Any] | None = None):
+    def __init__(self, net: torch.nn.Module, config: TrainConfig, hyperparameters: Hyperparameters | None = None):
         self.config = config
         self.device = torch.device(config.device)
         self.net = net.to(self.device)
-        self.name = name
-        self._hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
-        self._concepts_array = concepts
-        self._cross_sectional = bool(getattr(net, "cross_sectional", False))
-        self._uses_concepts = bool(getattr(net, "uses_concepts", False))
-        self._uses_memory = bool(getattr(net, "uses_train_memory", False))
+        self._hyperparameters = hyperparameters
+        self._day_model = isinstance(net, DayModel)
         if config.batch_mode not in ("rows", "day"):
             raise ValueError(f"batch_mode={config.batch_mode!r} is not one of rows, day")
         if config.metric not in ("loss", "ic"):
             raise ValueError(f"metric={config.metric!r} is not one of loss, ic")
         if config.optimizer not in ("adam", "gd"):
             raise ValueError(f"optimizer={config.optimizer!r} is not one of adam, gd")
-        if self._cross_sectional and config.batch_mode != "day":
+        if self._day_model and config.batch_mode != "day":
             raise ValueError(f"{type(net).__name__} mixes the stocks of one day: it needs batch_mode='day', "
                              f"not {config.batch_mode!r}")
         cuda = self.device.type == "cuda"
@@ -216,7 +213,7 @@ class Trainer:
         elif config.amp and self.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self._amp_dtype = torch.bfloat16  # oneDNN bf16 kernels; without CPU bf16 support amp is ignored
         self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
-        self._train_net = torch.compile(net, dynamic=self._cross_sectional) if config.compile and cuda else net
+        self._train_net = torch.compile(net, dynamic=self._day_model) if config.compile and cuda else net
         if config.eval_batch_size is not None:
             self._eval_rows = int(config.eval_batch_size)
         else:
@@ -224,7 +221,6 @@ class Trainer:
             # 256-512-row ones (cache), while a GPU wants large calls
             self._eval_rows = max(config.batch_size, 1024) * 4 if cuda else 512
         self._generator = torch.Generator()
-        self._concepts: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ training
 
@@ -240,9 +236,7 @@ class Trainer:
         """
         cfg = self.config
         self._seed()
-        self._prepare_concepts(ds)
-        if self._cross_sectional and cfg.pretrained is not None and resume is None:
-            self._load_pretrained_base(ds)
+        self._attach(ds)
         train = _segment(ds, "train", self.device, labelled_only=True)
         valid = _segment(ds, "valid", self.device, labelled_only=True)
         optimizer = self._optimizer()
@@ -257,8 +251,7 @@ class Trainer:
             if result.stopped_by != "n_epochs":
                 break
             start = time.perf_counter()
-            if self._uses_memory:
-                self._refresh_memory(train)
+            self._refresh(train)
             train_loss = self._train_epoch(train, optimizer)
             valid_loss, valid_ic = self._evaluate(valid)
             train_score = None
@@ -359,12 +352,7 @@ class Trainer:
         whose shapes vary from call to call."""
         x = seg.features[rows] if isinstance(rows, slice) else seg.features.index_select(0, rows)
         with self._autocast():
-            if self._uses_concepts:
-                out = net(x, self._concepts.index_select(0, seg.instrument_index[rows]), day_offsets)
-            elif self._cross_sectional:
-                out = net(x, day_offsets)
-            else:
-                out = net(x)
+            out = net(x, day_offsets, seg.instrument_index[rows]) if self._day_model else net(x)
         return out.float()
 
     def _step(self, optimizer: torch.optim.Optimizer, seg: _Segment, rows: slice | torch.Tensor) -> torch.Tensor:
@@ -405,7 +393,7 @@ class Trainer:
     def _predict_segment(self, seg: _Segment) -> torch.Tensor:
         """Scores ``[rows]`` of every row of ``seg`` in eval mode, in large batches (many days per call)."""
         self.net.eval()
-        if not self._cross_sectional:
+        if not self._day_model:
             return torch.cat([self._forward(self.net, seg, slice(start, start + self._eval_rows))
                               for start in range(0, seg.n_rows, self._eval_rows)])
         parts = []
@@ -437,124 +425,77 @@ class Trainer:
     def predict(self, ds: Any, segment: str = "test") -> pd.Series:
         """Scores of every row of ``ds``'s ``segment`` (rows without a label included), as a float32 Series
         named ``score`` indexed by (datetime, instrument) in the segment's row order."""
-        self._prepare_concepts(ds)
-        if self._uses_memory:
-            self._refresh_memory(_segment(ds, "train", self.device, labelled_only=True))
+        self._attach(ds)
+        if getattr(self.net, "needs_refresh", False):
+            self._refresh(_segment(ds, "train", self.device, labelled_only=True))
         pred = self._predict_segment(_segment(ds, segment, self.device, labelled_only=False))
         return pd.Series(pred.cpu().numpy(), index=ds.segment(segment).index(), name="score")
 
     # ------------------------------------------------------------------ day-model inputs
 
-    def _prepare_concepts(self, ds: Any) -> None:
-        """Put HIST's stock→concept matrix on the device once (from the constructor or ``ds.concepts``)."""
-        if not self._uses_concepts or self._concepts is not None:
-            return
-        concepts = self._concepts_array if self._concepts_array is not None else getattr(ds, "concepts", None)
-        if concepts is None:
-            raise ValueError(f"{type(self.net).__name__} needs the stock→concept matrix, but neither the trainer "
-                             f"nor the dataset has one (ds.concepts is None)")
-        if concepts.ndim != 2 or len(concepts) != len(ds.instruments):
-            raise ValueError(f"concepts has shape {tuple(concepts.shape)}; expected [{len(ds.instruments)}, K], "
-                             f"one row per instrument of the dataset")
-        self._concepts = _tensor(concepts, np.float32, self.device)
+    def _attach(self, ds: Any) -> None:
+        """Give a day model what it asks of the dataset besides the rows (``DayModel.attach``)."""
+        if self._day_model:
+            self.net.attach(ds)
 
-    @torch.no_grad()
-    def _refresh_memory(self, train: _Segment) -> None:
-        """Rebuild IGMTF's memory of training-day hidden states with the current weights (eval mode).
-
-        ``no_grad`` rather than ``inference_mode``: the memory enters the training forward."""
-        self.net.eval()
-        with self._autocast():
-            hidden = torch.cat([self.net.encode(train.features[start:start + self._eval_rows]).float()
-                                for start in range(0, train.n_rows, self._eval_rows)])
-        self.net.set_memory(hidden, train.offsets)
-
-    def _load_pretrained_base(self, ds: Any) -> None:
-        """Copy an LSTM/GRU base's ``rnn.*`` (and ``fc_out.*`` where the network has it, as Qlib) into the net.
-
-        ``config.pretrained`` is a path (our checkpoint or Qlib's ``.pkl``, read safely onto CPU) or
-        ``"pretrain"``: train the base first on ``ds`` with the base model's registry defaults, sized like this
-        network, under this config's ``n_epochs`` cap, seed and device.
-        """
-        source = self.config.pretrained
-        if source == "pretrain":
-            state = self._pretrain_base(ds)
-        else:
-            from alphatune.models.qlib_weights import read_state_dict
-            state = read_state_dict(source)
-        own = self.net.state_dict()
-        copied = {key: value for key, value in state.items()
-                  if key.startswith(("rnn.", "fc_out.")) and key in own}
-        missing = [key for key in own if key.startswith("rnn.") and key not in copied]
-        if missing:
-            raise ValueError(f"pretrained base {source!r} lacks {', '.join(missing)}: it must be a "
-                             f"{self.net.base_model} of the same num_layers")
-        for key, value in copied.items():
-            if value.shape != own[key].shape:
-                raise ValueError(f"pretrained base {source!r}: {key} has shape {list(value.shape)}, "
-                                 f"{type(self.net).__name__} expects {list(own[key].shape)} "
-                                 f"(base_model {self.net.base_model}, hidden_size {self.net.hidden_size}, "
-                                 f"d_feat {self.net.d_feat})")
-        self.net.load_state_dict(copied, strict=False)
-
-    def _pretrain_base(self, ds: Any) -> dict[str, torch.Tensor]:
-        from alphatune.models import build, train_config
-        base = self.net.base_model.lower()
-        cfg = self.config
-        net = build(base, d_feat=self.net.d_feat, hidden_size=self.net.hidden_size, num_layers=self.net.num_layers)
-        base_cfg = train_config(base, n_epochs=min(int(REGISTRY[base].defaults["n_epochs"]), cfg.n_epochs),
-                                seed=cfg.seed, device=cfg.device, amp=cfg.amp, compile=cfg.compile,
-                                eval_batch_size=cfg.eval_batch_size)
-        Trainer(net, base_cfg, name=base).fit(ds)
-        return net.state_dict()
+    def _refresh(self, train: _Segment) -> None:
+        """Let a day model rebuild its state from the training days with the current weights
+        (``DayModel.refresh``; IGMTF's memory), under this trainer's autocast."""
+        if getattr(self.net, "needs_refresh", False):
+            with self._autocast():
+                self.net.refresh(train.features, train.offsets, self._eval_rows)
 
     # ------------------------------------------------------------------ checkpoints
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """The flat hyperparameter dict (Qlib's names) that ``save`` writes and ``load_checkpoint`` rebuilds from."""
+    def hyperparameters(self) -> Hyperparameters:
+        """The model's typed hyperparameters that ``save`` writes: those given to the trainer, else read back from
+        the network's attributes and this trainer's config."""
         if self._hyperparameters is not None:
-            return dict(self._hyperparameters)
+            return self._hyperparameters
         from alphatune.models.qlib_weights import model_name
-        spec = get_spec(self.name or model_name(self.net))
-        missing = [key for key in spec.network_keys if not hasattr(self.net, key)]
+        cls = get_spec(model_name(self.net)).hyperparameters_class()
+        network = [name for name in cls.names() if cls.field_info(name)["network"]]
+        missing = [name for name in network if not hasattr(self.net, name)]
         if missing:
-            raise ValueError(f"{spec.name}: cannot tell the network's {', '.join(missing)}; create the trainer "
-                             f"with models.fit(...) or Trainer(..., hyperparameters={{...}})")
+            raise ValueError(f"{cls.model}: cannot tell the network's {', '.join(missing)}; create the trainer with "
+                             f"models.fit(...) or Trainer(..., hyperparameters=...)")
         cfg = self.config
-        flat = {key: getattr(self.net, key) for key in spec.network_keys}
-        flat.update(lr=cfg.lr, n_epochs=cfg.n_epochs, early_stop=cfg.early_stop, batch_size=cfg.batch_size,
-                    metric=cfg.metric, optimizer=cfg.optimizer, seed=cfg.seed)
-        flat["reg" if "reg" in spec.defaults else "weight_decay"] = cfg.weight_decay
-        return validate(spec, flat)
+        values = {name: getattr(self.net, name) for name in network}
+        values.update(lr=cfg.lr, n_epochs=cfg.n_epochs, early_stop=cfg.early_stop, batch_size=cfg.batch_size,
+                      metric=cfg.metric, optimizer=cfg.optimizer, seed=cfg.seed)
+        values[cls.DECAY] = cfg.weight_decay
+        return cls.from_dict(values)
 
     def save(self, path: str | Path) -> None:
         """Write ``{"model", "hyperparameters", "state_dict"}`` with ``torch.save`` (tensors on CPU) to ``path``."""
-        from alphatune.models.qlib_weights import model_name
-        name = get_spec(self.name or model_name(self.net)).name
+        hyperparameters = self.hyperparameters()
         state = {key: value.detach().cpu() for key, value in self.net.state_dict().items()}
-        torch.save({"model": name, "hyperparameters": self.hyperparameters(), "state_dict": state}, Path(path))
+        torch.save({"model": hyperparameters.model, "hyperparameters": hyperparameters.to_dict(), "state_dict": state},
+                   Path(path))
 
 
-def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | None = None, callback: Callback | None = None,
-        **options: Any) -> tuple[Trainer, FitResult]:
-    """Build model ``name`` from a flat hyperparameter dict (Qlib's names, defaults for the rest), train it on
-    ``ds`` and return ``(trainer, result)``.
+def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | Hyperparameters | None = None,
+        callback: Callback | None = None, pretrained: str | None = None, **options: Any) -> tuple[Trainer, FitResult]:
+    """Build model ``name`` from its hyperparameters (a flat dict in Qlib's names over Qlib's defaults, or the
+    typed object), train it on ``ds`` and return ``(trainer, result)``.
 
-    ``options`` are further ``TrainConfig`` fields (``device``, ``eval_train``, ``pretrained``, ...) or training
-    hyperparameters. When a seed is given, torch and numpy are seeded before the network is built, so the
-    same seed gives the same initial weights and, on CPU, the same predictions.
+    ``options`` are training hyperparameters or run options (``device``, ``eval_train``, ``amp``, ...). GATs,
+    HIST and IGMTF start from ``pretrained``: an LSTM/GRU state_dict file (ours or Qlib's ``.pkl``), ``"pretrain"``
+    (train the base on ``ds`` first, ``models.bases.pretrain_base``) or ``None`` (random weights). With a seed, torch
+    and numpy are seeded before the network is built, so the same seed gives the same initial weights and, on CPU,
+    the same predictions.
     """
-    from alphatune.models import from_hyperparameters
+    from alphatune.models.factory import RUN_OPTIONS, initial_network, train_config
+    from alphatune.models.factory import checked_hyperparameters as checked
     spec = get_spec(name)
-    hyperparameters = dict(hyperparameters or {})
-    given = {**hyperparameters, **{key: value for key, value in options.items()
-                                   if key in spec.defaults or key in TRAINING_KEYS}}
-    flat = validate(spec, given)
-    if flat.get("seed") is not None:
-        np.random.seed(flat["seed"])
-        torch.manual_seed(flat["seed"])
-    net, config = from_hyperparameters(spec.name, hyperparameters, **options)
-    trainer = Trainer(net, config, getattr(ds, "concepts", None), name=spec.name, hyperparameters=flat)
+    run = {key: value for key, value in options.items() if key in RUN_OPTIONS}
+    values = {key: value for key, value in options.items() if key not in RUN_OPTIONS}
+    if isinstance(hyperparameters, Hyperparameters):
+        hp = hyperparameters.replace(**values) if values else checked(spec.name, hyperparameters)
+    else:
+        hp = checked(spec.name, {**(hyperparameters or {}), **values})
+    net = initial_network(hp, ds, pretrained, **run)
+    trainer = Trainer(net, train_config(hp, **run), hp)
     return trainer, trainer.fit(ds, callback)
 
 

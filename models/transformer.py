@@ -9,9 +9,41 @@ transposes. Qlib's unused extra ``encoder_layer`` is not built (``models.load_ql
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from alphatune.models.hyperparameters import Hyperparameters, d_feat, dropout, num_layers, param
+
+
+@dataclass(frozen=True)
+class TransformerHyperparameters(Hyperparameters):
+    """Qlib's Alpha360 Transformer config (examples/benchmarks/Transformer/workflow_config_transformer_Alpha360.yaml).
+
+    Its weight decay is Qlib's ``reg``. ``d_model`` must be even (sinusoidal positions) and divisible by ``nhead``.
+    """
+
+    model: ClassVar[str] = "transformer"
+    DECAY: ClassVar[str] = "reg"
+    lr: float = param(1e-4, low=1e-7, high=1.0)
+    n_epochs: int = param(100, low=1, high=10_000)
+    early_stop: int = param(5, low=1, high=10_000)
+    batch_size: int = param(2048, low=1, high=1_000_000)
+    seed: int | None = param(0, low=0, high=2**32 - 1, optional=True)
+    d_feat: int = d_feat()
+    d_model: int = param(64, low=2, high=4096, network=True)
+    nhead: int = param(2, low=1, high=64, network=True)
+    num_layers: int = num_layers()
+    dropout: float = dropout()
+    reg: float = param(1e-3, low=0.0, high=1.0)
+
+    def check(self) -> None:
+        if self.d_model % self.nhead:
+            raise ValueError(f"{self.model}: d_model={self.d_model} must be divisible by nhead={self.nhead}")
+        if self.d_model % 2:
+            raise ValueError(f"{self.model}: d_model={self.d_model} must be even (sinusoidal positions)")
 
 
 class PositionalEncoding(nn.Module):
@@ -41,8 +73,7 @@ class Transformer(nn.Module):
     NaN in a row makes that row's score NaN (attention mixes days, never rows).
     """
 
-    def __init__(self, d_feat: int = 6, d_model: int = 64, nhead: int = 2, num_layers: int = 2,
-                 dropout: float = 0.0):
+    def __init__(self, d_feat: int, d_model: int, nhead: int, num_layers: int, dropout: float):
         super().__init__()
         self.d_feat, self.d_model, self.nhead = d_feat, d_model, nhead
         self.num_layers, self.dropout = num_layers, dropout

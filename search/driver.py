@@ -23,12 +23,12 @@ import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from alphatune import spaces
+from alphatune import models, spaces
 from alphatune.search import export as exporting
 from alphatune.search import results
 from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
 from alphatune.search.cluster import check_gpus, check_named_address, concurrent_slots, start_ray
-from alphatune.search.data import check_concepts, describe, open_dataset
+from alphatune.datasets import DataSpec
 from alphatune.search.ledger import TrialLedger, close_ledger, reconcile_with_tune
 from alphatune.search.objective import objective
 from alphatune.search.options import OptionError, SearchOptions
@@ -159,10 +159,9 @@ def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
 
 def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: TextIO,
          stream: TextIO | None) -> list[Path]:
-    ds = open_dataset(options.data, options.effective_segments(), options.market, options.benchmark,
-                      options.concepts)
-    check_concepts(ds, list(model_spaces))
-    data = describe(ds, options.concepts)
+    ds = options.data_spec().open()
+    _check_dataset(ds, list(model_spaces))
+    data = DataSpec.of(ds, options.concepts).to_dict()
     start_ray(options.address, options.dashboard)
     check_gpus(options.gpus_per_trial, options.address)
     dataset_ref = ray.put(ds)
@@ -244,8 +243,8 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
         if dataset_ref is None:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             check_named_address(first.options.address)
-            ds = _reopen(manifest)
-            check_concepts(ds, [m.model for m in manifests.values()])
+            ds = DataSpec.from_dict(manifest.data, f"{run_dir / MANIFEST}: data").open()
+            _check_dataset(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)
             check_gpus(first.options.gpus_per_trial, first.options.address)
             dataset_ref = ray.put(ds)
@@ -284,14 +283,13 @@ def _set_aside(run_dir: Path, out: TextIO) -> None:
         out.write(f"note: kept Tune's unreadable state as {target.name}\n")
 
 
-def _reopen(manifest: Manifest) -> Any:
-    """The run's dataset again: its prepared directory when still there, else prepared from its source."""
-    data = manifest.data
-    if data.get("path") and Path(data["path"]).is_dir():
-        return open_dataset(data["path"], dict.fromkeys(data["segments"]), data["market"], data["benchmark"])
-    source = None if data["source"] == "embedded" else data["source"]
-    segments = {name: tuple(span) for name, span in data["segments"].items()}
-    return open_dataset(source, segments, data["market"], data["benchmark"], data.get("concepts"))
+def _check_dataset(ds: Any, model_names: list[str]) -> None:
+    """Refuse (``OptionError``) a searched model whose needs ``ds`` lacks (HIST: its concept table)."""
+    for name in model_names:
+        try:
+            models.get_spec(name).check_dataset(ds)
+        except ValueError as error:
+            raise OptionError(f"--model {error}") from None
 
 
 def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = None,

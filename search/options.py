@@ -15,16 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from alphatune.models.registry import REGISTRY
 from alphatune.arguments import option
+from alphatune.datasets.cli import benchmark_option, concepts_option, market_option, segment_option
+from alphatune.datasets.spec import EMBEDDED, DataSpec, is_prepared
+from alphatune.models.registry import REGISTRY
 from alphatune.search.objective import OBJECTIVES
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 # Set by Ray in the environment of a driver started with `ray job submit`.
 RAY_JOB_ENVIRONMENT = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-# A bare ``search run`` is a short real search: embedded data with a three-month training window.
-QUICK_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
-                  "test": ("2019-03-01", "2019-11-28")}
 SEGMENTS = ("train", "valid", "test")
 # best_qlib.yaml's training schedule: the budget the search trained under, or Qlib's published one.
 SCHEDULES = ("search", "qlib")
@@ -40,15 +39,6 @@ def model_list(text: str) -> list[str]:
     return list(REGISTRY) if names == ["all"] else names
 
 
-def span(text: str) -> tuple[str, str]:
-    """``START:END`` → ``(START, END)``; the dates themselves are checked when the data is prepared."""
-    start, sep, end = text.partition(":")
-    if not sep or not start or not end:
-        import argparse
-        raise argparse.ArgumentTypeError(f"expected START:END (e.g. 2017-01-01:2017-12-31); got {text!r}")
-    return start, end
-
-
 def space_entries(items: list[str]) -> dict[str, str]:
     """``--space`` entries (``MODEL=FILE`` or a bare ``FILE``) → model → file; a bare file is keyed ``""``
     (the one searched model's, resolved by ``SearchOptions.validate``)."""
@@ -59,17 +49,13 @@ def space_entries(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _quick(segment: str) -> str:
-    return f"the source's; {':'.join(QUICK_SEGMENTS[segment])} for a bare run on the embedded data"
-
-
 @dataclass
 class SearchOptions:
     """A search: which models, over which spaces, on which data, with what budget, where the results go.
 
     ``space_files`` maps a model to its space file (default: the shipped one). ``data`` is a prepared dataset
     directory or a source to prepare (``None``: the embedded data); ``train``/``valid``/``test`` override the date
-    ranges (``None``: the source's default; all ``None`` with ``data=None``: ``QUICK_SEGMENTS``). ``max_epochs``
+    ranges (``None``: the source's default); ``data_spec()`` is all of it as a ``DataSpec``. ``max_epochs``
     caps every trial (the space's ``n_epochs`` still applies when smaller); ASHA stops trials at rungs
     ``grace_epochs · reduction_factor^k``. ``metric`` is the objective (``search.objective``).
     ``storage_path/name/<model>`` is each model's run directory. ``pretrained`` is where GATs, HIST and IGMTF
@@ -84,13 +70,12 @@ class SearchOptions:
     data: str | None = option(None, "a prepared dataset directory, or a source to prepare (Qlib data directory, "
                                     "CSV/Parquet price table)", metavar="PATH",
                               show="the embedded CSI300 2017-2019 data")
-    train: tuple[str, str] | None = option(None, "train dates", parse=span, metavar="START:END", show=_quick("train"))
-    valid: tuple[str, str] | None = option(None, "valid dates", parse=span, metavar="START:END", show=_quick("valid"))
-    test: tuple[str, str] | None = option(None, "test dates", parse=span, metavar="START:END", show=_quick("test"))
-    market: str = option("csi300", "the universe: a Qlib instruments name, a membership table, or 'all'")
-    benchmark: str = option("SH000300", "the backtest's benchmark index symbol")
-    concepts: str | None = option(None, "HIST's (symbol, concept) table, CSV or Parquet, for a source without one",
-                                  metavar="FILE", show="the embedded data's own; none for other sources")
+    train: tuple[str, str] | None = segment_option("train")
+    valid: tuple[str, str] | None = segment_option("valid")
+    test: tuple[str, str] | None = segment_option("test")
+    market: str = market_option()
+    benchmark: str = benchmark_option()
+    concepts: str | None = concepts_option()
     samples: int = option(8, "trials per model")
     max_epochs: int = option(6, "epochs a trial may train at most")
     grace_epochs: int = option(1, "epochs before ASHA may stop a trial")
@@ -177,8 +162,7 @@ class SearchOptions:
         if self.concepts is not None and not Path(self.concepts).expanduser().is_file():
             raise OptionError(f"--concepts: {self.concepts} is not a file")
         needs_concepts = [name for name in self.models if REGISTRY[name].uses_concepts]
-        if (needs_concepts and self.concepts is None and self.data is not None
-                and not (Path(self.data).expanduser() / "meta.json").is_file()):
+        if needs_concepts and self.concepts is None and self.data is not None and not is_prepared(self.data):
             raise OptionError(f"--model {needs_concepts[0]} needs a stock→concept table and {self.data} has none: "
                               f"pass --concepts FILE (CSV or Parquet with symbol and concept columns)")
         for segment, dates in self.segments.items():
@@ -202,11 +186,10 @@ class SearchOptions:
     def run_dir(self, model: str) -> Path:
         return self.search_dir / model
 
-    def effective_segments(self) -> dict[str, tuple[str, str] | None]:
-        """The segments to prepare: the quick default windows for a bare run on the embedded data."""
-        if self.data is None and all(dates is None for dates in self.segments.values()):
-            return dict(QUICK_SEGMENTS)
-        return dict(self.segments)
+    def data_spec(self) -> DataSpec:
+        """The data to search on (``--data``, ``--market``, ``--benchmark``, the segments, ``--concepts``)."""
+        return DataSpec(source=self.data or EMBEDDED, market=self.market, benchmark=self.benchmark,
+                        train=self.train, valid=self.valid, test=self.test, concepts=self.concepts)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

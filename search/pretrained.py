@@ -1,4 +1,8 @@
-"""The pretrained LSTM/GRU base that GATs, HIST and IGMTF start from, as Qlib's published configs do.
+"""A search's pretrained LSTM/GRU bases (GATs, HIST and IGMTF start from one, as Qlib's published configs do).
+
+What a base is, how one is trained (``models.bases.pretrain_base``), read, loaded into a day model and chosen for
+a trial lives in ``models.bases``; this module decides which bases a search needs, makes them once per search
+and keeps them in its run directories.
 
 ``--pretrained`` takes three forms:
 
@@ -21,74 +25,19 @@ trial shape would cost as much as the trials). Qlib itself can only load the def
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
 from alphatune import models
-from alphatune.models.registry import validate
+from alphatune.models.bases import KINDS, NONE, Base, bases_from_dicts, read_base
 from alphatune.search.rundir import dump_yaml, read_yaml
 from alphatune.spaces import Conditional, Space
 
 PRETRAIN = "pretrain"
-NONE = "none"
-KINDS = ("LSTM", "GRU")
-_LAYER = re.compile(r"^rnn\.weight_ih_l(\d+)$")
-
-
-@dataclass(frozen=True)
-class Base:
-    """One LSTM/GRU base: its shape, the file trials load (``path``) and the plain state_dict for Qlib."""
-
-    kind: str  # "LSTM" | "GRU", as the models' base_model
-    d_feat: int
-    hidden_size: int
-    num_layers: int
-    path: str
-    qlib_path: str
-
-    def mismatch(self, hyperparameters: dict[str, Any]) -> str | None:
-        """Why a trial of these (full, flat) hyperparameters cannot start from this base; ``None`` if it can."""
-        differences = [f"{key} {hyperparameters.get(key)} vs base {getattr(self, key)}"
-                       for key in ("d_feat", "hidden_size", "num_layers")
-                       if hyperparameters.get(key) != getattr(self, key)]
-        return ", ".join(differences) or None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def base_shape(state: dict[str, torch.Tensor], source: str) -> tuple[str, int, int, int]:
-    """``(kind, d_feat, hidden_size, num_layers)`` of an LSTM/GRU state_dict (Qlib's names: ``rnn.*``).
-
-    The kind comes from the gate rows of ``rnn.weight_ih_l0`` (4·H for an LSTM, 3·H for a GRU). Raises
-    ``ValueError`` naming ``source`` when the tensors are not such a base."""
-    layers = sorted(int(match.group(1)) for key in state if (match := _LAYER.match(key)))
-    if not layers or "rnn.weight_hh_l0" not in state:
-        raise ValueError(f"{source}: not an LSTM/GRU base (no rnn.weight_ih_l0 / rnn.weight_hh_l0; "
-                         f"has {', '.join(sorted(state)[:4]) or 'nothing'})")
-    hidden = int(state["rnn.weight_hh_l0"].shape[1])
-    gates = int(state["rnn.weight_ih_l0"].shape[0]) // max(hidden, 1)
-    kinds = {4: "LSTM", 3: "GRU"}
-    if gates not in kinds or layers != list(range(len(layers))):
-        raise ValueError(f"{source}: rnn.weight_ih_l0 {list(state['rnn.weight_ih_l0'].shape)} with hidden size "
-                         f"{hidden} is neither an LSTM nor a GRU base")
-    return kinds[gates], int(state["rnn.weight_ih_l0"].shape[1]), hidden, len(layers)
-
-
-def read_base(path: str | Path) -> tuple[dict[str, torch.Tensor], tuple[str, int, int, int]]:
-    """The base's tensors (on CPU, read safely) and shape from a file; one-line ``FileNotFoundError`` /
-    ``ValueError`` naming the file otherwise."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    state = models.read_state_dict(path)
-    return state, base_shape(state, str(path))
 
 
 def base_kinds(space: Space) -> list[str]:
@@ -99,7 +48,7 @@ def base_kinds(space: Space) -> list[str]:
         return []
     param = space.params.get("base_model")
     if param is None:
-        return [validate(spec, space.default)["base_model"]]
+        return [spec.hyperparameters(space.default).base_model]
     cases = [dist for _, dist in param.cases] if isinstance(param, Conditional) else [param]
     return [kind for kind in KINDS if any(kind in dist.choices for dist in cases)]
 
@@ -109,18 +58,21 @@ def _save_plain(state: dict[str, torch.Tensor], target: Path) -> None:
     torch.save({key: value for key, value in state.items() if key.startswith(("rnn.", "fc_out."))}, target)
 
 
-def pretrain_base(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | None, device: str,
-                  label: str, out: TextIO) -> Base:
-    """Train the ``kind`` base with its registry defaults (``n_epochs`` capped at ``max_epochs``) on ``ds``;
-    save ``base_<kind>.pt`` and ``.pkl`` in ``run_dir``; print a line when it starts and when it ends."""
+def pretrain(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | None, device: str,
+             label: str, out: TextIO) -> Base:
+    """Train the ``kind`` base (``models.bases.pretrain_base``: registry defaults, ``n_epochs`` capped at
+    ``max_epochs``) on ``ds``; save ``base_<kind>.pt`` and ``.pkl`` in ``run_dir``; print a line when it starts
+    and when it ends."""
     name = kind.lower()
-    defaults = models.REGISTRY[name].defaults
-    epochs = min(int(defaults["n_epochs"]), max_epochs)
-    out.write(f"[{label}] pretraining the {kind} base (hidden_size {defaults['hidden_size']}, num_layers "
-              f"{defaults['num_layers']}, registry defaults) for at most {epochs} epochs on {device}\n")
+    defaults = models.get_spec(name).hyperparameters()
+    out.write(f"[{label}] pretraining the {kind} base (hidden_size {defaults.hidden_size}, num_layers "
+              f"{defaults.num_layers}, registry defaults) for at most {min(defaults.n_epochs, max_epochs)} epochs "
+              f"on {device}\n")
     out.flush()
     began = time.perf_counter()
-    trainer, fit = models.fit(name, ds, {"n_epochs": epochs, "seed": seed}, device=device)
+    trainer, fit = models.pretrain_base(kind, ds, d_feat=defaults.d_feat, hidden_size=defaults.hidden_size,
+                                        num_layers=defaults.num_layers, max_epochs=max_epochs, seed=seed,
+                                        device=device)
     run_dir.mkdir(parents=True, exist_ok=True)
     path, qlib_path = run_dir / f"base_{name}.pt", run_dir / f"base_{name}.pkl"
     trainer.save(path)
@@ -173,29 +125,8 @@ def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max
         if kind in trained:
             bases[kind] = copy_base(trained[kind], run_dir)
         else:
-            bases[kind] = trained[kind] = pretrain_base(kind, ds, run_dir, max_epochs, seed, device,
-                                                        space.model, out)
+            bases[kind] = trained[kind] = pretrain(kind, ds, run_dir, max_epochs, seed, device, space.model, out)
     return bases
-
-
-def choose(bases: dict[str, Base], hyperparameters: dict[str, Any]) -> tuple[str | None, str]:
-    """``(path to load or None, what the trial records as its start)`` for one trial's full flat
-    hyperparameters: the base's path, ``none``, or ``none (shape mismatch: ...)``."""
-    if not bases:
-        return None, NONE
-    kind = hyperparameters.get("base_model")
-    base = bases.get(kind)
-    if base is None:
-        return None, f"{NONE} (no {kind} base; the base is {', '.join(bases)})"
-    reason = base.mismatch(hyperparameters)
-    if reason is not None:
-        return None, f"{NONE} (shape mismatch: {reason})"
-    return base.path, base.path
-
-
-def bases_from_dicts(data: dict[str, Any] | None) -> dict[str, Base]:
-    """``Base`` objects back from ``{kind: Base.to_dict()}`` (as best.yaml and the run's bases file hold them)."""
-    return {kind: Base(**fields) for kind, fields in (data or {}).items()}
 
 
 BASES_FILE = "bases.yaml"

@@ -62,7 +62,8 @@ def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Path | None) -> 
     metric = manifest.options.metric
     result = trial.last_result
     try:
-        hyperparameters = trial_hyperparameters(manifest.space, trial.config, metric, manifest.options.max_epochs)
+        hyperparameters = trial_hyperparameters(manifest.space, trial.config, metric,
+                                                manifest.options.max_epochs).to_dict()
     except (KeyError, ValueError):  # a trial Tune created but never configured
         hyperparameters = {}
     return TrialRecord(

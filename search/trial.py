@@ -42,7 +42,8 @@ from ray import tune
 
 from alphatune import models
 from alphatune.search.objective import finite, objective
-from alphatune.search.pretrained import bases_from_dicts, choose
+from alphatune.models.bases import bases_from_dicts, choose
+from alphatune.models.factory import initial_network
 from alphatune.search.searcher import CONTINUES
 from alphatune.spaces import Space
 
@@ -70,14 +71,13 @@ def _save_atomically(save: Any, path: Path) -> None:
         raise
 
 
-def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int) -> dict[str, Any]:
-    """The full flat hyperparameters a trial trains with: the space's fixed and searched values, the trainer's
+def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int
+                          ) -> models.Hyperparameters:
+    """The hyperparameters a trial trains with, checked once: the space's fixed and searched values, the trainer's
     ``metric`` set by the search objective, ``n_epochs`` capped at ``max_epochs``, Qlib's defaults for the rest."""
-    spec = models.get_spec(space.model)
-    merged = models.registry.validate(spec, {**space.hyperparameters(config),
-                                             "metric": objective(metric).trainer_metric})
-    merged["n_epochs"] = min(int(merged["n_epochs"]), max_epochs)
-    return merged
+    hp = models.get_spec(space.model).hyperparameters({**space.hyperparameters(config),
+                                                       "metric": objective(metric).trainer_metric})
+    return hp.replace(n_epochs=min(hp.n_epochs, max_epochs))
 
 
 def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: str, max_epochs: int, metric: str,
@@ -106,7 +106,7 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
     extra: dict[str, Any] = {}
     base_path = None
     if models.get_spec(space.model).pretrained_base:
-        base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters)
+        base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters.to_dict())
 
     saved = models.read_training_state(directory / STATE_FILE, device) if (directory / STATE_FILE).is_file() else None
     if saved is not None and saved["history"]:
@@ -115,10 +115,9 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
         _report(saved["history"][-1], extra, started_at)
         if saved["history"][-1]["final"]:
             return
-    net, train_config = models.from_hyperparameters(space.model, hyperparameters, device=device,
-                                                    pretrained=base_path)
-    trainer = models.Trainer(net, train_config, getattr(dataset, "concepts", None), name=space.model,
-                             hyperparameters=hyperparameters)
+    # A trial going on from its saved state gets its weights from there, not from the base.
+    net = initial_network(hyperparameters, pretrained=base_path if saved is None else None)
+    trainer = models.Trainer(net, models.train_config(hyperparameters, device=device), hyperparameters)
     search_metric = objective(metric).name
 
     def report(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:

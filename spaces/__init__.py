@@ -32,7 +32,7 @@ from typing import Any, Union
 
 import yaml
 
-from alphatune.models.registry import TRAINING_KEYS, ModelSpec, get_spec, validate
+from alphatune.models.registry import ModelSpec, get_spec
 
 SPACES_DIR = Path(__file__).resolve().parent
 KINDS = ("int", "float", "categorical")
@@ -294,7 +294,7 @@ class _Parser:
             raise self.error(("model",), str(exc)) from None
         if expected_model is not None and spec.name != get_spec(expected_model).name:
             raise self.error(("model",), f"this space is for {spec.name!r}, not {expected_model!r}")
-        allowed = set(spec.defaults) | set(TRAINING_KEYS)
+        allowed = set(spec.hyperparameters_class().names())
 
         raw_params = data.get("params")
         if not isinstance(raw_params, dict) or not raw_params:
@@ -319,7 +319,7 @@ class _Parser:
         default = self.default(spec, data.get("default"), params)
         point = {**fixed, **default}
         try:
-            validate(spec, point)
+            spec.hyperparameters(point)
         except ValueError as exc:
             raise self.error(("default",), f"the default point is invalid: {exc}") from None
         self.check_combinations(spec, params, point)
@@ -333,17 +333,17 @@ class _Parser:
             raise self.error(keys, f"{spec.name} has no hyperparameter {name!r}; known: {', '.join(known)}")
 
     def check_value(self, spec: ModelSpec, keys: tuple[Any, ...], name: str, value: Any) -> None:
-        """The model's own bounds for one value (``ModelSpec.bound``); rules across hyperparameters, such as
-        ``d_model % nhead``, are checked on whole points in ``check_combinations``."""
-        bound = spec.bound(name)
-        if bound is None:
+        """One value against the model's declaration of ``name`` (its range or choices, ``models.hyperparameters``);
+        rules across hyperparameters, such as ``d_model % nhead``, are checked on whole points in
+        ``check_combinations``."""
+        info = spec.hyperparameters_class().field_info(name)
+        if info["choices"] is not None:
+            if value not in info["choices"]:
+                raise self.error(keys, f"{spec.name}: {name}={value!r} is not one of "
+                                       f"{', '.join(map(str, info['choices']))}")
             return
-        if isinstance(bound[0], str):
-            if value not in bound:
-                raise self.error(keys, f"{spec.name}: {name}={value!r} is not one of {', '.join(bound)}")
-            return
-        low, high = bound
-        integral = isinstance(low, int) and isinstance(high, int)
+        low, high = info["low"], info["high"]
+        integral = info["kind"] == "int"
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (integral and not float(value).is_integer())):
             raise self.error(keys, f"{spec.name}: {name}={value!r} must be {'an integer' if integral else 'a number'}"
@@ -440,10 +440,10 @@ class _Parser:
             keys = ("default", name) if name in raw else ("params", name)
             if name in raw:
                 value = raw[name]
-            elif name in spec.defaults:
-                value = spec.defaults[name]
             else:
-                raise self.error(("default",), f"no default for {name!r}: Qlib's config has none; give one")
+                value = spec.hyperparameters_class().field_info(name)["default"]
+                if value is None:
+                    raise self.error(("default",), f"no default for {name!r}: Qlib's config has none; give one")
             dist = param.case(default[param.given]) if isinstance(param, Conditional) else param
             if isinstance(value, int) and not isinstance(value, bool) and dist.kind == "float":
                 value = float(value)
@@ -479,7 +479,7 @@ class _Parser:
 
     def check_point(self, spec: ModelSpec, point: dict[str, Any], values: dict[str, Any]) -> None:
         try:
-            validate(spec, {**point, **values})
+            spec.hyperparameters({**point, **values})
         except ValueError as exc:
             name = next(iter(values))
             raise self.error(("params", name), f"the combination {values} is invalid: {exc}") from None

@@ -68,11 +68,11 @@ def test_class_is_the_registry_entry(name: str) -> None:
 @pytest.mark.parametrize("name", ROW_MODELS)
 def test_network_keeps_its_hyperparameters(name: str) -> None:
     """The trainer writes checkpoints from these attributes."""
-    spec = models.REGISTRY[name]
     changed = {"dropout": 0.25, "num_layers": 3}
-    net = models.build(name, **changed)
-    assert {key: getattr(net, key) for key in spec.network_keys} == {
-        key: changed.get(key, spec.defaults[key]) for key in spec.network_keys}
+    hyperparameters = models.get_spec(name).hyperparameters(changed)
+    net = models.build(hyperparameters)
+    assert {key: getattr(net, key) for key in hyperparameters.network_kwargs()} == hyperparameters.network_kwargs()
+    assert hyperparameters.dropout == 0.25 and hyperparameters.num_layers == 3
 
 
 def test_rnn_parameter_counts_match_qlib() -> None:

@@ -26,12 +26,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from alphatune import datasets
 from alphatune import models
 from alphatune import spaces
+from alphatune.evaluation.errors import EvaluationError
 from alphatune.evaluation.evaluate import open_dataset as evaluate_open_dataset
 from conftest import tiny_membership, tiny_prices, write_qlib_dir
 from planted import TINY_SPACE, planted_dataset
 from alphatune.search import cluster, driver
 from alphatune.cli import main as alphatune_main
-from alphatune.search.data import check_concepts, describe, open_dataset
 from alphatune.search.ledger import read_ledger
 from alphatune.search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions
 from alphatune.search.results import read_trials
@@ -98,7 +98,7 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
     assert best["model"] == "lstm"
     assert best["hyperparameters"]["lr"] == 1e-2 and best["hyperparameters"]["num_layers"] == 1
-    assert set(best["hyperparameters"]) == set(models.REGISTRY["lstm"].defaults) | {"seed"}
+    assert set(best["hyperparameters"]) == set(models.REGISTRY["lstm"].defaults)
     assert best["data"]["segments"]["train"] == list(datasets.load(planted_dir).segments["train"])
     assert best["validation"]["valid_ic"] > 0.1 and 1 <= best["validation"]["best_epoch"] <= 3
     assert best["trial_id"] in {record.trial_id for record in records}
@@ -270,7 +270,7 @@ def test_every_sampler_proposes_valid_points_of_a_conditional_space(sampler: str
     for _ in range(6):
         trial = study.ask()
         point = space.suggest(trial)
-        models.registry.validate(models.REGISTRY["transformer"], space.hyperparameters(point))
+        models.REGISTRY["transformer"].hyperparameters(space.hyperparameters(point))
         study.tell(trial, float(point["lr"]))
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
 
@@ -297,19 +297,20 @@ def test_hist_on_a_source_without_concepts_is_refused_before_ray_starts_and_conc
 
     concepts = tmp_path / "concepts.csv"
     concepts.write_text("symbol,concept\nSH600000,banks\nSH600002,banks\nSZ000003,tech\n")
-    ds = open_dataset(str(tiny_table), dict.fromkeys(("train", "valid", "test")), "all", None, str(concepts))
-    check_concepts(ds, ["lstm", "hist"])  # no error: the matrix is attached
+    spec = datasets.DataSpec(source=str(tiny_table), market="all", benchmark=None, concepts=str(concepts))
+    ds = spec.open()
+    models.REGISTRY["hist"].check_dataset(ds)  # no error: the matrix is attached
     assert ds.concepts.shape == (len(ds.instruments), 2)
-    assert describe(ds, str(concepts))["concepts"] == str(concepts.resolve())
+    recorded = datasets.DataSpec.of(ds, str(concepts))
+    assert recorded.concepts == str(concepts.resolve())
 
-    # a resumed search and an evaluation prepare the source again with the recorded concepts
-    manifest_data = {**describe(ds, str(concepts)), "path": None, "source": str(tiny_table), "market": "all"}
-    assert driver._reopen(Manifest(model="hist", options=SearchOptions(), space=spaces.load("hist"),
-                                   data=manifest_data)).concepts.shape == (len(ds.instruments), 2)
-    best = {"model": "hist", "data": manifest_data}
+    # a resumed search and an evaluation open the same data again, prepared with the recorded concepts
+    gone = datasets.DataSpec.from_dict({**recorded.to_dict(), "prepared": None})
+    assert gone.open().concepts.shape == (len(ds.instruments), 2)
+    best = {"model": "hist", "data": gone.to_dict()}
     assert evaluate_open_dataset(best, None).concepts.shape == (len(ds.instruments), 2)
-    with pytest.raises(OptionError, match="needs a stock→concept table"):
-        evaluate_open_dataset({"model": "hist", "data": {**manifest_data, "concepts": None}}, None)
+    with pytest.raises(EvaluationError, match="needs a stock→concept table"):
+        evaluate_open_dataset({"model": "hist", "data": {**gone.to_dict(), "concepts": None}}, None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

@@ -27,7 +27,8 @@ from alphatune.search import cluster, driver
 from alphatune.cli import main as alphatune_main
 from alphatune.evaluation.evaluate import _start
 from alphatune.search.options import SearchOptions
-from alphatune.search.pretrained import Base, base_kinds, base_shape, choose, read_bases
+from alphatune.models.bases import Base, base_shape, choose
+from alphatune.search.pretrained import base_kinds, read_bases
 from alphatune.search.ledger import read_ledger
 from alphatune.search.results import read_trials
 from alphatune.search.rundir import read_manifest
@@ -117,7 +118,7 @@ def test_best_yaml_records_the_base_and_best_qlib_yaml_loads_it_as_model_path(ga
 
 def test_a_trial_whose_size_differs_from_the_base_starts_from_random_weights_with_a_note() -> None:
     bases = {"LSTM": Base("LSTM", 6, 64, 2, "/runs/base_lstm.pt", "/runs/base_lstm.pkl")}
-    gats = models.registry.validate(models.get_spec("gats"), {})
+    gats = models.get_spec("gats").hyperparameters().to_dict()
     assert choose(bases, gats) == ("/runs/base_lstm.pt", "/runs/base_lstm.pt")
     assert choose(bases, {**gats, "hidden_size": 32}) == (None, "none (shape mismatch: hidden_size 32 vs base 64)")
     assert choose(bases, {**gats, "num_layers": 1}) == (None, "none (shape mismatch: num_layers 1 vs base 2)")

@@ -25,11 +25,12 @@ def test_every_model_has_a_space_whose_default_is_qlibs_published_config() -> No
         space = spaces.load(name)
         spec = models.REGISTRY[name]
         assert space.model == name
-        assert space.default == {key: spec.defaults[key] for key in space.default}
-        assert set(space.default) == set(spec.defaults) - {"metric"}, f"{name}: space leaves Qlib keys unset"
+        defaults = spec.defaults
+        assert space.default == {key: defaults[key] for key in space.default}
+        assert set(space.default) - {"seed"} == set(defaults) - {"metric", "seed"}, f"{name}: space leaves Qlib keys unset"
         assert set(space.params).isdisjoint(space.fixed)
-        config = models.train_config(name, **{k: v for k, v in space.default.items() if k not in spec.network_keys})
-        assert config.lr == spec.defaults["lr"] and config.batch_mode == spec.batch_mode
+        config = models.train_config(spec.hyperparameters(space.default))
+        assert config.lr == defaults["lr"] and config.batch_mode == spec.batch_mode
 
 
 def test_suggested_points_are_valid_models_and_conditionals_respect_their_parent() -> None:
@@ -43,7 +44,7 @@ def test_suggested_points_are_valid_models_and_conditionals_respect_their_parent
         if index == 0:
             assert point == {key: space.default[key] for key in space.params}
         assert point["d_model"] % point["nhead"] == 0
-        models.registry.validate(models.REGISTRY["transformer"], space.hyperparameters(point))
+        models.REGISTRY["transformer"].hyperparameters(space.hyperparameters(point))
         seen_heads.add((point["d_model"], point["nhead"]))
         study.tell(trial, 0.0)
     assert any(d_model in (48, 96) and nhead in (3, 6) for d_model, nhead in seen_heads)

@@ -111,7 +111,7 @@ def test_predictions_do_not_depend_on_the_evaluation_batch(planted, name):
     expected = trainer.predict(planted, "test")
     for rows in (7, 60):
         trainer.config.eval_batch_size = rows
-        again = models.Trainer(trainer.net, trainer.config, planted.concepts)
+        again = models.Trainer(trainer.net, trainer.config)
         pd.testing.assert_series_equal(again.predict(planted, "test"), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -207,7 +207,7 @@ def test_checkpoint_saved_and_loaded_predicts_the_same(planted, tmp_path, name):
     loaded_name, hyperparameters, net = models.load_checkpoint(tmp_path / "model.pt")
     assert loaded_name == name and hyperparameters["hidden_size"] == 8 and hyperparameters["seed"] == 0
     _, config = models.from_hyperparameters(name, hyperparameters)
-    again = models.Trainer(net, config, planted.concepts)
+    again = models.Trainer(net, config)
     pd.testing.assert_series_equal(again.predict(planted, "test"), trainer.predict(planted, "test"))
 
 
@@ -247,7 +247,7 @@ def test_a_fit_resumed_from_its_training_state_continues_exactly(planted, tmp_pa
     models.fit(name, planted, hp, callback=stop_after_two)
     state = models.read_training_state(tmp_path / "state.pt")
     net, config = models.from_hyperparameters(name, hp)
-    resumed_trainer = models.Trainer(net, config, planted.concepts, name=name)
+    resumed_trainer = models.Trainer(net, config)
     resumed = resumed_trainer.fit(planted, resume=state)
     assert [m.epoch for m in resumed.history] == [1, 2, 3, 4, 5]
     for a, b in zip(straight.history, resumed.history):

@@ -51,7 +51,7 @@ def test_training_lowers_the_training_loss_on_embedded_data(embedded, name):
     """The training set's loss, scored after each epoch, falls below the untrained network's (the weights kept at
     the end are the best validation epoch's, which need not be the best on the training set)."""
     net, config = models.from_hyperparameters(name, small(name, n_epochs=3, batch_size=256, early_stop=3))
-    trainer = models.Trainer(net, config, embedded.concepts, name=name)
+    trainer = models.Trainer(net, config)
     before = train_mse(trainer, embedded)
     after_each_epoch = []
     result = trainer.fit(embedded, callback=lambda _, trainer: after_each_epoch.append(train_mse(trainer, embedded)))
@@ -109,5 +109,5 @@ def test_single_stock_days_work(name):
 def test_registry_flags_match_the_networks(name: str) -> None:
     spec = models.REGISTRY[name]
     network = spec.network_class()
-    assert spec.uses_concepts == bool(getattr(network, "uses_concepts", False))
-    assert (spec.batch_mode == "day") == bool(getattr(network, "cross_sectional", False))
+    assert spec.uses_concepts == ("attach" in vars(network))  # the day model that asks the dataset for more
+    assert (spec.batch_mode == "day") == issubclass(network, models.DayModel)
