@@ -84,9 +84,11 @@ def run_ours(name: str, ds: datasets.PreparedDataset, init: Path, base: Path, ar
     spec = models.REGISTRY[name]
     net = models.build(name)
     models.load_qlib_weights(net, init)
+    if spec.pretrained_base:
+        models.load_base(net, base)
     cfg = models.train_config(name, n_epochs=args.epochs, seed=args.seed, device="cpu", eval_train=eval_train,
-                              amp=amp, pretrained=str(base) if spec.pretrained_base else None)
-    trainer = models.Trainer(net, cfg, concepts=ds.concepts if name == "hist" else None)
+                              amp=amp)
+    trainer = models.Trainer(net, cfg)
     cpu_marks = [time.process_time()]
 
     def mark(metrics: models.EpochMetrics, _: models.Trainer) -> None:

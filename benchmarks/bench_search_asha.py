@@ -47,7 +47,7 @@ STRATEGIES = {"ASHA + TPE": {"sampler": "tpe", "pruning": True},
 
 def search(strategy: str, seed: int, samples: int, max_epochs: int, scratch: Path) -> dict:
     """One search on the embedded data; returns its best validation IC, epochs spent, outcomes and wall time."""
-    from alphatune.search import driver
+    from alphatune.search import cluster, driver
     from alphatune.search.options import SearchOptions
     from alphatune.search.results import best_trial, read_trials
     from alphatune.search.rundir import read_manifest
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
 
-    from alphatune.search import driver
+    from alphatune.search import cluster, driver
     scratch = util.scratch_dir("alphatune-asha-")
-    driver.start_ray(num_cpus=2)
+    cluster.start_ray(num_cpus=2)
     rows = []
     try:
         for seed in args.seeds:

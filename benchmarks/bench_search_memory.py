@@ -99,7 +99,8 @@ def measure(variant: str, trials: int, data: Path) -> dict:
                             max_epochs=1, grace_epochs=1, cpus_per_trial=1, max_concurrent=trials,
                             sampler="random", seed=0, storage_path=str(scratch / "runs"), name="memory",
                             progress_seconds=3600)
-    space = options.validate()["lstm"]
+    options.validate()
+    space = options.load_spaces()["lstm"]
     ray.init(num_cpus=trials, include_dashboard=False, _temp_dir=str(scratch / "ray"), logging_level="WARNING")
     try:
         time.sleep(5)  # let the node's processes settle before the idle sample

@@ -79,14 +79,13 @@ def epoch_seconds(start_at: float, epochs: int = 3) -> float:
     two children started together train at the same time."""
     import torch
     from alphatune import models
-    from alphatune.search.data import open_dataset
-    from alphatune.search.options import QUICK_SEGMENTS
+    from alphatune.datasets import DataSpec
     torch.set_num_threads(1)
-    ds = open_dataset(None, dict(QUICK_SEGMENTS), "csi300", "SH000300")
+    ds = DataSpec().open(progress=False)
     net, config = models.from_hyperparameters("lstm", {"hidden_size": 48, "num_layers": 1, "dropout": 0.0,
                                                        "batch_size": 2048, "n_epochs": epochs, "early_stop": epochs,
                                                        "seed": 0})
-    trainer = models.Trainer(net, config, name="lstm")
+    trainer = models.Trainer(net, config)
     time.sleep(max(0.0, start_at - time.time()))
     fit = trainer.fit(ds)
     return sum(m.seconds for m in fit.history) / len(fit.history)

@@ -60,7 +60,7 @@ def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epoch
     """Child process: one search; returns its wall clock span, every trial's span and training seconds, and the
     trial outcomes."""
     import ray
-    from alphatune.search import driver
+    from alphatune.search import cluster, driver
     from alphatune.search.options import SearchOptions
     from alphatune.search.results import read_trials
     from alphatune.search.rundir import read_manifest
@@ -72,7 +72,7 @@ def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epoch
                             max_epochs=max_epochs, grace_epochs=1, reduction_factor=2, cpus_per_trial=1,
                             sampler="tpe", seed=0, reuse_actors=reuse_actors, storage_path=str(scratch / "runs"),
                             name="overhead", progress_seconds=3600)
-    driver.start_ray(num_cpus=CONCURRENCY)
+    cluster.start_ray(num_cpus=CONCURRENCY)
     try:
         started = time.time()
         [run_dir] = driver.run(options, stream=io.StringIO())

@@ -40,8 +40,9 @@ def forward_ours(name: str, net: torch.nn.Module, inputs: Inputs) -> torch.Tenso
     """Our eval-mode prediction for the fixed day batch: HIST with the concept matrix; IGMTF after its memory is
     set from the memory days encoded by our own network (as Qlib's side encoded them with Qlib's)."""
     with torch.no_grad():
-        if name == "hist":
-            return net(inputs["x"], inputs["concepts"])
+        if name == "hist":  # row i's concepts are the matrix's row i: look them up by the row number
+            net.set_concepts(inputs["concepts"])
+            return net(inputs["x"], None, torch.arange(len(inputs["x"])))
         if name == "igmtf":
             net.set_memory(net.encode(inputs["memory_x"]), inputs["memory_offsets"])
         return net(inputs["x"])

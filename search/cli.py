@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from alphatune.arguments import add_arguments, from_arguments
-from alphatune.search.options import SCHEDULES, OptionError, SearchOptions
+from alphatune.search.options import ExportOptions, OptionError, SearchOptions
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,16 +49,11 @@ def resume_main(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a run directory, or a search directory holding several")
-    parser.add_argument("--qlib-data", metavar="DIR", default=None,
-                        help="the Qlib data directory best_qlib.yaml's provider_uri names (default: the searched "
-                             "source when it is a Qlib directory; otherwise a placeholder the file explains)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default="search",
-                        help="best_qlib.yaml's n_epochs/early_stop: 'search' the budget the search trained under, "
-                             "'qlib' Qlib's published schedule (default: search)")
+    add_arguments(parser, ExportOptions)
 
 
 def export_main(args: argparse.Namespace) -> int:
     from alphatune.search import driver
-    written = driver.export(args.run_dir, qlib_data=args.qlib_data, schedule=args.schedule)
+    options = from_arguments(ExportOptions, args)
+    written = driver.export(options.run_dir, qlib_data=options.qlib_data, schedule=options.schedule)
     return 0 if written else 1

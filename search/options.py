@@ -239,3 +239,16 @@ def _number(value: Any) -> bool:
 def _positive_int(option: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise OptionError(f"{option} must be a positive integer; got {value!r}")
+
+
+@dataclass
+class ExportOptions:
+    """``alphatune search export``: rewrite a run's best.yaml and best_qlib.yaml (``search.export``)."""
+
+    run_dir: str = option("", "a run directory, or a search directory holding several", flag="run_dir",
+                          metavar="RUN_DIR")
+    qlib_data: str | None = option(None, "the Qlib data directory best_qlib.yaml's provider_uri names", metavar="DIR",
+                                   show="the searched source when it is a Qlib directory; otherwise a placeholder "
+                                        "the file explains")
+    schedule: str = option("search", "best_qlib.yaml's n_epochs/early_stop: 'search' the budget the search trained "
+                                     "under, 'qlib' Qlib's published schedule", choices=SCHEDULES)

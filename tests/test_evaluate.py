@@ -81,6 +81,23 @@ def test_the_budget_is_the_searchs_unless_said_otherwise() -> None:
         evaluate.epoch_budget(best, 0)
 
 
+def test_a_best_yaml_of_the_previous_version_still_loads(tmp_path: Path) -> None:
+    """Before the data spec and the objective: ``data.path``, ``validation.score``, no ``search.threads``."""
+    old = {"model": "gats", "hyperparameters": {"hidden_size": 64, "dropout": 0.7, "lr": 1e-4, "metric": "loss",
+                                                "base_model": "LSTM", "batch_size": 800, "seed": 0},
+           "data": {"source": "embedded", "market": "csi300", "benchmark": "SH000300", "concepts": None,
+                    "segments": SEGMENTS, "path": str(tmp_path / "gone")},
+           "validation": {"metric": "valid_ic", "score": -0.99, "valid_loss": 0.99, "valid_ic": 0.01, "best_epoch": 2},
+           "trial_id": "abc", "search": {"samples": 8, "max_epochs": 6, "sampler": "tpe"}}
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(old))
+    best = evaluate.read_best(path)
+    assert evaluate.full_config("gats", best["hyperparameters"])["hidden_size"] == 64
+    assert evaluate.epoch_budget(best, None)[0] == 6 and evaluate.thread_count(best, None) == 1
+    spec = datasets.DataSpec.from_dict(best["data"])
+    assert spec.prepared == str(tmp_path / "gone") and spec.train == tuple(SEGMENTS["train"])
+
+
 def test_searched_config_equal_to_the_default_is_recognised() -> None:
     default = evaluate.default_hyperparameters("lstm")
     assert evaluate.full_config("lstm", {**default, "seed": 7}) == evaluate.full_config("lstm", {})
