@@ -16,7 +16,7 @@ _LAZY = {
     "build": ".factory", "train_config": ".factory", "from_hyperparameters": ".factory",
     "load_qlib_weights": ".qlib_weights", "read_state_dict": ".qlib_weights",
     "Base": ".bases", "load_base": ".bases", "pretrain_base": ".bases", "read_base": ".bases",
-    "DayModel": ".days",
+    "DayModel": ".days", "initial_network": ".factory",
     "Trainer": ".trainer", "EpochMetrics": ".trainer", "FitResult": ".trainer", "fit": ".trainer",
     "read_training_state": ".trainer",
     "load_checkpoint": ".checkpoint",

@@ -202,4 +202,24 @@ def test_ray_job_submit_runs_a_search_on_the_head_and_writes_best_yaml(local_hea
     status, body = http_get(f"{local_head.dashboard}/api/jobs/", local_head.token)
     assert status == 200
     [job] = [job for job in json.loads(body) if job["submission_id"] == submission.group(1)]
-    assert job["status"] == "SUCCEEDED" and job["entrypoint"].startswith("alphatune search run")
+    assert job["status"] == "SUCCEEDED" and job["entrypoint"].startswith("python -m alphatune search run")
+
+
+WHERE = """
+import ray
+import alphatune.search
+ray.init()
+worker = ray.remote(lambda: __import__("alphatune.search", fromlist=["driver"]).__file__)
+print("driver imports", alphatune.search.__file__)
+print("worker imports", ray.get(worker.remote()))
+"""
+
+
+def test_a_jobs_driver_and_workers_import_alphatune_from_the_uploaded_copy(local_head: LocalHead) -> None:
+    submitted = ray_job(local_head, "submit", "--working-dir", ".", "--", "python", "-c", WHERE)
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, output[-4000:]
+    imported = dict(re.findall(r"^(driver|worker) imports (\S+)$", output, flags=re.M))
+    assert set(imported) == {"driver", "worker"}, output[-3000:]
+    for where in imported.values():
+        assert "working_dir_files" in where and where.endswith("search/__init__.py"), where
