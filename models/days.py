@@ -96,11 +96,28 @@ def base_rnn(base_model: str, d_feat: int, hidden_size: int, num_layers: int, dr
 def last_hidden(rnn: nn.RNNBase, x: torch.Tensor, d_feat: int) -> torch.Tensor:
     """``[N, d_feat * T]`` Alpha360 rows → the top layer's output at the last step ``[N, H]``.
 
-    A row is ``d_feat`` blocks of ``T`` days, read as ``[d_feat, T]`` and transposed to ``[T, d_feat]``.
+    A row is ``d_feat`` blocks of ``T`` days, read as ``[d_feat, T]`` and transposed to ``[T, d_feat]``. Under
+    autocast the output has autocast's dtype (``in_autocast_dtype``).
     """
     sequence = x.reshape(len(x), d_feat, -1).transpose(1, 2)  # [N, T, d_feat]
     output, _ = rnn(sequence)                                 # [N, T, H]
-    return output[:, -1]
+    return in_autocast_dtype(output[:, -1])
+
+
+def in_autocast_dtype(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in the active autocast dtype when it is of another reduced precision.
+
+    On CUDA, autocast runs cuDNN's LSTM and GRU in float16 whatever its dtype (``_cudnn_rnn`` casts to half), so
+    under bfloat16 autocast an RNN's output is float16 while everything around it is bfloat16; an op that autocast
+    "promotes" (``index_put``, ``cat``, ``stack``, ...) then refuses the mix ("Unexpected floating ScalarType in
+    at::autocast::prioritize"), which is how amp crashed GATs and HIST (their RNN output was padded into days
+    with ``index_put``). A day model's hidden states go through this first."""
+    device = tensor.device.type
+    if tensor.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        if tensor.dtype != dtype:
+            return tensor.to(dtype)
+    return tensor
 
 
 class DayModel(nn.Module):
