@@ -17,6 +17,10 @@ class TrainConfig:
     evaluation call takes (for day batches: whole days up to that many rows, at least one day); ``None`` picks
     512 rows on CPU (faster per row than larger calls there) and ``4 * max(batch_size, 1024)`` on CUDA.
     ``amp`` (bf16 autocast) acts on CUDA and on CPUs with bf16 kernels; ``compile`` on CUDA only.
+    ``graphs``: train with static steps captured whole in CUDA graphs (``models.steps``); ``None`` (the default)
+    means on for CUDA, off elsewhere; ``True`` off CUDA runs the same static steps eagerly. ``tf32``: let float32
+    matmuls and convolutions use TensorFloat-32 on CUDA (``None``, the default: on for CUDA); the parity checks
+    against Qlib run with it off.
     """
 
     n_epochs: int = 200
@@ -33,4 +37,6 @@ class TrainConfig:
     eval_train: bool = False
     amp: bool = False
     compile: bool = False
+    graphs: bool | None = None
+    tf32: bool | None = None
     eval_batch_size: int | None = None

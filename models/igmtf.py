@@ -77,13 +77,21 @@ class IGMTF(DayModel):
         return self.lins(last_hidden(self.rnn, x, self.d_feat))
 
     def set_memory(self, hidden: torch.Tensor, day_offsets: Sequence[int] | np.ndarray | torch.Tensor) -> None:
-        """Store the training days' encoded states ``hidden`` ``[rows, H]`` (detached), split by ``day_offsets``."""
+        """Store the training days' encoded states ``hidden`` ``[rows, H]`` (detached), split by ``day_offsets``.
+
+        A memory of the same shape is overwritten in place, so a CUDA graph that reads it sees the new one."""
         days = DayBatch(len(hidden), day_offsets, hidden.device)
         padded = days.pad(hidden.detach())                                  # [Dm, Wm, H]
         mask = days.mask if days.mask is not None else torch.ones(padded.shape[:2], dtype=torch.bool,
                                                                   device=hidden.device)
-        self.memory_hidden, self.memory_mask = padded, mask
-        self.memory_mean = padded.sum(dim=1) / mask.sum(dim=1, keepdim=True)  # [Dm, H]
+        mean = padded.sum(dim=1) / mask.sum(dim=1, keepdim=True)           # [Dm, H]
+        if self.memory_hidden is not None and self.memory_hidden.shape == padded.shape \
+                and self.memory_hidden.dtype == padded.dtype and self.memory_hidden.device == padded.device:
+            self.memory_hidden.copy_(padded)
+            self.memory_mask.copy_(mask)
+            self.memory_mean.copy_(mean)
+        else:
+            self.memory_hidden, self.memory_mask, self.memory_mean = padded, mask, mean
 
     @torch.no_grad()
     def refresh(self, features: torch.Tensor, day_offsets: np.ndarray, rows_per_call: int) -> None:

@@ -30,6 +30,8 @@ loop has no numpy→torch conversion or pandas, and evaluation runs under ``torc
 (day models: many days per call, padded and masked). ``amp`` is bf16 autocast (on CUDA fp16 with a
 ``GradScaler`` where bf16 is missing; on CPU only where oneDNN has bf16 kernels, else ignored; on an AVX512-BF16
 CPU it made an LSTM/GRU training step 1.7-2x faster). ``compile`` (``torch.compile``) is used on CUDA only.
+On CUDA, training steps have static shapes and are captured whole in CUDA graphs (``graphs``, on by default
+there; ``models.steps``), and float32 matmuls use TensorFloat-32 (``tf32``, on by default there).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from alphatune.models.metrics import daily_mse, mean_daily_ic, masked_mse
 from alphatune.models.days import DayModel
 from alphatune.models.hyperparameters import Hyperparameters
 from alphatune.models.registry import get_spec
+from alphatune.models.steps import StaticStep
 
 
 @dataclass
@@ -214,6 +217,18 @@ class Trainer:
             self._amp_dtype = torch.bfloat16  # oneDNN bf16 kernels; without CPU bf16 support amp is ignored
         self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
         self._train_net = torch.compile(net, dynamic=self._day_model) if config.compile and cuda else net
+        if cuda:  # process-wide switches: one trainer per trial process
+            tf32 = config.tf32 is not False
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        self._graphs = (config.graphs if config.graphs is not None else cuda)
+        if self._graphs and (config.compile or self._scaler is not None):
+            why = "compile" if config.compile else "a float16 loss scaler (no bfloat16 on this GPU)"
+            warnings.warn(f"CUDA graphs off: they do not combine with {why}", stacklevel=2)
+            self._graphs = False
+        if self._graphs and not cuda:
+            warnings.warn("CUDA graphs need a CUDA device: the same static steps run eagerly", stacklevel=2)
+        self._static: StaticStep | None = None
         if config.eval_batch_size is not None:
             self._eval_rows = int(config.eval_batch_size)
         else:
@@ -334,15 +349,26 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = self.net.parameters()
-        if self.config.optimizer == "adam":  # the fused kernel on CUDA: one launch per step, same update rule
-            return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay,
-                                    fused=self.device.type == "cuda")
+        cuda = self.device.type == "cuda"
+        if self.config.optimizer == "adam":  # the fused kernel on CUDA: one launch per step, same update rule;
+            return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay,  # capturable
+                                    fused=cuda, capturable=cuda and self._graphs)  # keeps its step on the GPU
         return torch.optim.SGD(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _static_step(self, seg: _Segment, optimizer: torch.optim.Optimizer) -> StaticStep:
+        """This fit's static training step (``models.steps``), made on first use."""
+        if self._static is None or self._static.segment is not seg or self._static.optimizer is not optimizer:
+            cuda_graphs = self.device.type == "cuda"
+            autocast = (lambda: self._autocast(cache=not cuda_graphs))
+            self._static = StaticStep(self._train_net, seg, optimizer, self.config.grad_clip, autocast,
+                                      self._day_model, min(self.config.batch_size, seg.n_rows), graphs=cuda_graphs)
+        return self._static
+
+    def _autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        """Autocast to the amp dtype, or nothing without amp (``cache=False`` inside a CUDA graph capture)."""
         if self._amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype, cache_enabled=cache)
 
     def _forward(self, net: torch.nn.Module, seg: _Segment, rows: slice | torch.Tensor,
                  day_offsets: np.ndarray | None = None) -> torch.Tensor:
@@ -375,16 +401,24 @@ class Trainer:
         """One pass over ``seg``; returns the mean training loss of its steps."""
         self.net.train()
         total = torch.zeros((), device=self.device)
+        static = self._static_step(seg, optimizer) if self._graphs else None
         if self.config.batch_mode == "rows":
             size = self.config.batch_size
             order = torch.randperm(seg.n_rows, generator=self._generator).to(self.device)
             steps = max(seg.n_rows // size, 1)
             for step in range(steps):
-                total += self._step(optimizer, seg, order[step * size:(step + 1) * size])
+                batch = order[step * size:(step + 1) * size]
+                total += static(batch) if static is not None else self._step(optimizer, seg, batch)
         else:
             steps = seg.n_days
-            for day in torch.randperm(steps, generator=self._generator).tolist():
-                total += self._step(optimizer, seg, slice(int(seg.offsets[day]), int(seg.offsets[day + 1])))
+            order = torch.randperm(steps, generator=self._generator)
+            if static is not None:
+                days = order.to(self.device)
+                for step in range(steps):
+                    total += static(days[step:step + 1])
+            else:
+                for day in order.tolist():
+                    total += self._step(optimizer, seg, slice(int(seg.offsets[day]), int(seg.offsets[day + 1])))
         return float(total) / steps
 
     # ------------------------------------------------------------------ evaluation
