@@ -22,7 +22,8 @@ def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[
     """A dataclass field that is also a command-line option.
 
     ``parse`` converts one token; ``action`` is ``"store_true"``, ``"store_false"`` (the flag turns a True
-    default off) or ``"append"`` (repeatable; ``collect`` turns the list into the field's value). ``show`` is
+    default off), ``"both"`` (``--x`` and ``--no-x``) or ``"append"`` (repeatable; ``collect`` turns the list into
+    the field's value). ``show`` is
     how the default reads in ``--help`` (a text, or a function of the default). Mutable defaults are copied
     per instance.
     """
@@ -61,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"dest": field.name, "help": f"{meta['help']} (default: {shown})"}
         if meta["action"] in ("store_true", "store_false"):
             kwargs.update(action=meta["action"], default=default)
+        elif meta["action"] == "both":  # --x / --no-x, the default possibly None (decided elsewhere)
+            kwargs.update(action=argparse.BooleanOptionalAction, default=default)
         else:
             kwargs.update(default=argparse.SUPPRESS if meta["action"] == "append" else default,
                           metavar=meta["metavar"])

@@ -15,7 +15,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate_main(args: argparse.Namespace) -> int:
     from alphatune.evaluation.evaluate import evaluate
     options = from_arguments(EvaluateOptions, args)
-    fit_options = {"device": options.device, **({"pretrained": options.pretrained} if options.pretrained else {})}
+    fit_options = {"device": options.device, "amp": options.amp, "graphs": options.graphs, "tf32": options.tf32,
+                   **({"pretrained": options.pretrained} if options.pretrained else {})}
     evaluate(options.best, data=options.data, seeds=options.seeds, epochs=options.epochs, threads=options.threads,
              out_dir=options.out, concepts=options.concepts, **fit_options)
     return 0

@@ -224,6 +224,18 @@ def epoch_budget(best: dict[str, Any], epochs: int | str | None) -> tuple[int | 
     return None, "each config's own n_epochs (best.yaml records no search budget)"
 
 
+def speed_options(best: dict[str, Any], device: str, amp: bool | None = None, graphs: bool | None = None,
+                  tf32: bool | None = None) -> dict[str, Any]:
+    """The trainer's ``amp``, ``graphs`` and ``tf32`` for training on ``device``: each as given, else as the
+    search's trials had it (best.yaml ``training``), else the trainer's default. Graphs and TF32 act on CUDA only."""
+    recorded = best.get("training") or {}
+    cuda = str(device).startswith("cuda")
+    amp = bool(recorded.get("amp", False)) if amp is None else amp
+    graphs = (recorded.get("graphs") if recorded.get("device") == "cuda" else None) if graphs is None else graphs
+    tf32 = (recorded.get("tf32") if recorded.get("device") == "cuda" else None) if tf32 is None else tf32
+    return {"amp": amp, "graphs": graphs if cuda else False, "tf32": tf32 if cuda else None}
+
+
 def thread_count(best: dict[str, Any], threads: int | None) -> int:
     """``threads``, else the search trials' (best.yaml ``search.threads``), else 1."""
     if threads is None:
@@ -241,7 +253,8 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     the plots into ``out_dir`` (default: beside ``best.yaml``); return the evaluation record.
 
     ``epochs`` caps ``n_epochs`` of both configs: ``None`` the search's budget from best.yaml, a number, or
-    ``"own"`` (each config's own). ``threads``: torch threads (``None``: the search trials'). ``options`` go to
+    ``"own"`` (each config's own). ``threads``: torch threads (``None``: the search trials'). ``amp``, ``graphs``
+    and ``tf32`` in ``options`` default to the search trials' (best.yaml ``training``). ``options`` go to
     ``models.fit`` (``device``, ``pretrained``, ...). ``log`` receives every line, progress included.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -251,8 +264,11 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     model = best["model"]
     cap, budget = epoch_budget(best, epochs)
     torch.set_num_threads(thread_count(best, threads))
+    speed = speed_options(best, options.get("device", "cpu"), options.pop("amp", None), options.pop("graphs", None),
+                          options.pop("tf32", None))
+    options = {**options, **speed}
     log(f"{model}: evaluating {best_path} with {seeds} seed(s) per config; training under {budget}; "
-        f"{torch.get_num_threads()} torch thread(s)")
+        f"{torch.get_num_threads()} torch thread(s); amp {'on' if options['amp'] else 'off'}")
     ds = open_dataset(best, data, concepts, where=str(best_path))
     out = Path(out_dir) if out_dir is not None else best_path.parent
     out.mkdir(parents=True, exist_ok=True)

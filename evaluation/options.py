@@ -38,6 +38,12 @@ class EvaluateOptions:
     threads: int | None = option(None, "torch threads", parse=int, metavar="N",
                                  show="the search trials' own, best.yaml search.threads")
     device: str = option("cpu", "torch device for training")
+    amp: bool | None = option(None, "mixed precision (bfloat16 autocast)", action="both",
+                              show="best.yaml's training.amp: as the search's trials")
+    graphs: bool | None = option(None, "on CUDA, capture each training step in a CUDA graph", action="both",
+                                 show="best.yaml's training.graphs")
+    tf32: bool | None = option(None, "on CUDA, TensorFloat-32 for float32 matmuls and convolutions", action="both",
+                               show="best.yaml's training.tf32")
     pretrained: str | None = option(None, "GATs/HIST/IGMTF base for both configs: an LSTM/GRU state_dict path, "
                                           "'pretrain' or 'none'", metavar="{pretrain,none,PATH}",
                                     show="the search's base from best.yaml, where a config fits it")

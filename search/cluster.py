@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -120,14 +121,45 @@ def concurrent_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurren
     keep one trial pending per slot: with a search algorithm and no cap, Tune keeps a single trial pending,
     so it starts the first trials' actors one after the other and each slot waits for the actor before it (a
     process importing torch); capped, the first actors all start together."""
-    if max_concurrent:
-        return max_concurrent
+    return slot_plan(cpus_per_trial, gpus_per_trial, max_concurrent)[0]
+
+
+def slot_plan(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> tuple[int, list[str]]:
+    """``(slots, what a search says about them at its start)``: how the cluster's CPUs and GPUs divide into
+    trial slots, a warning when the CPUs asked per trial leave GPU slots idle (a fractional-GPU search with as
+    many CPUs per trial as the GPU has slots can fit fewer trials than the GPU), and, when trials share a GPU,
+    whether they do so through CUDA MPS."""
     import ray
     resources = ray.cluster_resources()
-    fits = resources.get("CPU", 0.0) / cpus_per_trial
-    if gpus_per_trial > 0:
-        fits = min(fits, resources.get("GPU", 0.0) / gpus_per_trial)
-    return max(1, int(fits + 1e-9))
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    by_cpu = int(cpus / cpus_per_trial + 1e-9)
+    by_gpu = int(gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else None
+    fits = max(1, min(by_cpu, by_gpu) if by_gpu is not None else by_cpu)
+    slots = max_concurrent or fits
+    parts = [f"CPUs fit {by_cpu} ({cpus:g} / {cpus_per_trial:g} per trial)"]
+    if by_gpu is not None:
+        parts.append(f"GPUs fit {by_gpu} ({gpus:g} / {gpus_per_trial:g} per trial)")
+    lines = [f"{slots} trial slot{'s' * (slots != 1)}" + (" (--max-concurrent)" if max_concurrent else "")
+             + ": " + ", ".join(parts)]
+    if by_gpu is not None and by_cpu < by_gpu and not max_concurrent:
+        lines.append(f"warning: the CPUs fit {by_cpu} trials but the GPUs {by_gpu}: {by_gpu - by_cpu} GPU slot(s) stay "
+                     f"idle; give --cpus-per-trial {max(cpus / by_gpu, 0.01):g} or less to use them all")
+    if gpus_per_trial and gpus_per_trial < 1:
+        share = round(1 / gpus_per_trial)
+        pipe = mps_pipe()
+        lines.append(f"trials share each GPU {share} at a time " + (
+            f"through CUDA MPS (control pipe {pipe})" if pipe else
+            "without CUDA MPS: their kernels time-slice the GPU; start the MPS daemon to run them side by side "
+            "(docs/cluster.md)"))
+    return slots, lines
+
+
+def mps_pipe() -> Path | None:
+    """The CUDA MPS control pipe when an MPS daemon runs for this user (``$CUDA_MPS_PIPE_DIRECTORY``, by default
+    ``/tmp/nvidia-mps``), else ``None``."""
+    directory = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")
+    pipe = directory / "control"
+    return pipe if pipe.exists() else None
 
 
 def check_gpus(gpus_per_trial: float, address: str | None) -> None:

@@ -27,7 +27,7 @@ from alphatune import models, spaces
 from alphatune.search import export as exporting
 from alphatune.search import results
 from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
-from alphatune.search.cluster import check_gpus, check_named_address, concurrent_slots, start_ray
+from alphatune.search.cluster import check_gpus, check_named_address, concurrent_slots, slot_plan, start_ray
 from alphatune.datasets import DataSpec
 from alphatune.search.ledger import TrialLedger, close_ledger, reconcile_with_tune
 from alphatune.search.objective import objective
@@ -53,6 +53,7 @@ def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchO
     bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir),
                                  max_epochs=options.max_epochs, metric=options.metric,
                                  threads=max(1, int(options.cpus_per_trial)), device=device,
+                                 speed=options.speed(device),
                                  bases={kind: base.to_dict() for kind, base in (bases or {}).items()})
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
 
@@ -164,6 +165,8 @@ def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: Tex
     data = DataSpec.of(ds, options.concepts).to_dict()
     start_ray(options.address, options.dashboard)
     check_gpus(options.gpus_per_trial, options.address)
+    _, slot_lines = slot_plan(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    out.write("".join(f"{line}\n" for line in slot_lines))
     dataset_ref = ray.put(ds)
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     trained: dict[str, Base] = {}
@@ -172,7 +175,7 @@ def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: Tex
         run_dir = options.run_dir(model)
         write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
         model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs, options.seed,
-                                           base_device, trained, out)
+                                           base_device, trained, out, options.speed(base_device))
         write_bases(run_dir, model_bases[model])
     del ds
     run_dirs = []
@@ -247,6 +250,9 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
             _check_dataset(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)
             check_gpus(first.options.gpus_per_trial, first.options.address)
+            _, slot_lines = slot_plan(first.options.cpus_per_trial, first.options.gpus_per_trial,
+                                      first.options.max_concurrent)
+            out.write("".join(f"{line}\n" for line in slot_lines))
             dataset_ref = ray.put(ds)
             del ds
         with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):

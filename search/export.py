@@ -53,6 +53,7 @@ def best_document(manifest: Manifest, best: TrialRecord, counts: dict[str, int],
     """The content of ``best.yaml``."""
     options = manifest.options
     metric = options.metric
+    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
     return {
         "model": manifest.model,
         "hyperparameters": dict(best.hyperparameters),
@@ -67,6 +68,7 @@ def best_document(manifest: Manifest, best: TrialRecord, counts: dict[str, int],
         "search": {"run_dir": str(run_dir), "space_file": manifest.space.source, "samples": options.samples,
                    "max_epochs": options.max_epochs, "objective": metric, "sampler": options.sampler,
                    "threads": max(1, int(options.cpus_per_trial)), "trials": counts},
+        "training": {"device": device, **options.speed(device)},
     }
 
 

@@ -91,6 +91,11 @@ class SearchOptions:
     max_failures: int = option(2, "retries of a trial whose worker died (from its last epoch); -1: unlimited")
     reuse_actors: bool = option(True, "start a fresh worker process for every trial", flag="--no-reuse-actors",
                                 action="store_false", show="workers are reused")
+    amp: bool = option(False, "mixed precision for the trials (bfloat16 autocast; on a CPU only with bfloat16 "
+                              "kernels)", action="both", show="off")
+    graphs: bool = option(True, "GPU trials capture each training step in a CUDA graph", action="both", show="on")
+    tf32: bool = option(True, "GPU trials use TensorFloat-32 for float32 matmuls and convolutions", action="both",
+                        show="on")
     pretrained: str | None = option(None, "where GATs/HIST/IGMTF trials start: 'pretrain' trains the LSTM/GRU base "
                                           "once per search (registry defaults, at most --max-epochs epochs), "
                                           "'none' random weights, or a base file (our checkpoint or Qlib's .pkl); "
@@ -185,6 +190,12 @@ class SearchOptions:
 
     def run_dir(self, model: str) -> Path:
         return self.search_dir / model
+
+    def speed(self, device: str) -> dict[str, Any]:
+        """The trainer's speed options for trials on ``device`` (``models.TrainConfig``): graphs and TF32 act on
+        CUDA only."""
+        cuda = device == "cuda"
+        return {"amp": self.amp, "graphs": self.graphs if cuda else False, "tf32": self.tf32 if cuda else None}
 
     def data_spec(self) -> DataSpec:
         """The data to search on (``--data``, ``--market``, ``--benchmark``, the segments, ``--concepts``)."""

@@ -59,7 +59,7 @@ def _save_plain(state: dict[str, torch.Tensor], target: Path) -> None:
 
 
 def pretrain(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | None, device: str,
-             label: str, out: TextIO) -> Base:
+             label: str, out: TextIO, speed: dict[str, Any] | None = None) -> Base:
     """Train the ``kind`` base (``models.bases.pretrain_base``: registry defaults, ``n_epochs`` capped at
     ``max_epochs``) on ``ds``; save ``base_<kind>.pt`` and ``.pkl`` in ``run_dir``; print a line when it starts
     and when it ends."""
@@ -72,7 +72,7 @@ def pretrain(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | Non
     began = time.perf_counter()
     trainer, fit = models.pretrain_base(kind, ds, d_feat=defaults.d_feat, hidden_size=defaults.hidden_size,
                                         num_layers=defaults.num_layers, max_epochs=max_epochs, seed=seed,
-                                        device=device)
+                                        device=device, **(speed or {}))
     run_dir.mkdir(parents=True, exist_ok=True)
     path, qlib_path = run_dir / f"base_{name}.pt", run_dir / f"base_{name}.pkl"
     trainer.save(path)
@@ -106,7 +106,8 @@ def given_base(path: str | Path, run_dir: Path) -> Base:
 
 
 def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max_epochs: int, seed: int | None,
-                  device: str, trained: dict[str, Base], out: TextIO) -> dict[str, Base]:
+                  device: str, trained: dict[str, Base], out: TextIO,
+                  speed: dict[str, Any] | None = None) -> dict[str, Base]:
     """The bases of one model's search (kind → ``Base``), made before its trials start.
 
     ``setting`` is ``--pretrained`` (``None``: the default, ``pretrain``). ``trained`` holds the bases this
@@ -125,7 +126,8 @@ def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max
         if kind in trained:
             bases[kind] = copy_base(trained[kind], run_dir)
         else:
-            bases[kind] = trained[kind] = pretrain(kind, ds, run_dir, max_epochs, seed, device, space.model, out)
+            bases[kind] = trained[kind] = pretrain(kind, ds, run_dir, max_epochs, seed, device, space.model, out,
+                                                   speed)
     return bases
 
 

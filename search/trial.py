@@ -81,14 +81,14 @@ def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max
 
 
 def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: str, max_epochs: int, metric: str,
-                threads: int, device: str, bases: dict[str, dict[str, Any]] | None = None,
-                trial_id: str | None = None) -> None:
+                threads: int, device: str, speed: dict[str, Any] | None = None,
+                bases: dict[str, dict[str, Any]] | None = None, trial_id: str | None = None) -> None:
     """Train one configuration of ``space.model`` on ``dataset`` and report every epoch to Tune.
 
     ``config`` is Tune's trial config (the searched values); ``dataset`` arrives from the object store (its
     arrays are read-only and shared, never copied). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
-    are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start).
-    ``trial_id`` defaults to Tune's id of the running trial.
+    are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start). ``speed``:
+    the trainer's ``amp``, ``graphs`` and ``tf32``. ``trial_id`` defaults to Tune's id of the running trial.
     """
     started_at = time.time()
     torch.set_num_threads(max(1, threads))
@@ -117,7 +117,8 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
             return
     # A trial going on from its saved state gets its weights from there, not from the base.
     net = initial_network(hyperparameters, pretrained=base_path if saved is None else None)
-    trainer = models.Trainer(net, models.train_config(hyperparameters, device=device), hyperparameters)
+    trainer = models.Trainer(net, models.train_config(hyperparameters, device=device, **(speed or {})),
+                             hyperparameters)
     search_metric = objective(metric).name
 
     def report(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:

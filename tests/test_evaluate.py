@@ -98,6 +98,14 @@ def test_a_best_yaml_of_the_previous_version_still_loads(tmp_path: Path) -> None
     assert spec.prepared == str(tmp_path / "gone") and spec.train == tuple(SEGMENTS["train"])
 
 
+def test_evaluation_trains_with_the_searchs_speed_options_unless_told_otherwise() -> None:
+    best = {"training": {"device": "cuda", "amp": True, "graphs": False, "tf32": True}}
+    assert evaluate.speed_options(best, "cuda") == {"amp": True, "graphs": False, "tf32": True}
+    assert evaluate.speed_options(best, "cuda", amp=False, graphs=True) == {"amp": False, "graphs": True, "tf32": True}
+    assert evaluate.speed_options(best, "cpu") == {"amp": True, "graphs": False, "tf32": None}  # CUDA-only ones off
+    assert evaluate.speed_options({}, "cuda") == {"amp": False, "graphs": None, "tf32": None}  # the trainer's default
+
+
 def test_searched_config_equal_to_the_default_is_recognised() -> None:
     default = evaluate.default_hyperparameters("lstm")
     assert evaluate.full_config("lstm", {**default, "seed": 7}) == evaluate.full_config("lstm", {})

@@ -255,3 +255,23 @@ def test_a_checkpoint_that_is_not_one_is_a_value_error(tmp_path: Path) -> None:
     (tmp_path / "model.pt").write_bytes(b"\x80\x04not a pickle at all")
     with pytest.raises(ValueError, match="model.pt: not a checkpoint of ours"):
         models.load_checkpoint(tmp_path / "model.pt")
+
+
+def test_the_slot_plan_says_how_trials_fill_cpus_and_gpus_and_whether_mps_runs(monkeypatch, tmp_path) -> None:
+    """A 7-CPU, 1-GPU node with --gpus-per-trial 0.25 --cpus-per-trial 2: the CPUs fit 3 trials, the GPU 4, so
+    one GPU slot would stay idle: the search says so, and how to fix it."""
+    import ray
+    from alphatune.search.cluster import slot_plan
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 7.0, "GPU": 1.0})
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    slots, lines = slot_plan(2.0, 0.25, None)
+    assert slots == 3
+    assert lines[0] == "3 trial slots: CPUs fit 3 (7 / 2 per trial), GPUs fit 4 (1 / 0.25 per trial)"
+    assert lines[1] == ("warning: the CPUs fit 3 trials but the GPUs 4: 1 GPU slot(s) stay idle; give "
+                        "--cpus-per-trial 1.75 or less to use them all")
+    assert lines[2].startswith("trials share each GPU 4 at a time without CUDA MPS")
+    (tmp_path / "control").write_text("")
+    slots, lines = slot_plan(1.0, 0.25, None)
+    assert slots == 4 and len(lines) == 2
+    assert lines[1] == f"trials share each GPU 4 at a time through CUDA MPS (control pipe {tmp_path / 'control'})"
+    assert slot_plan(1.0, 0.0, 2) == (2, ["2 trial slots (--max-concurrent): CPUs fit 7 (7 / 1 per trial)"])

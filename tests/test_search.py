@@ -153,6 +153,7 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
                                   "best_epoch": best["validation"]["best_epoch"], "epochs": 3}
     assert best["optuna_trial"] == ledger[best["trial_id"]].optuna_trial
     assert best["search"]["threads"] == 1 and best["search"]["max_epochs"] == 3
+    assert best["training"] == {"device": "cpu", "amp": False, "graphs": False, "tf32": None}
     assert best["hyperparameters"]["metric"] == "ic" and best["hyperparameters"]["n_epochs"] == 3
 
     # best_qlib.yaml says that planted data is no Qlib directory, and which schedule and metric it wrote.
