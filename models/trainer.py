@@ -170,7 +170,19 @@ class _Run:
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu() for key, value in state.items()}
+    """A copy on the CPU (never a view of the live tensors: training goes on while a copy is being written)."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of an optimizer's ``state_dict`` whose tensors training will not change underneath."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: _snapshot(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_snapshot(item) for item in value]
+    return value
 
 
 def read_training_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -295,7 +307,8 @@ class Trainer:
         """Everything ``fit(resume=...)`` needs to continue after the last finished epoch: the epochs so far, the
         current and best weights, the optimizer's state, the shuffling generator and torch's random state (CPU,
         and the device's on CUDA). Plain tensors, numbers and strings, so ``torch.load(weights_only=True)`` reads it
-        back. Only while ``fit`` runs or after it (``RuntimeError`` before)."""
+        back. It is a snapshot: training can go on while it is being written. Only while ``fit`` runs or after it
+        (``RuntimeError`` before)."""
         run = getattr(self, "_run", None)
         if run is None:
             raise RuntimeError("training_state() needs a fit: call it from fit's callback or after fit")
@@ -305,7 +318,7 @@ class Trainer:
             "best_epoch": result.best_epoch, "best_score": result.best_score, "patience": run.patience,
             "best_valid": list(run.best_valid),
             "net": _cpu(self.net.state_dict()), "best_net": _cpu(run.best_state) if run.best_state else None,
-            "optimizer": run.optimizer.state_dict(), "generator": self._generator.get_state(),
+            "optimizer": _snapshot(run.optimizer.state_dict()), "generator": self._generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "scaler": self._scaler.state_dict() if self._scaler is not None else None}

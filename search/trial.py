@@ -4,9 +4,10 @@ A trial trains one configuration with the shared trainer, whose ``metric`` is th
 (``search.objective``): the trainer's early stopping, best epoch and restored weights follow the same metric that
 ASHA and Optuna judge. After every epoch the trial
 
-1. writes the trainer's whole training state to ``RUN/trials/<trial id>/state.pt`` (atomically: a kill leaves the
-   previous state whole), and, when the epoch is the best so far, the model to ``model.pt`` (``Trainer.save``:
-   what ``best.yaml`` points to and ``models.load_checkpoint`` reads);
+1. when the epoch is the best so far, writes the model to ``RUN/trials/<trial id>/model.pt`` (``Trainer.save``:
+   what ``best.yaml`` points to and ``models.load_checkpoint`` reads), and hands the trainer's whole training
+   state to a writer thread (``StateWriter``) that saves it as ``state.pt`` while training goes on (atomically:
+   a kill leaves the previous state whole; a trial's last state is on disk before its last report);
 2. reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``, ``valid_ic``, ``seconds`` (the
    epoch's training and validation time), the kept epoch and its numbers (``best_epoch``, ``best_valid_loss``,
    ``best_valid_ic``), ``final`` (no epoch follows by the trial's own budget or early stopping, so a trial that
@@ -31,7 +32,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -57,6 +60,53 @@ REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_ep
 def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
     """Where trial ``trial_id`` of a run keeps its training state and best model."""
     return Path(run_dir) / TRIALS_DIR / trial_id
+
+
+class StateWriter:
+    """Writes a trial's training states on a thread of its own, in order, so that an epoch's report does not wait
+    for the disk. A state is a snapshot (``Trainer.training_state``); ``flush`` waits until every state handed in
+    is on disk. At most one state waits behind the one being written (``submit`` blocks while one waits), so a slow
+    disk slows training instead of filling memory with snapshots. A process killed meanwhile leaves the previous
+    state whole (each write is atomic), from which a restarted trial trains the lost epoch again exactly as before:
+    the state on disk is at most one epoch behind the last report."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[dict[str, Any], Path] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="alphatune-state-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is not None and self._error is None:
+                    state, path = job
+                    _save_atomically(lambda temporary: torch.save(state, temporary), path)
+            except BaseException as error:  # a full disk: raised in the training thread at the next submit or flush
+                self._error = error
+            finally:
+                self._jobs.task_done()
+            if job is None:
+                return
+
+    def submit(self, state: dict[str, Any], path: Path) -> None:
+        self._raise()
+        self._jobs.put((state, path))
+
+    def flush(self) -> None:
+        """Wait until every submitted state is written; raise the writer's error, if any."""
+        self._jobs.join()
+        self._raise()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _save_atomically(save: Any, path: Path) -> None:
@@ -121,17 +171,24 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
                              hyperparameters)
     search_metric = objective(metric).name
 
+    writer = StateWriter()
+
     def report(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:
         broken = not finite(getattr(epoch, search_metric))
-        if not broken:  # the model first: the state is what a restart trusts, so it is written last
+        final = broken or epoch.final
+        if not broken:  # the model first (on its own epochs, at once: the export may read it), then the state
             if epoch.best_epoch == epoch.epoch:
                 _save_atomically(trainer.save, directory / MODEL_FILE)
-            _save_atomically(lambda path: torch.save(trainer.training_state(), path), directory / STATE_FILE)
-        final = broken or epoch.final
+            writer.submit(trainer.training_state(), directory / STATE_FILE)
+        if final:  # the last state is on disk before Tune hears the trial ended
+            writer.flush()
         _report({**asdict(epoch), "final": final}, extra, started_at)
         return final
 
-    trainer.fit(dataset, callback=report, resume=saved)
+    try:
+        trainer.fit(dataset, callback=report, resume=saved)
+    finally:
+        writer.close()
 
 
 def _report(epoch: dict[str, Any], extra: dict[str, Any], started_at: float) -> None:

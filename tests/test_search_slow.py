@@ -127,9 +127,12 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_path)
     assert trial.starts == 2  # Tune started it again after the worker died
     rows = trial.results
     assert rows[-1]["epoch"] == 4 and rows[-1]["final"] and sorted(trial.epochs()) == [1, 2, 3, 4]
+    before_kill = [row["epoch"] for row in rows if row["pid"] in killed]
     after_kill = [row["epoch"] for row in rows if row["pid"] not in killed]
-    # The new worker reports its saved epoch (2 or later) again, then goes on: nothing trained from epoch 1 again.
-    assert after_kill and after_kill[0] >= 2 and after_kill == list(range(after_kill[0], 5)), after_kill
+    # The new worker reports its saved epoch again, then goes on. The state is written while the next epoch trains,
+    # so it is at most one epoch behind the last report: at most one epoch is trained again.
+    assert before_kill and after_kill and after_kill == list(range(after_kill[0], 5)), (before_kill, after_kill)
+    assert after_kill[0] >= max(before_kill) - 1, (before_kill, after_kill)
     assert "Failure # 1" in (run_dir / "tune" / f"trial_{trial.trial_id}" / "error.txt").read_text()
     [record] = read_trials(run_dir, read_manifest(run_dir))
     assert record.outcome == "finished"

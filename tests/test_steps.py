@@ -89,3 +89,21 @@ def test_graphs_are_off_by_default_on_cpu(planted):
         warnings.simplefilter("error")
         trainer, _ = models.fit("lstm", planted, {"hidden_size": 8, "n_epochs": 1})
     assert trainer._graphs is False and trainer._static is None
+
+
+@pytest.mark.parametrize("name", list(models.REGISTRY))
+def test_the_captured_part_of_a_step_never_reads_a_value_on_the_host(name, planted):
+    """A CUDA graph cannot capture an op whose result the host must see (``.item()``, ``nonzero``, boolean
+    indexing, a data-dependent shape). Run forward, loss, backward and clipping on fake tensors, which have shapes
+    but no values: such an op raises. (The optimizer is the capturable fused Adam on CUDA, not checked here.)"""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    trainer, seg = trainer_and_segment(name, planted)
+    trainer._refresh(seg)
+    day_model = isinstance(trainer.net, models.DayModel)
+    optimizer = torch.optim.SGD(trainer.net.parameters(), lr=0.0)
+    static = StaticStep(trainer.net, seg, optimizer, 3.0, trainer._autocast, day_model, 64, graphs=False)
+    static(torch.tensor([0]) if day_model else torch.arange(64))  # fills the buffers, as the warm-up does
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        loss = static.forward_loss()
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(trainer.net.parameters(), 3.0)
