@@ -35,15 +35,29 @@ def qlib_python() -> Path:
     return python
 
 
-def run_qlib_side(*args: str, timeout: float | None = None) -> float:
-    """Run ``qlib_side.py <args>`` in the Qlib virtualenv; return its wall-clock seconds.
+def qlib_gpu_side() -> Path:
+    """``.gpu/qlib_gpu_side.py`` (``bash ../shared/gpu/pack.sh`` puts it there): runs ``qlib_side.py`` with Qlib's
+    models on the GPU (``GPU=0``) in this interpreter, where Qlib is installed beside the project (the GPU
+    machine's ``/tmp/site``)."""
+    path = REPO / ".gpu" / "qlib_gpu_side.py"
+    if not path.is_file():
+        raise SystemExit(f"no {path}: build it with `bash ../shared/gpu/pack.sh` and carry .gpu to the GPU machine")
+    return path
+
+
+def run_qlib_side(*args: str, timeout: float | None = None, gpu: bool = False) -> float:
+    """Run ``qlib_side.py <args>`` in the Qlib virtualenv (``gpu``: through ``qlib_gpu_side``, Qlib's models on
+    cuda:0, in this interpreter); return its wall-clock seconds.
 
     Qlib's log goes to this process's stderr only when the command fails (the last 40 lines, then SystemExit).
     """
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    command = [str(qlib_python()), str(QLIB_SIDE)]
+    if gpu:
+        command = [sys.executable, str(qlib_gpu_side())]
+        env["ALPHATUNE_PROJECT"] = str(REPO)
     started = time.perf_counter()
-    done = subprocess.run([str(qlib_python()), str(QLIB_SIDE), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - started
     if done.returncode:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])

@@ -65,29 +65,32 @@ def qlib_hyperparameters(name: str, seed: int) -> dict[str, Any]:
 
 
 def run_qlib(name: str, data: Path, scratch: Path, args: argparse.Namespace, base: Path,
-             hist_files: tuple[Path, Path]) -> dict[str, Any]:
-    """Fit Qlib's model class; its initial network weights are left in ``scratch/init_<name>.pt``."""
+             hist_files: tuple[Path, Path], gpu: bool = False) -> dict[str, Any]:
+    """Fit Qlib's model class (``gpu``: on cuda:0); its initial network weights are left in
+    ``scratch/init_<name>.pt``."""
     out = scratch / f"qlib_{name}"
     wall = run_qlib_side(
         "fit", "--model", name, "--data", str(data), "--provider-uri", str(args.source),
         "--hyperparameters", json.dumps(qlib_hyperparameters(name, args.seed)), "--epochs", str(args.epochs),
         "--threads", str(args.threads), "--model-path", str(base), "--stock2concept", str(hist_files[0]),
-        "--stock-index", str(hist_files[1]), "--init-out", str(scratch / f"init_{name}.pt"), "--out", str(out))
+        "--stock-index", str(hist_files[1]), "--init-out", str(scratch / f"init_{name}.pt"), "--out", str(out),
+        gpu=gpu)
     result = json.loads((out / "fit.json").read_text())
     result["process_seconds"] = wall
     return result
 
 
-def run_ours(name: str, ds: datasets.PreparedDataset, init: Path, base: Path, args: argparse.Namespace,
-             eval_train: bool, amp: bool = False) -> dict[str, Any]:
-    """Fit our network from Qlib's initial weights; per-epoch wall (trainer) and CPU seconds, and the curves."""
+def run_ours(name: str, ds: datasets.PreparedDataset, init: Path, base: Path | None, args: argparse.Namespace,
+             **options: Any) -> dict[str, Any]:
+    """Fit our network from the initial weights in ``init`` (Qlib's network's, or ours) and the base (GATs, HIST,
+    IGMTF); ``options`` go to the training config (default device: CPU). Per-epoch wall (trainer) and CPU
+    seconds, and the curves."""
     spec = models.REGISTRY[name]
     net = models.build(name)
     models.load_qlib_weights(net, init)
-    if spec.pretrained_base:
+    if spec.pretrained_base and base is not None:
         models.load_base(net, base)
-    cfg = models.train_config(name, n_epochs=args.epochs, seed=args.seed, device="cpu", eval_train=eval_train,
-                              amp=amp)
+    cfg = models.train_config(name, **{"n_epochs": args.epochs, "seed": args.seed, "device": "cpu", **options})
     trainer = models.Trainer(net, cfg)
     cpu_marks = [time.process_time()]
 

@@ -26,11 +26,18 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(key: str, title: str, body: str) -> None:
-    """Replace (or append) the section ``key`` of docs/benchmarks.md with ``title`` and ``body``."""
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def write_section(key: str, title: str, body: str, measured: str | None = None, command: str | None = None) -> None:
+    """Replace (or append) the section ``key`` of docs/benchmarks.md with ``title`` and ``body``. ``measured``:
+    when and where the numbers were measured, if not now on this machine (results rendered from another's);
+    ``command``: what wrote them, if not ``python benchmarks/<key>.py``."""
     text = DOC.read_text() if DOC.exists() else HEADER
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    section = (f"<!-- {key}:start -->\n## {title}\n\n_{stamp}; {machine()}; `python benchmarks/{key}.py`_\n\n"
+    measured = measured or f"{utc_now()}; {machine()}"
+    command = command or f"python benchmarks/{key}.py"
+    section = (f"<!-- {key}:start -->\n## {title}\n\n_{measured}; `{command}`_\n\n"
                f"{body.strip()}\n<!-- {key}:end -->")
     pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

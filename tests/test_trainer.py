@@ -256,6 +256,25 @@ def test_a_fit_resumed_from_its_training_state_continues_exactly(planted, tmp_pa
     assert resumed.best_epoch == straight.best_epoch
 
 
+def test_a_training_state_is_a_snapshot_that_training_on_does_not_change(planted, tmp_path):
+    """A trial writes its state on a thread while the next epoch trains: the state taken after epoch 2, kept while
+    the fit goes on to epoch 5 and saved only then, still resumes exactly (the optimizer's moments are updated
+    in place by training: a state holding them by reference would have moved on)."""
+    hp = {**TINY, "n_epochs": 5, "early_stop": 5, "dropout": 0.3, "num_layers": 2, "metric": "ic"}
+    kept = {}
+
+    def keep_epoch_two(metrics, trainer):
+        if metrics.epoch == 2:
+            kept["state"] = trainer.training_state()
+
+    _, straight = models.fit("lstm", planted, hp, callback=keep_epoch_two)
+    torch.save(kept["state"], tmp_path / "state.pt")
+    net, config = models.from_hyperparameters("lstm", hp)
+    resumed = models.Trainer(net, config).fit(planted, resume=models.read_training_state(tmp_path / "state.pt"))
+    for a, b in zip(straight.history, resumed.history):
+        assert (a.train_loss, a.valid_loss, a.valid_ic) == (b.train_loss, b.valid_loss, b.valid_ic)
+
+
 def test_a_training_state_that_is_not_one_is_refused_naming_the_file(tmp_path):
     (tmp_path / "state.pt").write_bytes(b"torn")
     with pytest.raises(ValueError, match="state.pt: not a training state"):
