@@ -6,13 +6,15 @@
     alphatune models list                 the eight models and Qlib's defaults       (alphatune.models.cli)
 
 Bad input ends in one line on stderr (``error: ...``) and exit status 2; Ctrl-C ends with "interrupted" and status
-130, without a traceback, whatever the command was waiting for. Nothing heavy (torch, Ray, pandas) is imported
-before the arguments are checked.
+130, without a traceback, whatever the command was waiting for. SIGTERM (``kill``, a batch scheduler's stop,
+``ray job stop``) is Ctrl-C too: a search stops its trials, saves, says how to resume and leaves no Ray process
+behind. Nothing heavy (torch, Ray, pandas) is imported before the arguments are checked.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -74,7 +76,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return OptionError, SpaceError, RunDirError, DataError, ClusterError, EvaluationError, FileNotFoundError
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM does what Ctrl-C does at that moment: while Ray Tune runs, its handler for SIGINT (a graceful stop,
+    the experiment saved; a second signal stops at once), otherwise ``KeyboardInterrupt``. A process started in
+    the background by a non-interactive shell ignores SIGINT, so SIGTERM is how it is stopped cleanly."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser().parse_args(argv)
         return args.main(args)

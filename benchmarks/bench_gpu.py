@@ -138,9 +138,11 @@ def models_part(ds: Any, scratch: Path, args: argparse.Namespace, results: dict[
     if "graphs_amp" in variants and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         variants.remove("graphs_amp")  # the trainer would ignore amp here: not a measurement of amp
     base: Path | None = None
+    hist_files = (scratch / "none", scratch / "none")  # HIST is skipped below without a concept matrix
     if args.qlib:
         export_dataset(ds, scratch / "data")
-        hist_files = write_hist_files(ds.instruments, ds.concepts, scratch)
+        if ds.concepts is not None:
+            hist_files = write_hist_files(ds.instruments, ds.concepts, scratch)
         base = scratch / "base_lstm.pt"
         run_qlib_side("base", "--out-file", str(base), "--seed", str(args.seed), gpu=device == "cuda")
     table = results.setdefault("models", {})

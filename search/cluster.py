@@ -12,9 +12,13 @@ off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,6 +92,24 @@ def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int
     import ray
     if ray.is_initialized():
         return
+    with _keeping_sigterm_handler():
+        _start_ray(address, dashboard, num_cpus, num_gpus)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """``ray.init`` replaces the process's SIGTERM handler with one that exits at once; a Python handler the process
+    had before (the ``alphatune`` command's: stop like Ctrl-C, trials saved, Ray shut down) is put back."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, before)
+
+
+def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None, num_gpus: int | None) -> None:
+    import ray
     # Tune leaves the results of failed trial tasks unread on purpose (it reports the failure itself): Ray's
     # "Unhandled error" traceback for each would only repeat it.
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")

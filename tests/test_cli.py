@@ -106,8 +106,30 @@ def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search
     assert web.returncode == 2 and "that is a dashboard or job-server URL" in web.stderr
 
 
-@pytest.mark.parametrize("moment", ["while starting", "while searching"])
-def test_ctrl_c_ends_without_a_traceback(moment, tiny_search, tmp_path, ray_tmpdir) -> None:
+def ray_processes(ray_tmpdir: Path, grace: float = 30.0) -> list[str]:
+    """Command lines of processes of the private Ray under ``ray_tmpdir`` still alive after ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(ray_tmpdir) in command:
+                alive.append(command[:200])
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("moment,stop", [("while starting", signal.SIGINT), ("while searching", signal.SIGINT),
+                                         ("while searching", signal.SIGTERM)],
+                         ids=["ctrl-c while starting", "ctrl-c while searching", "sigterm while searching"])
+def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, tiny_search, tmp_path,
+                                                                   ray_tmpdir) -> None:
+    """SIGTERM too: a search started in the background by a script ignores SIGINT, and kill, a batch scheduler or
+    ray job stop send SIGTERM. Either way the private Ray goes with the search."""
     args = [*tiny_search, "--samples", "6", "--max-concurrent", "1", "--storage-path", str(tmp_path),
             "--name", "stopped"]
     process = subprocess.Popen([sys.executable, "-m", "alphatune", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
@@ -120,13 +142,14 @@ def test_ctrl_c_ends_without_a_traceback(moment, tiny_search, tmp_path, ray_tmpd
             output.append(line)
             if " trial " in line and " finished " in line:
                 break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     rest, _ = process.communicate(timeout=300)
     text = "".join(output) + rest
     assert "Traceback" not in text, text[-3000:]
     assert process.returncode == 130, text[-3000:]
     if moment == "while searching":
         assert "interrupted with" in text and f"alphatune search resume {tmp_path / 'stopped'}" in text
+    assert not ray_processes(ray_tmpdir), ray_processes(ray_tmpdir, grace=0)
 
 
 @pytest.fixture
