@@ -6,8 +6,8 @@
     alphatune models list                 the eight models and Qlib's defaults       (alphatune.models.cli)
 
 Bad input ends in one line on stderr (``error: ...``) and exit status 2; Ctrl-C ends with "interrupted" and status
-130, without a traceback, whatever the command was waiting for. SIGTERM (``kill``, a batch scheduler's stop,
-``ray job stop``) is Ctrl-C too: a search stops its trials, saves, says how to resume and leaves no Ray process
+130, without a traceback, whatever the command was waiting for. SIGTERM (``kill``, a batch scheduler's stop) is
+Ctrl-C too: a search stops its trials, saves, says how to resume and leaves no Ray process
 behind. Nothing heavy (torch, Ray, pandas) is imported before the arguments are checked.
 """
 
