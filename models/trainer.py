@@ -52,6 +52,7 @@ import torch
 from alphatune.models.config import TrainConfig
 from alphatune.models.metrics import daily_mse, mean_daily_ic, masked_mse
 from alphatune.models.days import DayModel
+from alphatune.models.precision import Precision
 from alphatune.models.hyperparameters import Hyperparameters
 from alphatune.models.registry import get_spec
 from alphatune.models.steps import StaticStep
@@ -221,32 +222,14 @@ class Trainer:
         if self._day_model and config.batch_mode != "day":
             raise ValueError(f"{type(net).__name__} mixes the stocks of one day: it needs batch_mode='day', "
                              f"not {config.batch_mode!r}")
-        cuda = self.device.type == "cuda"
-        self._amp_dtype = None
-        if config.amp and cuda:
-            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif config.amp and self.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            self._amp_dtype = torch.bfloat16  # oneDNN bf16 kernels; without CPU bf16 support amp is ignored
-        self._scaler = torch.amp.GradScaler("cuda") if self._amp_dtype == torch.float16 else None
-        self._train_net = torch.compile(net, dynamic=self._day_model) if config.compile and cuda else net
-        if cuda:  # process-wide switches: one trainer per trial process
-            tf32 = config.tf32 is not False
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-        self._graphs = (config.graphs if config.graphs is not None else cuda)
-        if self._graphs and (config.compile or self._scaler is not None):
-            why = "compile" if config.compile else "a float16 loss scaler (no bfloat16 on this GPU)"
-            warnings.warn(f"CUDA graphs off: they do not combine with {why}", stacklevel=2)
-            self._graphs = False
-        if self._graphs and not cuda:
-            warnings.warn("CUDA graphs need a CUDA device: the same static steps run eagerly", stacklevel=2)
+        self.precision = Precision.of(config)
+        self.precision.apply()
+        self._amp_dtype = self.precision.amp_dtype
+        self._scaler = torch.amp.GradScaler("cuda") if self.precision.loss_scaling else None
+        self._train_net = torch.compile(net, dynamic=self._day_model) if self.precision.compile else net
+        self._graphs = self.precision.graphs
         self._static: StaticStep | None = None
-        if config.eval_batch_size is not None:
-            self._eval_rows = int(config.eval_batch_size)
-        else:
-            # measured on CPU: LSTM/GRU/TCN inference costs 1.3-2.7x more per row in 2048-row calls than in
-            # 256-512-row ones (cache), while a GPU wants large calls
-            self._eval_rows = max(config.batch_size, 1024) * 4 if cuda else 512
+        self._eval_rows = self.precision.eval_rows
         self._generator = torch.Generator()
 
     # ------------------------------------------------------------------ training

@@ -12,6 +12,7 @@ import torch
 
 from alphatune import models
 from alphatune.models.metrics import daily_ic, daily_mse, masked_mse, mean_daily_ic
+from alphatune.models.precision import amp_unavailable
 from planted import keep_rows, planted_dataset
 
 TINY = {"hidden_size": 8, "lr": 3e-3, "batch_size": 64, "seed": 0}
@@ -126,11 +127,13 @@ def test_amp_on_cpu_trains_in_bf16_where_the_cpu_has_it(planted, name):
     plain, _ = models.fit(name, planted, {**TINY, "n_epochs": 2})
     mixed, _ = models.fit(name, planted, {**TINY, "n_epochs": 2}, amp=True)
     expected, got = plain.predict(planted, "test").to_numpy(), mixed.predict(planted, "test").to_numpy()
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if amp_unavailable("cpu") is None:
+        assert mixed.precision.dtype == "bfloat16"
         assert np.isfinite(got).all() and not np.array_equal(got, expected)
         assert np.corrcoef(got, expected)[0, 1] > 0.95  # same training, bf16 rounding
-    else:
-        np.testing.assert_array_equal(got, expected)  # ignored without bf16 kernels
+    else:  # float32 without bf16 kernels (the AVX2 case is tested on every CPU in test_amp.py)
+        assert mixed.precision.dtype == "float32"
+        np.testing.assert_array_equal(got, expected)
 
 
 # ------------------------------------------------------------------ early stopping and the callback
