@@ -12,11 +12,15 @@ the rest (numpy, pandas, pyarrow) is imported on first use.
 
 from __future__ import annotations
 
+if __name__ != "alphatune.datasets":  # a checkout's folder imported as a bare `datasets`: not ours to be
+    from alphatune._folders import hand_over
+    hand_over(__name__, __file__)
+
 import importlib
 from typing import Any
 
 from alphatune.datasets.errors import DataError
-from alphatune.datasets.spec import EMBEDDED, EMBEDDED_SEGMENTS, DataSpec, is_prepared
+from alphatune.datasets.spec import EMBEDDED, EMBEDDED_SEGMENTS, DataSpec, is_prepared, is_qlib_dir
 
 _LAZY = {
     "default_cache_dir": ".build", "prepare": ".build",
@@ -33,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'datasets' has no attribute {name!r}")
 
 
-__all__ = ["DataError", "DataSpec", "EMBEDDED", "EMBEDDED_SEGMENTS", "is_prepared", *_LAZY]
+__all__ = ["DataError", "DataSpec", "EMBEDDED", "EMBEDDED_SEGMENTS", "is_prepared", "is_qlib_dir", *_LAZY]

@@ -6,6 +6,10 @@ trainer) is imported on first use, so that checking a model name stays light.
 
 from __future__ import annotations
 
+if __name__ != "alphatune.models":  # a checkout's folder imported as a bare `models`: not ours to be
+    from alphatune._folders import hand_over
+    hand_over(__name__, __file__)
+
 import importlib
 from typing import Any
 

@@ -11,3 +11,8 @@ Ray security: a search started without ``--address`` starts a local Ray whose to
 2.60's default for ``ray.init``; the token lives in ``~/.ray/auth_token``) and whose dashboard, if asked for with
 ``--dashboard``, binds 127.0.0.1. Nothing here turns authentication off.
 """
+
+if __name__ != "alphatune.search":  # a checkout's folder imported as a bare `search`: not ours to be
+    from alphatune._folders import hand_over
+    hand_over(__name__, __file__)
+

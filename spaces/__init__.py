@@ -24,6 +24,10 @@ with ``SpaceError`` naming the file and the line at fault. Files are read with `
 
 from __future__ import annotations
 
+if __name__ != "alphatune.spaces":  # a checkout's folder imported as a bare `spaces`: not ours to be
+    from alphatune._folders import hand_over
+    hand_over(__name__, __file__)
+
 import itertools
 import math
 from dataclasses import dataclass

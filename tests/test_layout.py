@@ -104,3 +104,45 @@ def test_the_command_and_a_search_run_beside_foreign_packages_of_the_same_names(
                               capture_output=True, text=True, timeout=600)
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-3000:]
     assert (tmp_path / "runs" / "beside" / "lstm" / "best.yaml").is_file()
+
+
+NAMES = ("datasets", "models", "search", "spaces", "evaluation")
+
+
+def test_in_a_checkouts_root_a_bare_import_hands_over_to_the_installed_package_of_that_name(tmp_path: Path) -> None:
+    """Python started in the repository root finds the folders first (the working directory leads sys.path). A
+    folder imported under its bare name hands over to an installed package of that name (Hugging Face's
+    ``datasets``, here a package of our own making with a submodule its __init__ imports, as HF's does), and
+    alphatune's own packages still import beside it."""
+    site = tmp_path / "site"
+    for name in NAMES:
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(f"from {name}.part import where\n")
+        (site / name / "part.py").write_text(f"where = 'the installed {name}'\n")
+    script = ("import importlib\n"
+              f"for name in {NAMES!r}:\n"
+              "    print(importlib.import_module(name).where)\n"
+              "from datasets import where\n"
+              "from alphatune import datasets, models\n"
+              "print(datasets.DataSpec.__module__, models.get_spec('lstm').name)\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [f"the installed {name}" for name in NAMES] + [
+        "alphatune.datasets.spec lstm"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_in_a_checkouts_root_a_bare_import_without_such_a_package_says_to_import_alphatune(name: str) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    installed = subprocess.run([sys.executable, "-c", f"import importlib.util as u; print(bool(u.find_spec({name!r})))"],
+                               cwd=ROOT.parent, env=env, capture_output=True, text=True, timeout=120)
+    if installed.stdout.strip() == "True":
+        pytest.skip(f"a package named {name} is installed here: the hand-over test above covers it")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ImportError: `import {name}` found the folder {ROOT / name}, which is alphatune.{name}: import "
+        f"alphatune.{name} (no other package named {name!r} is installed)")

@@ -142,7 +142,7 @@ def test_a_trial_taking_over_an_interrupted_one_takes_its_rungs_and_epochs(tmp_p
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from search.rundir import acquire_writer; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from alphatune.search.rundir import acquire_writer; "
                                f"acquire_writer({str(run_dir)!r}); print('held', flush=True); time.sleep(120)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -162,7 +162,7 @@ def test_a_second_search_on_a_run_directory_being_written_is_refused_in_one_line
                                                                                 capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "runs" / "busy" / "lstm"
     write_manifest(run_dir, Manifest("lstm", SearchOptions(name="busy"), spaces.load("lstm"), {"source": "embedded"}))
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from search.rundir import acquire_writer; "
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from alphatune.search.rundir import acquire_writer; "
                                f"acquire_writer({str(run_dir)!r}); print('held', flush=True); time.sleep(120)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
