@@ -26,9 +26,9 @@ from alphatune.datasets.concepts import concept_matrix, read_concept_table
 from alphatune.datasets.errors import DataError
 from alphatune.datasets.panel import Panel, previous_traded_change
 from alphatune.datasets.prepared import FEATURE_NAMES, FIELDS, SEGMENT_NAMES, WINDOW, MarketData, PreparedDataset, SegmentArrays
-from alphatune.datasets.spec import EMBEDDED_SEGMENTS
+from alphatune.datasets.spec import EMBEDDED_SEGMENTS, is_qlib_dir
 from alphatune.datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
-from alphatune.datasets.qlib_reader import is_qlib_dir, read_qlib_dir
+from alphatune.datasets.qlib_reader import read_qlib_dir
 from alphatune.datasets.table_reader import is_table, read_price_table
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"

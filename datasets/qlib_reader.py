@@ -20,11 +20,6 @@ OPTIONAL_FIELDS = ("vwap", "factor", "change")
 RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
-def is_qlib_dir(path: Path) -> bool:
-    """True when ``path`` looks like a Qlib data directory (it has ``calendars/day.txt``)."""
-    return (path / "calendars" / "day.txt").is_file()
-
-
 def read_calendar(root: Path) -> np.ndarray:
     """datetime64[ns] trading days of ``calendars/day.txt``; raises ``DataError`` if unparsable or unsorted."""
     path = root / "calendars" / "day.txt"

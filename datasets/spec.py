@@ -30,6 +30,11 @@ def is_prepared(path: str | os.PathLike) -> bool:
     return (Path(path).expanduser() / META).is_file()
 
 
+def is_qlib_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a Qlib data directory (it has ``calendars/day.txt``)."""
+    return (Path(path).expanduser() / "calendars" / "day.txt").is_file()
+
+
 def _dates(value: Any, where: str) -> tuple[str, str] | None:
     if value is None:
         return None
@@ -85,10 +90,12 @@ class DataSpec:
 
     @classmethod
     def of(cls, ds: Any, concepts: str | None = None) -> "DataSpec":
-        """The spec of an opened dataset: its source, market, benchmark and resolved segments, the concepts table
-        it was prepared with (``None``: its own or none), and the directory its arrays are saved in."""
+        """The spec of an opened dataset: its source, market, resolved segments, the benchmark when the data has its
+        series (``None`` when it has none), the concepts table it was prepared with (``None``: its own or none),
+        and the directory its arrays are saved in."""
         segments = {name: (str(span[0]), str(span[1])) for name, span in ds.segments.items()}
-        return cls(source=ds.source, market=ds.market_name, benchmark=ds.benchmark,
+        has_benchmark = ds.market is not None and ds.market.benchmark_close is not None
+        return cls(source=ds.source, market=ds.market_name, benchmark=ds.benchmark if has_benchmark else None,
                    concepts=str(Path(concepts).expanduser().resolve()) if concepts else None,
                    prepared=ds.path, **segments)
 

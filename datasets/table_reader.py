@@ -36,11 +36,21 @@ def read_frame(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFra
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.name.lower().endswith((".parquet", ".pq")):
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as error:  # pyarrow.ArrowInvalid is a ValueError
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DataError(f"{path}: not a readable Parquet table ({first})") from None
         wanted = [c for c in table.column_names if columns is None or c in columns]
         return table.select(wanted).to_pandas()
-    return pd.read_csv(path, usecols=(lambda c: c in columns) if columns else None,
-                       dtype={"symbol": str, "start": str, "end": str})
+    try:
+        return pd.read_csv(path, usecols=(lambda c: c in columns) if columns else None,
+                           dtype={"symbol": str, "start": str, "end": str})
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{path}: not a readable CSV table ({first})") from None
 
 
 def parse_dates(values: pd.Series, where: str, column: str) -> np.ndarray:

@@ -37,6 +37,7 @@ from alphatune import models
 from alphatune import spaces
 from alphatune.datasets import DataSpec, is_prepared
 from alphatune.models.registry import get_spec
+from alphatune.evaluation.best import read_best
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
 from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
@@ -75,29 +76,6 @@ class ConfigResult:
     def std(self, key: str) -> float | None:
         values = [run.metrics[key] for run in self.runs]
         return statistics.stdev(values) if len(values) > 1 else None
-
-
-def read_best(path: Path) -> dict[str, Any]:
-    """``best.yaml`` as a dict, checked for the fields evaluation needs (errors name the file and field)."""
-    try:
-        best = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EvaluationError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise EvaluationError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
-    if not isinstance(best, dict):
-        raise EvaluationError(f"{path}: expected a mapping with model, hyperparameters and data")
-    if best.get("model") not in models.REGISTRY:
-        raise EvaluationError(f"{path}: model: {best.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
-    if not isinstance(best.get("hyperparameters"), dict):
-        raise EvaluationError(f"{path}: hyperparameters: expected a mapping, got {best.get('hyperparameters')!r}")
-    try:
-        DataSpec.from_dict(best.get("data") or {}, f"{path}: data")
-    except datasets.DataError as error:
-        raise EvaluationError(str(error)) from None
-    return best
 
 
 def open_dataset(best: dict[str, Any], data: str | None, concepts: str | None = None, where: str = "best.yaml"

@@ -19,7 +19,7 @@ from ray.tune.stopper import Stopper
 from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
 from alphatune.search.searcher import OPTUNA_TRIAL
-from alphatune.spaces import Space
+from alphatune.spaces import Conditional, Space
 
 PROGRESS = ("running", "pending", "finished", "pruned", "failed")
 
@@ -131,18 +131,79 @@ def _why(trial: Trial) -> str:
     return f": {lines[-1][:300]} (traceback: {path})" if lines else ""
 
 
+# TensorBoard scalar tags, per epoch: the epoch's own numbers, and those of the epoch the trial keeps so far (step
+# curves whose last point is the trial's result: the HParams table shows each curve's last point).
+EPOCH_SCALARS = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_ic": "valid_ic",
+                 "kept_epoch": "best_epoch", "kept_valid_ic": "best_valid_ic", "kept_valid_loss": "best_valid_loss"}
+
+
+def _column(name: str, values: tuple[Any, ...] = (), numeric: bool = False, differs: bool = False) -> Any:
+    """An HParams column: numbers, or the discrete ``values`` (strings, booleans or numbers), or free strings."""
+    from google.protobuf import struct_pb2
+    from tensorboard.plugins.hparams import api_pb2
+    if values and all(isinstance(value, bool) for value in values):
+        kind = api_pb2.DATA_TYPE_BOOL
+    elif numeric or (values and not any(isinstance(value, str) for value in values)):
+        kind, values = api_pb2.DATA_TYPE_FLOAT64, tuple(float(value) for value in values)
+    else:
+        kind = api_pb2.DATA_TYPE_STRING
+    info = api_pb2.HParamInfo(name=name, type=kind, differs=differs)
+    if values:
+        domain = struct_pb2.ListValue()
+        domain.extend(list(values))
+        info.domain_discrete.CopyFrom(domain)
+    return info
+
+
+def _searched_column(name: str, param: Any) -> Any:
+    dist = param.cases[0][1] if isinstance(param, Conditional) else param
+    return _column(name, dist.choices) if dist.kind == "categorical" else _column(name, numeric=True)
+
+
+def write_experiment(logdir: Path, model_spaces: dict[str, Space], goal: Objective) -> None:
+    """The HParams experiment of a search, written into one model's ``logdir`` (``RUN/tensorboard``): every
+    searched model's hyperparameters (the union, so the table at the search's root shows them all, whichever
+    model's experiment TensorBoard reads), with ``model``, ``outcome`` and ``trial`` first (the dashboard shows the
+    first five columns ticked), and the metrics named for what they are: the kept epoch's numbers first (the
+    trial's result; the objective's own first), then the last epoch's."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from torch.utils.tensorboard import SummaryWriter
+    from alphatune.search.results import OUTCOMES
+    columns = {"model": _column("model", tuple(model_spaces), differs=True),
+               "outcome": _column("outcome", OUTCOMES, differs=True), "trial": _column("trial", differs=True)}
+    for space in model_spaces.values():
+        for name, param in space.params.items():
+            columns.setdefault(name, _searched_column(name, param))
+    columns["optuna_trial"] = _column("optuna_trial", numeric=True)
+    other = "valid_loss" if goal.name == "valid_ic" else "valid_ic"
+    metrics = [(f"kept_{goal.name}", f"{goal.name} at the kept epoch",
+                f"the objective: {goal.name} of the epoch the trial keeps (its best by {goal.name})"),
+               (f"kept_{other}", f"{other} at the kept epoch", f"{other} of the epoch the trial keeps"),
+               ("kept_epoch", "kept epoch", f"the epoch the trial keeps, its best by {goal.name}"),
+               ("valid_ic", "valid_ic (last epoch)", "valid_ic of the trial's last epoch, kept or not"),
+               ("valid_loss", "valid_loss (last epoch)", "valid_loss of the trial's last epoch, kept or not"),
+               ("train_loss", "train_loss (last epoch)", "train_loss of the trial's last epoch")]
+    metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown, description=text)
+                    for tag, shown, text in metrics]
+    experiment = api_pb2.Experiment(hparam_infos=list(columns.values()), metric_infos=metric_infos,
+                                    time_created_secs=time.time())
+    content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    writer = SummaryWriter(log_dir=str(logdir))
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=content)]))
+    writer.close()
+
+
 class TensorBoardLogger(Callback):
     """Every trial's curves and its HParams session, under ``logdir/<trial id>/``.
 
-    Per epoch: ``train_loss``, ``valid_loss``, ``valid_ic`` and the kept epoch's numbers so far (``best_epoch``,
-    ``best_valid_ic``, ``best_valid_loss``: step curves whose last point is the trial's result). When the trial
-    ends, its session: the searched hyperparameters, ``model``, ``outcome``, ``trial`` (the Ray trial id) and
-    ``optuna_trial``. No experiment summary is written: TensorBoard builds the HParams table from every session
-    under the logdir it is given, so a search root holding several models shows every model's hyperparameters
-    (blank where a model has none), and its metric columns are the last points of the curves above.
+    Per epoch: ``train_loss``, ``valid_loss``, ``valid_ic`` of the epoch, and the numbers of the epoch the trial
+    keeps so far (``kept_epoch``, ``kept_valid_ic``, ``kept_valid_loss``: step curves whose last point is the
+    trial's result). When the trial ends, its session: ``model``, ``outcome``, ``trial`` (the Ray trial id), the
+    searched hyperparameters and ``optuna_trial``. The columns of the HParams table are the search's experiment
+    (``write_experiment``, written when the search starts): its metric columns are the last points of the curves
+    above, named for what they are.
     """
-
-    SCALARS = ("train_loss", "valid_loss", "valid_ic", "best_epoch", "best_valid_ic", "best_valid_loss")
 
     def __init__(self, logdir: Path, space: Space, goal: Objective) -> None:
         self.logdir = Path(logdir)
@@ -163,9 +224,9 @@ class TensorBoardLogger(Callback):
                         **info: Any) -> None:
         writer = self._writer(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        for key in self.SCALARS:
+        for tag, key in EPOCH_SCALARS.items():
             if key in result:
-                writer.add_scalar(key, float(result[key]), epoch)
+                writer.add_scalar(tag, float(result[key]), epoch)
         writer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alphatune.arguments import add_arguments, from_arguments
 from alphatune.search.options import ExportOptions, OptionError, SearchOptions
+from alphatune.search.rundir import find_run_dirs
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,12 +26,14 @@ def run_main(args: argparse.Namespace) -> int:
             raise OptionError("--resume needs --name (the search to continue, under --storage-path)")
         options = SearchOptions(storage_path=args.storage_path, name=args.name)
         options.validate()
+        find_run_dirs(options.search_dir)
         from alphatune.search import driver
         return _status(driver.resume(options.search_dir, within=options.storage_path))
     options = from_arguments(SearchOptions, args)
-    options.validate()
+    from alphatune.search import preflight
+    checked = preflight.check(options)  # bad input is one line here, before torch and Ray load
     from alphatune.search import driver
-    return _status(driver.run(options))
+    return _status(driver.run(options, checked=checked))
 
 
 def _status(run_dirs: list[Path]) -> int:
@@ -44,6 +47,7 @@ def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resume_main(args: argparse.Namespace) -> int:
+    find_run_dirs(args.run_dir)  # a path without a run is one line before torch and Ray load
     from alphatune.search import driver
     return _status(driver.resume(args.run_dir))
 
@@ -53,7 +57,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    from alphatune.search import driver
     options = from_arguments(ExportOptions, args)
+    options.validate()
+    find_run_dirs(options.run_dir)
+    from alphatune.search import driver
     written = driver.export(options.run_dir, qlib_data=options.qlib_data, schedule=options.schedule)
     return 0 if written else 1

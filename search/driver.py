@@ -10,9 +10,11 @@ records.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +25,19 @@ import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from alphatune import models, spaces
+from alphatune import spaces
 from alphatune.search import export as exporting
-from alphatune.search import results
-from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
+from alphatune.search import preflight, results
+from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger, write_experiment
 from alphatune.search.cluster import check_gpus, check_named_address, concurrent_slots, slot_plan, start_ray
 from alphatune.datasets import DataSpec
 from alphatune.search.ledger import TrialLedger, close_ledger, reconcile_with_tune
 from alphatune.search.objective import objective
-from alphatune.search.options import OptionError, SearchOptions
-from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_base, read_bases, write_bases
+from alphatune.search.preflight import Checked
+from alphatune.search.options import SearchOptions
+from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
 from alphatune.search.scheduler import ResumableASHA
-from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, check_writable, disk_guard,
+from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, disk_guard,
                            find_run_dirs, read_manifest, write_manifest, writing)
 from alphatune.search.searcher import StudySearch, close_abandoned, make_sampler, storage_url, study_states
 from alphatune.search.tune_state import experiment_trials
@@ -76,14 +79,36 @@ _TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUT
                      "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
 
 
+# What Tune says at the end of an interrupted or finished fit that is not ours to say: how to resume it with
+# Tune's own API (``alphatune search resume`` is the way, and the driver says so), and that it could not read the
+# per-trial result files of trials that never started.
+_TUNE_WORDS = {"ray.tune.tune": ("Experiment has been interrupted", "Training has been interrupted"),
+               "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",)}
+
+
+class _NotOurWords(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
 @contextlib.contextmanager
 def _tune_environment() -> Iterator[None]:
-    """Set ``_TUNE_ENVIRONMENT`` for the duration of a search, then restore what was there."""
+    """Set ``_TUNE_ENVIRONMENT`` and silence ``_TUNE_WORDS`` for the duration of a search, then restore what was
+    there."""
     previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
     os.environ.update(_TUNE_ENVIRONMENT)
+    filters = {name: _NotOurWords(starts) for name, starts in _TUNE_WORDS.items()}
+    for name, quiet in filters.items():
+        logging.getLogger(name).addFilter(quiet)
     try:
         yield
     finally:
+        for name, quiet in filters.items():
+            logging.getLogger(name).removeFilter(quiet)
         for key, value in previous.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -101,7 +126,7 @@ def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_r
            stream: TextIO | None, bases: dict[str, Base]) -> tune.Tuner:
     goal = objective(options.metric)
     searcher = StudySearch(space, goal, run_dir, make_sampler(options.sampler, options.seed, options.samples),
-                           options.samples)
+                           options.samples, options.seed)
     scheduler = ResumableASHA(run_dir, time_attr="epoch", metric=goal.best, mode=goal.mode, max_t=options.max_epochs,
                               grace_period=options.grace_epochs, reduction_factor=options.reduction_factor)
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
@@ -129,39 +154,21 @@ def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dat
         return _tuner(run_dir, space, options, dataset_ref, stream, bases or {}).fit()
 
 
-def run(options: SearchOptions, stream: TextIO | None = None) -> list[Path]:
-    """Search every model of ``options``; returns the run directories. The options, the spaces, the run
-    directories, the base file, the GPUs asked for and the data (HIST's concepts) are checked before any trial
-    starts.
+def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked | None = None) -> list[Path]:
+    """Search every model of ``options``; returns the run directories.
 
-    GATs, HIST and IGMTF get their pretrained bases first (``search.pretrained``: each base kind trained once
-    per search, in the driver, before that model's trials), recorded in the run directory's ``bases.yaml``."""
+    Everything bad input can fail is checked first (``search.preflight``, unless ``checked`` is its result), then
+    the base file and the GPUs asked for; only then is Ray started and are the run directories created (nothing
+    is left behind by a refused search). GATs, HIST and IGMTF get their pretrained bases before their trials
+    (``search.pretrained``: each base kind trained once per search, in the driver), recorded in the run
+    directory's ``bases.yaml``."""
     out = stream or sys.stdout
-    options.validate()
-    model_spaces = options.load_spaces()
+    checked = checked or preflight.check(options)
+    model_spaces, ds = checked.spaces, checked.dataset
     if options.pretrained is not None and not any(base_kinds(space) for space in model_spaces.values()):
         out.write(f"note: --pretrained {options.pretrained} is ignored: no searched model ({', '.join(model_spaces)}) "
                   f"starts from an LSTM/GRU base (only GATs, HIST and IGMTF do)\n")
-    elif options.uses_base_file:
-        try:
-            read_base(options.pretrained)
-        except (FileNotFoundError, ValueError) as error:
-            raise OptionError(f"--pretrained: {error}") from None
     check_gpus(options.gpus_per_trial, options.address)
-    check_named_address(options.address)
-    check_writable(options.search_dir, "--storage-path")
-    with writing([options.run_dir(model) for model in model_spaces]):
-        for model in model_spaces:
-            if (options.run_dir(model) / MANIFEST).exists():
-                raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) "
-                                  f"or pick --name")
-        return _run(options, model_spaces, out, stream)
-
-
-def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: TextIO,
-         stream: TextIO | None) -> list[Path]:
-    ds = options.data_spec().open()
-    _check_dataset(ds, list(model_spaces))
     data = DataSpec.of(ds, options.concepts).to_dict()
     start_ray(options.address, options.dashboard)
     check_gpus(options.gpus_per_trial, options.address)
@@ -169,29 +176,47 @@ def _run(options: SearchOptions, model_spaces: dict[str, spaces.Space], out: Tex
     out.write("".join(f"{line}\n" for line in slot_lines))
     dataset_ref = ray.put(ds)
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    trained: dict[str, Base] = {}
-    model_bases = {}
-    for model, space in model_spaces.items():
-        run_dir = options.run_dir(model)
-        write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
-        model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs, options.seed,
-                                           base_device, trained, out, options.speed(base_device))
-        write_bases(run_dir, model_bases[model])
-    del ds
-    run_dirs = []
-    for model, space in model_spaces.items():
-        run_dir, bases = options.run_dir(model), model_bases[model]
-        out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in {run_dir}; "
-                  f"objective: best {options.metric} ({objective(options.metric).mode})\n{space.describe()}\n")
-        out.flush()
-        with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
-            search_model(run_dir, space, options, dataset_ref, stream, bases)
-            _close(run_dir, model)
-            report(run_dir, out)
-        run_dirs.append(run_dir)
-        if _interrupted(run_dir, out):
-            break
-    return run_dirs
+    _say_amp(options, base_device, out)
+    with writing([options.run_dir(model) for model in model_spaces]):
+        for model in model_spaces:  # again, holding the lock: another search may have started meanwhile
+            if (options.run_dir(model) / MANIFEST).exists():
+                raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) "
+                                  f"or pick --name")
+        trained: dict[str, Base] = {}
+        model_bases = {}
+        for model, space in model_spaces.items():
+            run_dir = options.run_dir(model)
+            write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
+            write_experiment(run_dir / TENSORBOARD_DIR, model_spaces, objective(options.metric))
+            model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs,
+                                               options.seed, base_device, trained, out, options.speed(base_device))
+            write_bases(run_dir, model_bases[model])
+        del ds, checked
+        run_dirs = []
+        for model, space in model_spaces.items():
+            run_dir, bases = options.run_dir(model), model_bases[model]
+            out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in "
+                      f"{run_dir}; objective: best {options.metric} ({objective(options.metric).mode})\n"
+                      f"{space.describe()}\n")
+            out.flush()
+            with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
+                search_model(run_dir, space, options, dataset_ref, stream, bases)
+                _close(run_dir, model)
+                report(run_dir, out, writer="search run")
+            run_dirs.append(run_dir)
+            if _interrupted(run_dir, out):
+                break
+        return run_dirs
+
+
+def _say_amp(options: SearchOptions, device: str, out: TextIO) -> None:
+    """Say once, before any training, that ``--amp`` cannot run on this machine's ``device`` (the trials and bases
+    then train in float32, and each trial reports the precision it really trained in)."""
+    from alphatune.models.precision import amp_unavailable
+    reason = amp_unavailable(device) if options.amp else None
+    if reason is not None:
+        out.write(f"note: --amp: {reason}: trials on this machine train in float32 (best.yaml records what ran)\n")
+        warnings.filterwarnings("ignore", message="amp asked for")  # said here, once
 
 
 def _close(run_dir: Path, model: str) -> None:
@@ -247,7 +272,7 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             check_named_address(first.options.address)
             ds = DataSpec.from_dict(manifest.data, f"{run_dir / MANIFEST}: data").open()
-            _check_dataset(ds, [m.model for m in manifests.values()])
+            preflight.check_dataset(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)
             check_gpus(first.options.gpus_per_trial, first.options.address)
             _, slot_lines = slot_plan(first.options.cpus_per_trial, first.options.gpus_per_trial,
@@ -275,7 +300,7 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
                 out.flush()
                 search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, read_bases(run_dir))
             _close(run_dir, manifest.model)
-            report(run_dir, out)
+            report(run_dir, out, writer="search resume")
         if _interrupted(run_dir, out):
             break
     return run_dirs
@@ -289,19 +314,10 @@ def _set_aside(run_dir: Path, out: TextIO) -> None:
         out.write(f"note: kept Tune's unreadable state as {target.name}\n")
 
 
-def _check_dataset(ds: Any, model_names: list[str]) -> None:
-    """Refuse (``OptionError``) a searched model whose needs ``ds`` lacks (HIST: its concept table)."""
-    for name in model_names:
-        try:
-            models.get_spec(name).check_dataset(ds)
-        except ValueError as error:
-            raise OptionError(f"--model {error}") from None
-
-
 def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search") -> Path | None:
+           schedule: str = "search", writer: str = "search export") -> Path | None:
     """Print the run's summary table and write its exports; returns ``best.yaml`` (``None`` when no trial has
-    a usable checkpoint yet). ``qlib_data`` and ``schedule`` are ``search.export.write_exports``'s."""
+    a usable checkpoint yet). ``qlib_data``, ``schedule`` and ``writer`` are ``search.export.write_exports``'s."""
     out = stream or sys.stdout
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
@@ -315,7 +331,8 @@ def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = 
         out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
         out.flush()
         return None
-    exported = exporting.write_exports(run_dir, manifest, best, dict(counts), qlib_data=qlib_data, schedule=schedule)
+    exported = exporting.write_exports(run_dir, manifest, best, dict(counts), qlib_data=qlib_data, schedule=schedule,
+                                       writer=writer)
     out.write(f"[{manifest.model}] best trial {best.trial_id} (Optuna trial {best.optuna_trial}): {metric} "
               f"{best.best(metric):.4f} at its kept epoch {best.best_epoch}\n  {exported.best}\n  {exported.qlib}\n")
     for note in exported.notes:

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from alphatune import models
+from alphatune.datasets import is_qlib_dir
 from alphatune.evaluation.backtest import BacktestConfig
-from alphatune.search.options import SCHEDULES, OptionError
+from alphatune.search.options import SCHEDULES, OptionError, SearchOptions, space_origin
 from alphatune.search.pretrained import read_bases
 from alphatune.search.results import TrialRecord
 from alphatune.search.rundir import Manifest, dump_yaml
@@ -65,11 +66,26 @@ def best_document(manifest: Manifest, best: TrialRecord, counts: dict[str, int],
         "optuna_trial": best.optuna_trial,
         "checkpoint": str(best.checkpoint),
         **_base_fields(manifest, best, run_dir),
-        "search": {"run_dir": str(run_dir), "space_file": manifest.space.source, "samples": options.samples,
+        "search": {"run_dir": str(run_dir), "space_file": space_origin(manifest.space.source), "samples": options.samples,
                    "max_epochs": options.max_epochs, "objective": metric, "sampler": options.sampler,
                    "threads": max(1, int(options.cpus_per_trial)), "trials": counts},
-        "training": {"device": device, **options.speed(device)},
+        "training": training_record(options, best, device),
     }
+
+
+def training_record(options: SearchOptions, best: TrialRecord, device: str) -> dict[str, Any]:
+    """best.yaml's ``training``: the device, and the speed options as the winner really trained (``amp`` true only
+    where it ran in mixed precision, with ``precision`` naming the dtype; ``amp_refused`` says why not when it was
+    asked for and the device could not)."""
+    speed = options.speed(device)
+    record: dict[str, Any] = {"device": device, **speed}
+    if best.precision is not None:
+        record["amp"] = best.precision != "float32"
+        record["precision"] = best.precision
+        if speed["amp"] and not record["amp"]:
+            record["amp_refused"] = ("--amp was asked for, but the trial's device has no mixed-precision kernels "
+                                     "for this network (e.g. a CPU without AVX-512 bfloat16): it trained in float32")
+    return record
 
 
 def _base_fields(manifest: Manifest, best: TrialRecord, run_dir: Path) -> dict[str, Any]:
@@ -90,21 +106,34 @@ def base_model_path(run_dir: Path, best: TrialRecord) -> str | None:
     return None
 
 
-def provider_of(data: dict[str, Any], qlib_data: str | None) -> tuple[str, str | None]:
-    """``(provider_uri, note)``: ``qlib_data``, else the source when it is a Qlib directory, else a placeholder
-    with a note saying why."""
+@dataclass(frozen=True)
+class Provider:
+    """best_qlib.yaml's ``provider_uri``, what it is (the header says it), and a warning when it is a placeholder."""
+
+    uri: str
+    what: str
+    warning: str | None = None
+
+
+def provider_of(data: dict[str, Any], qlib_data: str | None) -> Provider:
+    """``qlib_data``, else the searched source when it is a Qlib directory, else a placeholder saying why."""
+    source = str(data.get("source") or "")
+    searched = "the embedded data" if source in ("", "embedded") else (
+        f"the Qlib data directory {source}" if is_qlib_dir(source) else f"the price table {source}")
     if qlib_data is not None:
         path = Path(qlib_data).expanduser().resolve()
-        if not (path / "calendars" / "day.txt").is_file():
+        if not is_qlib_dir(path):
             raise OptionError(f"--qlib-data {qlib_data}: not a Qlib data directory (no calendars/day.txt)")
-        return str(path), None
-    source = str(data.get("source") or "")
-    if source and source != "embedded" and Path(source).expanduser().is_dir():
-        return source, None
-    what = "the embedded data" if source in ("", "embedded") else f"the price table {source}"
-    return PROVIDER_PLACEHOLDER, (f"the search ran on {what}, which Qlib cannot read: best_qlib.yaml's provider_uri "
-                                  f"is a placeholder; export again with --qlib-data DIR (a Qlib data directory "
-                                  f"holding the same market and dates) before running qrun")
+        if source and is_qlib_dir(source) and Path(source).expanduser().resolve() == path:
+            return Provider(str(path), "the Qlib data directory the search read.")
+        return Provider(str(path), f"the Qlib data directory given to --qlib-data; the search read {searched}, so "
+                                   f"this directory must hold the same market and dates.")
+    if source and is_qlib_dir(source):
+        return Provider(source, "the Qlib data directory the search read.")
+    warning = (f"the search ran on {searched}, which Qlib cannot read: best_qlib.yaml's provider_uri is a "
+               f"placeholder; export again with --qlib-data DIR (a Qlib data directory holding the same market "
+               f"and dates) before running qrun")
+    return Provider(PROVIDER_PLACEHOLDER, warning + ".", warning)
 
 
 def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_path: str | None = None,
@@ -178,11 +207,14 @@ def qlib_document(manifest: Manifest, hyperparameters: dict[str, Any], model_pat
     }
 
 
-def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provider_note: str | None) -> str:
-    """The comment block that states best_qlib.yaml's choices."""
+def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provider: Provider, writer: str) -> str:
+    """The comment block that states best_qlib.yaml's choices; ``writer`` is the command that wrote it."""
     kwargs = document["task"]["model"]["kwargs"]
-    lines = [f"Qlib workflow config of the best {manifest.model} trial (written by `alphatune search export`).",
-             f"provider_uri: {provider_note or 'the Qlib data directory the search read.'}",
+    benchmark = document["benchmark"]
+    lines = [f"Qlib workflow config of the best {manifest.model} trial (written by `alphatune {writer}`).",
+             f"provider_uri: {provider.what}",
+             f"benchmark: {benchmark}" + ("." if manifest.data.get("benchmark") else
+                                          ", Qlib's published one: the searched data has no benchmark series."),
              f"schedule ({schedule}): n_epochs {kwargs['n_epochs']}, early_stop {kwargs['early_stop']}: "
              + ("the budget the search trained its trials under (export --schedule qlib for Qlib's published one)."
                 if schedule == "search" else "Qlib's published schedule (the search trained under "
@@ -194,12 +226,13 @@ def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provide
 
 
 def write_exports(run_dir: Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
-                  qlib_data: str | None = None, schedule: str = "search") -> Exported:
-    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``run_dir``."""
+                  qlib_data: str | None = None, schedule: str = "search", writer: str = "search export") -> Exported:
+    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``run_dir``; ``writer`` is the command doing it (their
+    headers say so)."""
     run_dir = Path(run_dir)
     best_path, qlib_path = run_dir / BEST, run_dir / BEST_QLIB
-    provider, note = provider_of(manifest.data, qlib_data)
-    document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider, schedule)
+    provider = provider_of(manifest.data, qlib_data)
+    document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider.uri, schedule)
     dump_yaml(best_document(manifest, best, counts, run_dir), best_path)
-    dump_yaml(document, qlib_path, header=_header(manifest, document, schedule, note))
-    return Exported(best_path, qlib_path, [note] if note else [])
+    dump_yaml(document, qlib_path, header=_header(manifest, document, schedule, provider, writer))
+    return Exported(best_path, qlib_path, [provider.warning] if provider.warning else [])

@@ -129,7 +129,7 @@ class TrialLedger(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
                         **info: Any) -> None:
         from alphatune.search.trial import REPORTED
-        kept = {key: result[key] for key in (*REPORTED, "pretrained", "started_at", "reported_at", "pid")
+        kept = {key: result[key] for key in (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid")
                 if key in result}
         self._append({"event": "result", "trial": trial.trial_id, **kept})
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from alphatune.arguments import option
 from alphatune.datasets.cli import benchmark_option, concepts_option, market_option, segment_option
-from alphatune.datasets.spec import EMBEDDED, DataSpec, is_prepared
+from alphatune.datasets.spec import EMBEDDED, DataSpec, is_prepared, is_qlib_dir
 from alphatune.models.registry import REGISTRY
 from alphatune.search.objective import OBJECTIVES
 
@@ -134,6 +134,9 @@ class SearchOptions:
         stray = set(self.space_files) - set(self.models)
         if stray:
             raise OptionError(f"--space: given for {sorted(stray)}, which are not searched ({','.join(self.models)})")
+        for model, path in self.space_files.items():
+            if not Path(path).expanduser().is_file():
+                raise OptionError(f"--space {model}={path}: no such file")
         _positive_int("--samples", self.samples)
         _positive_int("--max-epochs", self.max_epochs)
         _positive_int("--grace-epochs", self.grace_epochs)
@@ -235,6 +238,19 @@ class SearchOptions:
         return cls(**data)
 
 
+def space_origin(source: str) -> str:
+    """Where a searched space came from, as a run records it (``space_file``): a shipped space by name, a file
+    inside a Ray job's working directory (Ray's temporary copy, gone after the job) by its path there, any other
+    file by its path. The space itself, as searched, is always in the run's manifest."""
+    from alphatune import __version__, spaces
+    path = Path(source)
+    if path.parent == spaces.SPACES_DIR:
+        return f"{path.name}, shipped with alphatune {__version__}"
+    if RAY_JOB_ENVIRONMENT in os.environ and path.is_relative_to(Path.cwd()):
+        return f"{path.relative_to(Path.cwd())} in the Ray job's working directory (a copy gone after the job)"
+    return source
+
+
 def check_name(name: Any) -> None:
     """A search name is one plain directory name: no separator, not ``.``/``..``, no control character, not blank."""
     if (not isinstance(name, str) or not name.strip() or name != name.strip() or "/" in name or "\\" in name
@@ -263,3 +279,11 @@ class ExportOptions:
                                         "the file explains")
     schedule: str = option("search", "best_qlib.yaml's n_epochs/early_stop: 'search' the budget the search trained "
                                      "under, 'qlib' Qlib's published schedule", choices=SCHEDULES)
+
+    def validate(self) -> None:
+        """Check the options before any run is read (``OptionError`` naming the option)."""
+        if self.schedule not in SCHEDULES:
+            raise OptionError(f"--schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.qlib_data is not None and not is_qlib_dir(self.qlib_data):
+            raise OptionError(f"--qlib-data {self.qlib_data}: not a Qlib data directory (no calendars/day.txt)")
+

@@ -52,6 +52,7 @@ class TrialRecord:
     checkpoint: Path | None
     pretrained: str | None = None  # the base file the trial started from, "none (...)", or None (not reported)
     optuna_trial: int | None = None
+    precision: str | None = None   # what it trained in (float32, bfloat16, float16); None: not reported
 
     def best(self, metric: str) -> float:
         """The trial's value of the objective ``metric`` (``valid_ic``/``valid_loss``) at its kept epoch."""
@@ -71,7 +72,7 @@ def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Path | None) -> 
         epochs=int(result.get("epoch", 0)), best_epoch=int(result.get("best_epoch", 0)),
         best_valid_ic=float(result.get("best_valid_ic", math.nan)),
         best_valid_loss=float(result.get("best_valid_loss", math.nan)), checkpoint=checkpoint,
-        pretrained=result.get("pretrained"), optuna_trial=trial.optuna_trial)
+        pretrained=result.get("pretrained"), optuna_trial=trial.optuna_trial, precision=result.get("precision"))
 
 
 def read_trials(run_dir: Path, manifest: Manifest) -> list[TrialRecord]:

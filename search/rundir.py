@@ -24,7 +24,6 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from typing import Any
 import yaml
 
 from alphatune import spaces
-from alphatune.search.options import SearchOptions
+from alphatune.search.options import SearchOptions, space_origin
 
 MANIFEST = "search.yaml"
 TUNE_DIR = "tune"
@@ -57,7 +56,7 @@ class Manifest:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "space_file": self.space.source, "space": self.space.to_dict(),
+        return {"model": self.model, "space_file": space_origin(self.space.source), "space": self.space.to_dict(),
                 "data": self.data, "options": self.options.to_dict()}
 
 
@@ -150,6 +149,19 @@ def acquire_writer(run_dir: Path) -> None:
     _held[run_dir] = handle
 
 
+def check_not_held(run_dir: Path) -> None:
+    """``RunDirError`` naming the holder when another process holds ``run_dir``'s writer lock; creates nothing."""
+    path = Path(run_dir) / LOCK_FILE
+    if Path(run_dir).resolve() in _held or not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{Path(run_dir).resolve()} is being written by {_holder(path)}; wait for it to end or "
+                              f"stop it") from None
+
+
 def release_writer(run_dir: Path) -> None:
     """Give up this process's lock on ``run_dir`` (no-op when it holds none)."""
     handle = _held.pop(Path(run_dir).resolve(), None)
@@ -172,16 +184,25 @@ def writing(run_dirs: list[Path]) -> Iterator[None]:
 
 
 def check_writable(directory: Path, option: str) -> None:
-    """Refuse (``RunDirError``, one line) a directory this process cannot create and write into, before any work:
-    a read-only mount, a path through a file, no permission."""
+    """Refuse (``RunDirError``, one line) a directory this process could not create and write into, before any
+    work and without creating anything: a read-only mount, a path through a file, no permission. The nearest
+    existing folder on the way must be a writable, searchable directory."""
     directory = Path(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"{option} {directory}: cannot write there ({os.strerror(errno.ENOTDIR)}: {existing})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = os.strerror(errno.EROFS if _read_only(existing) else errno.EACCES)
+        raise RunDirError(f"{option} {directory}: cannot write there ({reason}: {existing})")
+
+
+def _read_only(path: Path) -> bool:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise RunDirError(f"{option} {directory}: cannot write there ({reason})") from None
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 _DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")

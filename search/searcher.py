@@ -14,10 +14,12 @@ can go from optuna-dashboard to the summary table, TensorBoard and ``best.yaml``
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
@@ -50,6 +52,14 @@ def make_sampler(name: str, seed: int | None, samples: int) -> optuna.samplers.B
     raise ValueError(f"unknown sampler {name!r}; known: tpe, random, cmaes, qmc")
 
 
+def trial_seed(search_seed: int | None, number: int) -> int:
+    """The training seed of Optuna trial ``number``: derived from the search's ``--seed`` (the same search draws the
+    same seeds), or drawn from the operating system's entropy without one."""
+    if search_seed is None:
+        return int.from_bytes(os.urandom(4), "little") >> 1
+    return int(np.random.SeedSequence([search_seed, number]).generate_state(1)[0] >> 1)
+
+
 def storage_url(run_dir: Path) -> str:
     """The study database inside a run directory (``optuna-dashboard <this url>`` opens it)."""
     return f"sqlite:///{Path(run_dir).resolve() / 'optuna.db'}"
@@ -60,8 +70,10 @@ class StudySearch(OptunaSearch):
     default enqueued as the first trial, and trials told as they really ended (see the module doc)."""
 
     def __init__(self, space: Space, goal: Objective, run_dir: Path, sampler: optuna.samplers.BaseSampler,
-                 samples: int) -> None:
+                 samples: int, seed: int | None = None) -> None:
         self.goal = goal
+        self.seed = seed
+        self.draws_seed = "seed" not in space.params and space.fixed.get("seed") is None
         self.run_dir = Path(run_dir)
         self.samples = samples
         self._reported: dict[str, set[int]] = {}
@@ -74,6 +86,10 @@ class StudySearch(OptunaSearch):
         super().__init__(space=space.suggest, metric=goal.best, mode=goal.mode, sampler=sampler,
                          points_to_evaluate=[] if started else [space.optuna_params(space.default)],
                          study_name=space.model, storage=storage)
+        if not self._ot_study.metric_names:  # optuna-dashboard names the objective instead of "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names([goal.name])
         if started:
             self._reconcile()
 
@@ -113,6 +129,10 @@ class StudySearch(OptunaSearch):
         if config is None:
             return None
         ot_trial = self._ot_trials[trial_id]
+        if self.draws_seed:  # every trial trains with a seed of its own, recorded so that it can be reproduced
+            if "seed" not in ot_trial.user_attrs:
+                ot_trial.set_user_attr("seed", trial_seed(self.seed, ot_trial.number))
+            config["seed"] = ot_trial.user_attrs["seed"]
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("tensorboard_run", str(self.run_dir / TENSORBOARD_DIR / trial_id))
         if continues:

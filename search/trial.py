@@ -11,8 +11,9 @@ ASHA and Optuna judge. After every epoch the trial
 2. reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``, ``valid_ic``, ``seconds`` (the
    epoch's training and validation time), the kept epoch and its numbers (``best_epoch``, ``best_valid_loss``,
    ``best_valid_ic``), ``final`` (no epoch follows by the trial's own budget or early stopping, so a trial that
-   ends without ``final`` was stopped by ASHA), ``started_at`` and ``reported_at`` (Unix times of the trial
-   function's start and of the report, to the microsecond) and, for GATs/HIST/IGMTF, ``pretrained``.
+   ends without ``final`` was stopped by ASHA), ``precision`` (what the trainer really trains in: ``float32``,
+   or ``bfloat16``/``float16`` under amp where the device has it), ``started_at`` and ``reported_at`` (Unix times
+   of the trial function's start and of the report, to the microsecond) and, for GATs/HIST/IGMTF, ``pretrained``.
 
 A trial that takes over the Optuna trial of one interrupted before Tune recorded it (``continues`` in its config,
 ``search.searcher``) starts from that trial's saved state. A trial started again under the same id (its worker died and Tune retries it, or an interrupted search resumes)
@@ -36,6 +37,7 @@ import queue
 import shutil
 import threading
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -123,9 +125,11 @@ def _save_atomically(save: Any, path: Path) -> None:
 
 def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int
                           ) -> models.Hyperparameters:
-    """The hyperparameters a trial trains with, checked once: the space's fixed and searched values, the trainer's
-    ``metric`` set by the search objective, ``n_epochs`` capped at ``max_epochs``, Qlib's defaults for the rest."""
-    hp = models.get_spec(space.model).hyperparameters({**space.hyperparameters(config),
+    """The hyperparameters a trial trains with, checked once: the space's fixed and searched values, the seed the
+    searcher drew for it (``config["seed"]``, when the space leaves the seed open), the trainer's ``metric`` set by
+    the search objective, ``n_epochs`` capped at ``max_epochs``, Qlib's defaults for the rest."""
+    drawn = {"seed": config["seed"]} if "seed" in config and "seed" not in space.params else {}
+    hp = models.get_spec(space.model).hyperparameters({**space.hyperparameters(config), **drawn,
                                                        "metric": objective(metric).trainer_metric})
     return hp.replace(n_epochs=min(hp.n_epochs, max_epochs))
 
@@ -159,16 +163,19 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
         base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters.to_dict())
 
     saved = models.read_training_state(directory / STATE_FILE, device) if (directory / STATE_FILE).is_file() else None
+    # A trial going on from its saved state gets its weights from there, not from the base.
+    net = initial_network(hyperparameters, pretrained=base_path if saved is None else None)
+    with warnings.catch_warnings():  # a refused amp is said once by the driver; each trial reports its precision
+        warnings.filterwarnings("ignore", message="amp asked for")
+        trainer = models.Trainer(net, models.train_config(hyperparameters, device=device, **(speed or {})),
+                                 hyperparameters)
+    extra["precision"] = trainer.precision.dtype
     if saved is not None and saved["history"]:
         # The saved epoch's report may have been lost with the process that wrote the state: report it again (a
         # repeated report changes nothing downstream). A state already final means the trial had ended.
         _report(saved["history"][-1], extra, started_at)
         if saved["history"][-1]["final"]:
             return
-    # A trial going on from its saved state gets its weights from there, not from the base.
-    net = initial_network(hyperparameters, pretrained=base_path if saved is None else None)
-    trainer = models.Trainer(net, models.train_config(hyperparameters, device=device, **(speed or {})),
-                             hyperparameters)
     search_metric = objective(metric).name
 
     writer = StateWriter()

@@ -20,8 +20,9 @@ def _post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def hparams_table(logdir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
     """``(sessions, columns)`` of the HParams table TensorBoard serves for ``logdir``: session name (the run's path
-    under ``logdir``) → ``{"hparams": {...}, "metrics": {tag: last value}}``, and the table's ``hparams`` and
-    ``metrics`` columns."""
+    under ``logdir``) → ``{"hparams": {...}, "metrics": {tag: last value}}``, and the table's columns: ``hparams``
+    and ``metrics`` in the order served, ``ticked`` (the hyperparameters the dashboard shows without the user
+    ticking them) and ``metric_names`` (tag → the name the dashboard shows)."""
     from tensorboard import program
     board = program.TensorBoard()
     board.configure(argv=[None, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0",
@@ -40,6 +41,13 @@ def hparams_table(logdir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, li
     sessions = {group["name"]: {"hparams": group["hparams"],
                                 "metrics": {value["name"]["tag"]: value["value"] for value in group["metricValues"]}}
                 for group in groups["sessionGroups"]}
-    columns = {"hparams": sorted(info["name"] for info in experiment.get("hparamInfos", [])),
-               "metrics": sorted(info["name"]["tag"] for info in experiment.get("metricInfos", []))}
+    hparams = experiment.get("hparamInfos", [])
+    metrics = experiment.get("metricInfos", [])
+    # The dashboard orders the columns it is served with those that differ first (a stable sort) and ticks the
+    # first five hyperparameters and the first five metrics (tf-hparams-query-pane).
+    ticked = sorted(hparams, key=lambda info: not info.get("differs", False))[:5]
+    columns = {"hparams": [info["name"] for info in hparams],
+               "metrics": [info["name"]["tag"] for info in metrics],
+               "ticked": [info["name"] for info in ticked],
+               "metric_names": {info["name"]["tag"]: info.get("displayName", "") for info in metrics}}
     return sessions, columns

@@ -149,6 +149,7 @@ def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, 
     assert process.returncode == 130, text[-3000:]
     if moment == "while searching":
         assert "interrupted with" in text and f"alphatune search resume {tmp_path / 'stopped'}" in text
+        assert "Tuner.restore" not in text and "Failed to fetch metrics" not in text, text[-3000:]  # ours only
     assert not ray_processes(ray_tmpdir), ray_processes(ray_tmpdir, grace=0)
 
 
@@ -188,3 +189,21 @@ def test_a_full_disk_is_one_line_and_the_search_resumes_once_there_is_room(tiny_
     study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     assert len(study.trials) == 8 and all(trial.state.is_finished() for trial in study.trials)
     assert (run_dir / "best.yaml").is_file()
+
+
+def test_amp_where_the_cpu_cannot_run_it_is_said_once_and_best_yaml_records_float32(tiny_search, tmp_path,
+                                                                                   ray_tmpdir) -> None:
+    """``ONEDNN_MAX_CPU_ISA=AVX2`` makes oneDNN behave as on an AVX2-only CPU (no bfloat16 LSTM), here and in the
+    trial workers, which inherit the driver's environment."""
+    env = {**search_env(ray_tmpdir), "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    completed = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--amp",
+                                "--storage-path", str(tmp_path), "--name", "amp"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=300)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    said = [line for line in output.splitlines() if "bfloat16" in line]
+    assert len(said) == 1 and said[0].startswith("note: --amp: this CPU has no bfloat16 kernels"), said
+    import yaml
+    training = yaml.safe_load((tmp_path / "amp" / "lstm" / "best.yaml").read_text())["training"]
+    assert training["amp"] is False and training["precision"] == "float32"
+    assert training["amp_refused"].startswith("--amp was asked for, but the trial's device has no mixed-precision")

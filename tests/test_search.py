@@ -8,7 +8,6 @@ table is read back through TensorBoard's own server (``tensorboard_client``).
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import subprocess
@@ -33,10 +32,10 @@ from planted import TINY_SPACE, planted_dataset
 from alphatune.search import cluster, driver
 from alphatune.cli import main as alphatune_main
 from alphatune.search.ledger import read_ledger
-from alphatune.search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions
+from alphatune.search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions, space_origin
 from alphatune.search.results import read_trials
-from alphatune.search.rundir import Manifest, read_manifest
-from alphatune.search.searcher import make_sampler
+from alphatune.search.rundir import read_manifest
+from alphatune.search.searcher import make_sampler, trial_seed
 from tensorboard_client import hparams_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +120,7 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     # TensorBoard: every trial's per-epoch curves, and its HParams session with the kept epoch's numbers.
     for record in records:
         logged = scalars(run_dir / "tensorboard" / record.trial_id)
-        for tag in ("train_loss", "valid_loss", "valid_ic", "best_valid_ic", "best_valid_loss", "best_epoch"):
+        for tag in ("train_loss", "valid_loss", "valid_ic", "kept_valid_ic", "kept_valid_loss", "kept_epoch"):
             assert [step for step, _ in logged[tag]] == list(range(1, record.epochs + 1)), (record.trial_id, tag)
         assert not [tag for tag in logged if tag.startswith("hparams/")]  # no one-point scalars
     sessions, _ = hparams_table(run_dir)
@@ -131,7 +130,7 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
         assert session["hparams"]["outcome"] == record.outcome and session["hparams"]["model"] == "lstm"
         assert session["hparams"]["lr"] == pytest.approx(record.hyperparameters["lr"])
         assert session["hparams"]["optuna_trial"] == record.optuna_trial
-        assert session["metrics"]["best_valid_ic"] == pytest.approx(record.best_valid_ic, rel=1e-5)
+        assert session["metrics"]["kept_valid_ic"] == pytest.approx(record.best_valid_ic, rel=1e-5)
 
     # One metric decides: the kept epoch is the best valid_ic epoch, and Optuna holds the same numbers.
     ledger = {trial.trial_id: trial for trial in read_ledger(run_dir)}
@@ -153,13 +152,19 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
                                   "best_epoch": best["validation"]["best_epoch"], "epochs": 3}
     assert best["optuna_trial"] == ledger[best["trial_id"]].optuna_trial
     assert best["search"]["threads"] == 1 and best["search"]["max_epochs"] == 3
-    assert best["training"] == {"device": "cpu", "amp": False, "graphs": False, "tf32": None}
+    assert best["training"] == {"device": "cpu", "amp": False, "graphs": False, "tf32": None, "precision": "float32"}
+    assert best["hyperparameters"]["seed"] == 1  # the space fixes it: no trial draws one
+    assert all("seed" not in trial.config for trial in ledger.values())
+    assert study.metric_names == ["valid_ic"]  # optuna-dashboard names the objective
+    assert best["data"]["benchmark"] is None  # the planted data has no benchmark series
     assert best["hyperparameters"]["metric"] == "ic" and best["hyperparameters"]["n_epochs"] == 3
 
     # best_qlib.yaml says that planted data is no Qlib directory, and which schedule and metric it wrote.
     text = (run_dir / "best_qlib.yaml").read_text()
     assert qlib["qlib_init"]["provider_uri"] == "REPLACE/WITH/A/QLIB/DATA/DIRECTORY"
     assert "which Qlib cannot read" in text and "export again with --qlib-data DIR" in text
+    assert "(written by `alphatune search run`)" in text
+    assert "# benchmark: SH000300, Qlib's published one: the searched data has no benchmark series." in text
     assert model["kwargs"]["n_epochs"] == 3 and "# schedule (search): n_epochs 3, early_stop 5" in text
     assert model["kwargs"]["metric"] == "loss" and "MLFLOW_ALLOW_FILE_STORE=true" in text
 
@@ -172,6 +177,9 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     exported = yaml.safe_load((run_dir / "best_qlib.yaml").read_text())
     assert exported["qlib_init"]["provider_uri"] == str(qlib_dir.resolve())
     assert exported["task"]["model"]["kwargs"]["n_epochs"] == 200  # Qlib's published LSTM schedule
+    header = (run_dir / "best_qlib.yaml").read_text()
+    assert "(written by `alphatune search export`)" in header
+    assert "the Qlib data directory given to --qlib-data; the search read" in header
     assert search_main(["export", str(run_dir), "--qlib-data", str(tmp_path)]) == 2  # not a Qlib directory
 
 
@@ -234,7 +242,7 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
     hist_space = tmp_path / "hist.yaml"  # a day-batch model with the stock-concept graph, other hyperparameters
     hist_space.write_text("model: hist\nparams:\n  lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}\n"
                           "  dropout: {type: float, low: 0.0, high: 0.3}\n"
-                          "fixed: {num_layers: 1, hidden_size: 8, early_stop: 5, seed: 1}\n"
+                          "fixed: {num_layers: 1, hidden_size: 8, early_stop: 5}\n"
                           "default: {lr: 1.0e-2, dropout: 0.0}\n")
     options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1, sampler="tpe")
     options.space_files["hist"] = str(hist_space)
@@ -245,6 +253,16 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
         assert best["model"] == run_dir.name
         study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
         assert len(study.get_trials()) == 2
+    # HIST's space leaves the seed open: every trial drew its own, recorded in the ledger and in Optuna, and the
+    # winner's is in best.yaml, so it can be trained again exactly; the draws follow the search's --seed.
+    hist_dir = run_dirs[1]
+    drawn = {trial.trial_id: trial.config["seed"] for trial in read_ledger(hist_dir)}
+    best = yaml.safe_load((hist_dir / "best.yaml").read_text())
+    assert len(set(drawn.values())) == 2 and best["hyperparameters"]["seed"] == drawn[best["trial_id"]]
+    study = optuna.load_study(study_name="hist", storage=f"sqlite:///{hist_dir / 'optuna.db'}")
+    assert sorted(t.user_attrs["seed"] for t in study.get_trials()) == sorted(drawn.values())
+    assert sorted(drawn.values()) == sorted(trial_seed(options.seed, number) for number in (0, 1))
+    for run_dir in run_dirs:
         qlib_class = yaml.safe_load((run_dir / "best_qlib.yaml").read_text())["task"]["model"]["class"]
         assert qlib_class == models.REGISTRY[run_dir.name].qlib_class
 
@@ -253,7 +271,11 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
     sessions, columns = hparams_table(options.search_dir)
     assert len(sessions) == 4
     assert {"lr", "hidden_size", "dropout", "model", "outcome", "trial", "optuna_trial"} <= set(columns["hparams"])
-    assert {"best_valid_ic", "best_valid_loss", "best_epoch"} <= set(columns["metrics"])
+    assert columns["ticked"][:3] == ["model", "outcome", "trial"]  # shown without the user ticking them
+    assert columns["metrics"] == ["kept_valid_ic", "kept_valid_loss", "kept_epoch", "valid_ic", "valid_loss",
+                                  "train_loss"]
+    assert columns["metric_names"]["kept_valid_loss"] == "valid_loss at the kept epoch"
+    assert columns["metric_names"]["valid_ic"] == "valid_ic (last epoch)"
     for name, session in sessions.items():
         model = name.split("/")[0]
         assert session["hparams"]["model"] == model
@@ -261,6 +283,10 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
         assert searched <= set(session["hparams"]) and session["hparams"]["outcome"] in ("finished", "pruned")
     hist_sessions, hist_columns = hparams_table(options.search_dir / "hist")
     assert len(hist_sessions) == 2 and "dropout" in hist_columns["hparams"]
+    assert hist_columns["ticked"][:3] == ["model", "outcome", "trial"]  # one model, still shown
+    for session in hist_sessions.values():
+        assert session["metrics"]["kept_valid_ic"] == pytest.approx(max(session["metrics"]["kept_valid_ic"],
+                                                                        session["metrics"]["valid_ic"]))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -350,3 +376,50 @@ def test_the_first_trials_start_together_one_pending_trial_per_slot(ray_session,
     first = next(line for line in stream.getvalue().splitlines() if line.startswith("[lstm 00:"))
     counts = re.match(r"\[lstm \d\d:\d\d\] (\d+) running · (\d+) pending · (\d+) finished", first)
     assert counts and int(counts[1]) + int(counts[2]) == 2 and counts[3] == "0", first
+
+
+def test_a_runs_space_file_says_where_the_space_came_from_even_under_ray_job_submit(tmp_path, monkeypatch) -> None:
+    """A shipped space by name; under `ray job submit`, a file in the job's working directory (Ray's temporary
+    copy, gone after the job) by its path there; any other file by its path. search.yaml keeps the space itself."""
+    own = tmp_path / "mine.yaml"
+    own.write_text(TINY_SPACE)
+    assert space_origin(str(spaces.path_of("lstm"))).startswith("lstm.yaml, shipped with alphatune ")
+    assert space_origin(str(own)) == str(own)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(RAY_JOB_ENVIRONMENT, "{}")
+    assert space_origin(str(own)) == "mine.yaml in the Ray job's working directory (a copy gone after the job)"
+    assert space_origin(str(spaces.path_of("gru"))).startswith("gru.yaml, shipped with alphatune ")
+
+
+# A search's results with a fixed --seed, recorded before the searcher, the scheduler and the trainer were
+# rewritten (2026-12-02): the same proposals, seeds, prunings and per-epoch numbers must come out of any later
+# version (the same on AVX-512 and on AVX2-only oneDNN, checked with ONEDNN_MAX_CPU_ISA=AVX2).
+RECORDED = [  # Optuna number, lr, hidden_size, seed, state, valid_ic per epoch
+    (0, 0.01, 8, 963191729, "COMPLETE", [0.540154, 0.696102, 0.754149]),
+    (1, 0.000279608183384186, 4, 296233884, "PRUNED", [0.296416]),
+    (2, 0.007961006619581127, 8, 310636031, "PRUNED", [0.510833, 0.542787]),
+    (3, 0.02346256064080579, 8, 260423468, "COMPLETE", [0.58095, 0.733542, 0.784899]),
+    (4, 0.0005713969503080053, 5, 480987566, "PRUNED", [0.122793]),
+]
+
+
+def test_a_search_with_a_fixed_seed_gives_the_results_recorded_before_the_rewrite(ray_session, planted_dir,
+                                                                                 tmp_path) -> None:
+    space = tmp_path / "open-seed.yaml"  # TPE over a continuous lr, the seed left to the search
+    space.write_text(TINY_SPACE.replace(", seed: 1}", "}").replace(
+        "lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}", "lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}"))
+    options = tiny_options(tmp_path, planted_dir, space_files={"lstm": str(space)}, samples=5, sampler="tpe",
+                           seed=11, name="recorded")
+    [run_dir] = driver.run(options)
+    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    ledger = {trial.trial_id: trial for trial in read_ledger(run_dir)}
+    got = []
+    for trial in sorted(study.get_trials(), key=lambda t: t.number):
+        rows = ledger[trial.user_attrs["ray_trial_id"]].results
+        got.append((trial.number, trial.params["lr"], trial.params["hidden_size"], trial.user_attrs["seed"],
+                    trial.state.name, [row["valid_ic"] for row in rows]))
+    assert [(number, hidden, seed, state) for number, _, hidden, seed, state, _ in got] == [
+        (number, hidden, seed, state) for number, _, hidden, seed, state, _ in RECORDED]
+    assert [row[1] for row in got] == pytest.approx([row[1] for row in RECORDED], rel=1e-9)
+    for (*_, ics), (*_, recorded) in zip(got, RECORDED):
+        assert ics == pytest.approx(recorded, abs=2e-6)

@@ -6,7 +6,6 @@ One real search (Ray Tune, two GATs trials of one epoch on a tiny planted datase
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal

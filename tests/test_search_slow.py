@@ -6,7 +6,6 @@ subprocess and Ray's own workers.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -1,0 +1,60 @@
+"""What a search checks before it loads anything heavy or creates anything.
+
+``check(options)`` runs, in this order, everything that bad input can fail: the options (space files must
+exist), the ``--address`` probe (seconds, not Ray's minute of retries), the storage (writable, without creating a
+folder), run directories already holding a search, then the data (opened with numpy and pandas only: a missing
+column, a bad date, an empty file, reversed segments, a folder that is not a Qlib directory are one line in
+about a second, before torch and Ray load), what each model needs of it (HIST's concepts), and last the spaces,
+checked against each model's declared hyperparameters (which live beside the networks, so this loads torch).
+Only then does the driver import Ray, start it and create the run directories: a refused search leaves nothing
+behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alphatune import models
+from alphatune.search.cluster import check_named_address
+from alphatune.search.options import OptionError, SearchOptions
+from alphatune.search.rundir import MANIFEST, RunDirError, check_not_held, check_writable
+from alphatune.spaces import Space
+
+
+@dataclass
+class Checked:
+    """A search that passed every check: its models' spaces and its opened dataset."""
+
+    spaces: dict[str, Space]
+    dataset: Any  # datasets.PreparedDataset
+
+
+def check(options: SearchOptions) -> Checked:
+    """Check ``options`` and open their data (see the module doc); raises the one-line errors of bad input."""
+    options.validate()
+    if options.uses_base_file:  # a file given for the GATs/HIST/IGMTF base: it must load as one (this loads torch)
+        from alphatune.models.bases import read_base
+        try:
+            read_base(options.pretrained)
+        except (FileNotFoundError, ValueError) as error:
+            raise OptionError(f"--pretrained: {error}") from None
+    check_named_address(options.address)
+    check_writable(options.search_dir, "--storage-path")
+    for model in options.models:
+        check_not_held(options.run_dir(model))
+        if (options.run_dir(model) / MANIFEST).exists():
+            raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
+                              f"pick --name")
+    ds = options.data_spec().open()
+    check_dataset(ds, options.models)
+    return Checked(options.load_spaces(), ds)
+
+
+def check_dataset(ds: Any, model_names: list[str]) -> None:
+    """Refuse (``OptionError``) a searched model whose needs ``ds`` lacks (HIST: its concept table)."""
+    for name in model_names:
+        try:
+            models.get_spec(name).check_dataset(ds)
+        except ValueError as error:
+            raise OptionError(f"--model {error}") from None

@@ -1,0 +1,84 @@
+"""Bad input as a new user meets it: one line naming the file, field or value, exit 2, before torch and Ray are
+imported (so within about a second, whatever the machine), and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_command(argv: list[str], cwd: Path) -> tuple[int, list[str], dict[str, bool]]:
+    """``alphatune ARGV`` in a fresh interpreter: exit status, stderr lines, and which heavy modules it imported."""
+    script = ("import json, sys\n"
+              "from alphatune.cli import main\n"
+              f"code = main({argv!r})\n"
+              "print(json.dumps({'code': code, 'loaded': {name: name in sys.modules for name in "
+              "('torch', 'ray', 'matplotlib')}}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["code"], done.stderr.strip().splitlines(), report["loaded"]
+
+
+TABLES = {
+    "missing.csv": ("date,symbol,open,high,low,close\n2020-01-02,SH600000,1,1,1,1\n",
+                    "missing.csv: missing column(s) volume; a price table needs date, symbol, open, high, low, close, "
+                    "volume"),
+    "baddate.csv": ("date,symbol,open,high,low,close,volume\n2020-13-02,SH600000,1,1,1,1,5\n",
+                    "baddate.csv: column 'date' row 0 has unparsable date '2020-13-02'"),
+    "header.csv": ("date,symbol,open,high,low,close,volume\n", "header.csv: no rows"),
+    "empty.csv": ("", "empty.csv: empty file (no header, no rows)"),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+@pytest.mark.parametrize("command", ["search run", "prepare"])
+def test_a_bad_price_table_is_one_line_before_torch_and_ray_load_and_leaves_nothing(name, command,
+                                                                                   tmp_path) -> None:
+    text, message = TABLES[name]
+    (tmp_path / name).write_text(text)
+    argv = (["search", "run", "--data", name, "--storage-path", "runs"] if command == "search run" else
+            ["prepare", "--source", name, "--out", "prepared"])
+    code, errors, loaded = run_command(argv, tmp_path)
+    assert code == 2 and errors == [f"error: {tmp_path / message}"]
+    assert not any(loaded.values()), loaded
+    assert sorted(path.name for path in tmp_path.iterdir()) == [name]  # no runs/ nor prepared/ folder
+
+
+@pytest.mark.parametrize("case", ["reversed --train", "not a Qlib directory", "unknown --data"])
+def test_bad_dates_or_sources_are_one_line_before_torch_and_ray_load(case, tmp_path) -> None:
+    (tmp_path / "folder").mkdir()
+    argv, message = {
+        "reversed --train": (["--train", "2019-01-01:2018-01-01"], "segment train: start 2019-01-01 is after end "
+                                                                  "2018-01-01"),
+        "not a Qlib directory": (["--data", "folder"], f"{tmp_path / 'folder'}: not a Qlib data directory (no "
+                                                       f"calendars/day.txt)"),
+        "unknown --data": (["--data", "nowhere"], "--data: nowhere does not exist"),
+    }[case]
+    code, errors, loaded = run_command(["search", "run", *argv, "--storage-path", "runs"], tmp_path)
+    assert code == 2 and errors == [f"error: {message}"]
+    assert not any(loaded.values()), loaded
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder"]
+
+
+def test_a_missing_run_or_best_yaml_is_one_line_before_torch_and_ray_load(tmp_path) -> None:
+    cases = [(["search", "resume", "nothing"], f"{tmp_path / 'nothing'}: no run directory here (a run directory "
+                                                f"holds search.yaml)"),
+             (["search", "run", "--resume", "--name", "nothing", "--storage-path", "runs"],
+              f"{tmp_path / 'runs' / 'nothing'}: no run directory here (a run directory holds search.yaml)"),
+             (["search", "export", "nothing"], f"{tmp_path / 'nothing'}: no run directory here (a run directory "
+                                                f"holds search.yaml)"),
+             (["search", "export", "nothing", "--qlib-data", "."], "--qlib-data .: not a Qlib data directory (no "
+                                                                   "calendars/day.txt)"),
+             (["evaluate", "nothing.yaml"], "nothing.yaml: cannot read it (No such file or directory)")]
+    for argv, message in cases:
+        code, errors, loaded = run_command(argv, tmp_path)
+        assert (code, errors) == (2, [f"error: {message}"]), argv
+        assert not any(loaded.values()), (argv, loaded)
+    assert not list(tmp_path.iterdir())
