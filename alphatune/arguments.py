@@ -15,20 +15,22 @@ from collections.abc import Callable
 from typing import Any
 
 
-def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[[str], Any] | None = None,
-           choices: tuple[Any, ...] | None = None, metavar: str | None = None, action: str | None = None,
-           show: str | Callable[[Any], str] | None = None, collect: Callable[[list[Any]], Any] | None = None,
-           ) -> Any:
+def option(default: Any, help: str, *, flag: str | None = None, aliases: tuple[str, ...] = (),
+           parse: Callable[[str], Any] | None = None, choices: tuple[Any, ...] | None = None,
+           metavar: str | None = None, action: str | None = None, show: str | Callable[[Any], str] | None = None,
+           collect: Callable[[list[Any]], Any] | None = None, record: bool = True) -> Any:
     """A dataclass field that is also a command-line option.
 
-    ``parse`` converts one token; ``action`` is ``"store_true"``, ``"store_false"`` (the flag turns a True
-    default off), ``"both"`` (``--x`` and ``--no-x``) or ``"append"`` (repeatable; ``collect`` turns the list into
-    the field's value). ``show`` is
-    how the default reads in ``--help`` (a text, or a function of the default). Mutable defaults are copied
-    per instance.
+    ``flag`` (default ``--field-name``; without dashes, a positional argument) and ``aliases`` (other flags for the
+    same option) are how the command line spells it. ``parse`` converts one token; ``action`` is ``"store_true"``,
+    ``"store_false"`` (the flag turns a True default off), ``"both"`` (``--x`` and ``--no-x``) or ``"append"``
+    (repeatable; ``collect`` turns the list into the field's value). ``show`` is how the default reads in
+    ``--help`` (a text, or a function of the default); a dataclass may say it otherwise for its own command with a
+    ``SHOWN`` class attribute (field name → text). ``record``: whether the option belongs to what a run records
+    (``--resume`` says what to do, not what was searched). Mutable defaults are copied per instance.
     """
-    metadata = {"help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar,
-                "action": action, "show": show, "collect": collect}
+    metadata = {"help": help, "flag": flag, "aliases": aliases, "parse": parse, "choices": choices,
+                "metavar": metavar, "action": action, "show": show, "collect": collect, "record": record}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -45,18 +47,31 @@ def flag_of(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
+def _declared_by(cls: type, name: str) -> type:
+    """The class in ``cls``'s MRO whose body declares field ``name``."""
+    return next(klass for klass in cls.__mro__ if name in klass.__dict__.get("__annotations__", {}))
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One argument per ``option`` field of the dataclass ``cls``, in declaration order."""
-    for field in dataclasses.fields(cls):
+    """One argument per ``option`` field of the dataclass ``cls``: its own fields first, in declaration order, then
+    those it inherits, each base's in a group of its own titled by the base's ``GROUP``."""
+    shown_here = getattr(cls, "SHOWN", {})
+    groups: dict[type, Any] = {cls: parser}
+    fields = sorted(dataclasses.fields(cls), key=lambda field: cls.__mro__.index(_declared_by(cls, field.name)))
+    for field in fields:
         if "help" not in field.metadata:
             continue
+        owner = _declared_by(cls, field.name)
+        if owner not in groups:
+            groups[owner] = parser.add_argument_group(getattr(owner, "GROUP", owner.__name__))
+        target = groups[owner]
         meta, default = field.metadata, _default(field)
-        show = meta["show"]
+        show = shown_here.get(field.name, meta["show"])
         shown = show(default) if callable(show) else show if show is not None else (
             "off" if meta["action"] == "store_true" else "on" if meta["action"] == "store_false" else str(default))
         flag = flag_of(field)
         if not flag.startswith("-"):  # positional: required, no default to show
-            parser.add_argument(flag, metavar=meta["metavar"] or flag, help=meta["help"],
+            target.add_argument(flag, metavar=meta["metavar"] or flag, help=meta["help"],
                                 **({"type": meta["parse"]} if meta["parse"] else {}))
             continue
         kwargs: dict[str, Any] = {"dest": field.name, "help": f"{meta['help']} (default: {shown})"}
@@ -75,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs["type"] = type(default)
             if meta["choices"] is not None:
                 kwargs["choices"] = meta["choices"]
-        parser.add_argument(flag, **kwargs)
+        target.add_argument(flag, *meta["aliases"], **kwargs)
 
 
 def from_arguments(cls: type, namespace: argparse.Namespace) -> Any:
@@ -89,3 +104,9 @@ def from_arguments(cls: type, namespace: argparse.Namespace) -> Any:
         collect = field.metadata["collect"]
         values[field.name] = collect(value) if collect is not None and isinstance(value, list) else value
     return cls(**values)
+
+
+def recorded(options: Any) -> dict[str, Any]:
+    """The options a run records (``dataclasses.asdict`` without the fields declared ``record=False``)."""
+    return {field.name: value for field, value in zip(dataclasses.fields(options), dataclasses.asdict(options).values())
+            if field.metadata.get("record", True)}

@@ -17,33 +17,44 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from alphatune import __version__
+from alphatune.arguments import add_arguments, from_arguments
 from alphatune.datasets import cli as datasets_cli
 from alphatune.evaluation import cli as evaluation_cli
+from alphatune.evaluation.options import EvaluateOptions
 from alphatune.models import cli as models_cli
 from alphatune.search import cli as search_cli
+from alphatune.search.options import ExportOptions, ResumeOptions, SearchOptions
 
-Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+Command = tuple[str, type, Callable[[Any], int]]  # help, the options dataclass, main(options) -> exit status
 
 COMMANDS: dict[str, Command | dict[str, Command]] = {
     "prepare": ("prepare Alpha360 arrays from a source (Qlib directory, price table, embedded data) and save them",
-                datasets_cli.add_prepare_arguments, datasets_cli.prepare_main),
+                datasets_cli.PrepareOptions, datasets_cli.prepare_main),
     "search": {
         "run": ("search hyperparameters (Ray Tune + Optuna + ASHA) and export the best config",
-                search_cli.add_run_arguments, search_cli.run_main),
-        "resume": ("continue an interrupted search", search_cli.add_resume_arguments, search_cli.resume_main),
-        "export": ("rewrite best.yaml and best_qlib.yaml of a run", search_cli.add_export_arguments,
-                   search_cli.export_main),
+                SearchOptions, search_cli.run_main),
+        "resume": ("continue an interrupted search", ResumeOptions, search_cli.resume_main),
+        "export": ("rewrite best.yaml and best_qlib.yaml of a run", ExportOptions, search_cli.export_main),
     },
     "evaluate": ("retrain best.yaml's config and Qlib's default; score both on the test segment",
-                 evaluation_cli.add_evaluate_arguments, evaluation_cli.evaluate_main),
+                 EvaluateOptions, evaluation_cli.evaluate_main),
     "models": {
-        "list": ("every model with its hyperparameters (Qlib's Alpha360 defaults)", models_cli.add_list_arguments,
+        "list": ("every model with its hyperparameters (Qlib's Alpha360 defaults)", models_cli.ListOptions,
                  models_cli.list_main),
     },
 }
 GROUP_HELP = {"search": "search hyperparameters: run, resume, export", "models": "the model registry: list"}
+
+
+def _add_command(commands: Any, name: str, command: Command) -> None:
+    """One subcommand: its arguments derived from its options dataclass, its main called with the options."""
+    help_text, options_class, main_function = command
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    add_arguments(sub, options_class)
+    sub.set_defaults(main=lambda args: main_function(from_arguments(options_class, args)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,13 +65,10 @@ def parser() -> argparse.ArgumentParser:
         if isinstance(entry, dict):
             group = commands.add_parser(name, help=GROUP_HELP[name], description=GROUP_HELP[name])
             subcommands = group.add_subparsers(dest="subcommand", required=True, metavar="{" + ",".join(entry) + "}")
-            for subname, (help_text, add_arguments, main_function) in entry.items():
-                add_arguments(subcommands.add_parser(subname, help=help_text, description=help_text))
-                subcommands.choices[subname].set_defaults(main=main_function)
+            for subname, command in entry.items():
+                _add_command(subcommands, subname, command)
         else:
-            help_text, add_arguments, main_function = entry
-            add_arguments(commands.add_parser(name, help=help_text, description=help_text))
-            commands.choices[name].set_defaults(main=main_function)
+            _add_command(commands, name, entry)
     return top
 
 
@@ -87,12 +95,24 @@ def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
+def _forget_unhandled_interrupt() -> None:
+    """An interrupt handled here still makes ``python -m alphatune`` end by SIGINT (status -2, not 130) when it
+    came while a library ran code through ``PyRun_String`` (torch's import does): CPython (3.10, 3.11) then sets a
+    flag that ``Py_RunMain`` turns into a SIGINT exit. The interrupt is handled: clear the flag where it exists."""
+    import ctypes
+    try:
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (ValueError, AttributeError):  # another Python: its flag lives elsewhere or nowhere
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser().parse_args(argv)
         return args.main(args)
     except KeyboardInterrupt:
+        _forget_unhandled_interrupt()
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:

@@ -20,7 +20,8 @@ import importlib
 from typing import Any
 
 from alphatune.datasets.errors import DataError
-from alphatune.datasets.spec import EMBEDDED, EMBEDDED_SEGMENTS, DataSpec, is_prepared, is_qlib_dir
+from alphatune.datasets.sources import EMBEDDED, EMBEDDED_SEGMENTS, is_prepared, is_qlib_dir
+from alphatune.datasets.spec import DataSpec
 
 _LAZY = {
     "default_cache_dir": ".build", "prepare": ".build",

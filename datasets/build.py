@@ -20,15 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alphatune.datasets import storage
 from alphatune.datasets.alpha360 import FeatureBuilder
 from alphatune.datasets.concepts import concept_matrix, read_concept_table
 from alphatune.datasets.errors import DataError
 from alphatune.datasets.panel import Panel, previous_traded_change
 from alphatune.datasets.prepared import FEATURE_NAMES, FIELDS, SEGMENT_NAMES, WINDOW, MarketData, PreparedDataset, SegmentArrays
-from alphatune.datasets.spec import EMBEDDED_SEGMENTS, is_qlib_dir
+from alphatune.datasets.sources import DEFAULT_BENCHMARK, DEFAULT_MARKET, EMBEDDED_SEGMENTS, is_qlib_dir
 from alphatune.datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
 from alphatune.datasets.qlib_reader import read_qlib_dir
+from alphatune.datasets.storage import FORMAT_VERSION, META, publish, write_meta, write_segment
+from alphatune.datasets.storage import load as load_prepared
 from alphatune.datasets.table_reader import is_table, read_price_table
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
@@ -143,7 +144,7 @@ def cache_key(source: Source, market: str, segments: dict[str, tuple[str, str]],
     """Hash of the source files' (path, size, mtime), the settings and the storage format version."""
     identity = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in source.files(market)]
     settings = {"kind": source.kind, "market": market, "segments": segments, "benchmark": benchmark,
-                "format": storage.FORMAT_VERSION, "files": identity}
+                "format": FORMAT_VERSION, "files": identity}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -244,7 +245,7 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]], ben
     for name in positions:   # train first: it fits the statistics the others use
         segment, stats, counts[name] = build_segment(name, builder, panel, rows[name], stock_map, instruments,
                                                      stats, progress)
-        storage.write_segment(directory, segment)   # written now, loaded memory-mapped at the end
+        write_segment(directory, segment)   # written now, loaded memory-mapped at the end
         del segment
     first = min(lo for lo, _ in positions.values())
     last = max(hi for _, hi in positions.values())
@@ -261,12 +262,12 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]], ben
         feature_median=stats[0], feature_scale=stats[1], source=source.label, market_name=market,
         benchmark=benchmark, market=market_panel, concepts=concepts, concept_names=concept_names,
         info={"notes": panel.notes, "segments": counts})
-    storage.write_meta(directory, ds, key, segment_names=list(positions))
+    write_meta(directory, ds, key, segment_names=list(positions))
 
 
-def prepare(source: str | os.PathLike | None = None, market: str = "csi300",
+def prepare(source: str | os.PathLike | None = None, market: str = DEFAULT_MARKET,
             train: tuple[DateLike, DateLike] | None = None, valid: tuple[DateLike, DateLike] | None = None,
-            test: tuple[DateLike, DateLike] | None = None, benchmark: str | None = "SH000300",
+            test: tuple[DateLike, DateLike] | None = None, benchmark: str | None = DEFAULT_BENCHMARK,
             concepts: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
             progress: bool = True, out: str | os.PathLike | None = None) -> PreparedDataset:
     """Alpha360 train/valid/test arrays of ``source``, processed as Qlib's Alpha360 configs do; cached.
@@ -303,11 +304,11 @@ def prepare(source: str | os.PathLike | None = None, market: str = "csi300",
     target = Path(out).expanduser().resolve() if out is not None else (
         Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / key
     replace = False
-    if (target / storage.META).is_file():
-        meta = json.loads((target / storage.META).read_text())
-        if meta.get("key") == key and meta.get("format_version") == storage.FORMAT_VERSION:
+    if (target / META).is_file():
+        meta = json.loads((target / META).read_text())
+        if meta.get("key") == key and meta.get("format_version") == FORMAT_VERSION:
             report(f"reusing the prepared dataset at {target}")
-            return storage.load(target)
+            return load_prepared(target)
         replace = True
     elif target.exists() and any(target.iterdir()):
         raise DataError(f"{target}: exists and is not a prepared dataset; refusing to overwrite it")
@@ -318,9 +319,9 @@ def prepare(source: str | os.PathLike | None = None, market: str = "csi300",
         if replace:
             report(f"{target} held a dataset prepared with other settings or format; replacing it")
             shutil.rmtree(target)
-        storage.publish(staging, target)
+        publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     report(f"saved to {target}")
-    return storage.load(target)
+    return load_prepared(target)

@@ -1,63 +1,24 @@
 """``alphatune prepare``: build Alpha360 arrays from a source and save them, printing a summary that explains itself.
 
-Stage lines go to stderr while it works; ``--source`` left out means the embedded CSI300 2017–2019 data. The
-arguments are derived from ``PrepareOptions``.
+Stage lines go to stderr while it works; ``--data`` (or ``--source``) left out means the embedded CSI300
+2017–2019 data. The arguments are derived from ``PrepareOptions``.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from alphatune.arguments import add_arguments, from_arguments, option
-from alphatune.datasets.spec import EMBEDDED, EMBEDDED_SEGMENTS, DataSpec
-
-
-def date_range(text: str) -> tuple[str, str]:
-    """``A:B`` → (A, B); dates are checked later by ``prepare``."""
-    start, sep, end = text.partition(":")
-    if not sep or not start or not end:
-        raise argparse.ArgumentTypeError(f"expected START:END (e.g. 2017-01-01:2018-12-31), got {text!r}")
-    return start, end
-
-
-def market_option() -> Any:
-    return option("csi300", "the universe: a Qlib instruments name, a membership table (symbol, start, end), or 'all'")
-
-
-def benchmark_option() -> Any:
-    return option("SH000300", "the backtest's benchmark index symbol, read when the source has it")
-
-
-def segment_option(name: str) -> Any:
-    return option(None, f"{name} dates, inclusive", parse=date_range, metavar="START:END",
-                  show=f"the source's; {':'.join(EMBEDDED_SEGMENTS[name])} for the embedded data")
-
-
-def concepts_option() -> Any:
-    return option(None, "HIST's (symbol, concept) table, CSV or Parquet", metavar="FILE",
-                  show="the embedded data's own; none for other sources")
+from alphatune.arguments import option
+from alphatune.datasets.options import DataOptions
 
 
 @dataclass
-class PrepareOptions:
+class PrepareOptions(DataOptions):
     """``alphatune prepare``: a data spec and where to save the prepared arrays."""
 
-    source: str | None = option(None, "a Qlib data directory or a CSV/Parquet price table", metavar="PATH",
-                                show="the embedded CSI300 2017-2019 data")
-    market: str = market_option()
-    train: tuple[str, str] | None = segment_option("train")
-    valid: tuple[str, str] | None = segment_option("valid")
-    test: tuple[str, str] | None = segment_option("test")
-    benchmark: str = benchmark_option()
-    concepts: str | None = concepts_option()
     out: str = option("", "the directory to write the prepared dataset into", metavar="DIR", show="required")
     quiet: bool = option(False, "no progress lines on stderr", action="store_true")
-
-    def spec(self) -> DataSpec:
-        return DataSpec(source=self.source or EMBEDDED, market=self.market, benchmark=self.benchmark,
-                        train=self.train, valid=self.valid, test=self.test, concepts=self.concepts)
 
 
 def summary_text(ds: Any) -> str:
@@ -88,19 +49,14 @@ def summary_text(ds: Any) -> str:
     return "\n".join(lines)
 
 
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, PrepareOptions)
-
-
-def prepare_main(args: argparse.Namespace) -> int:
+def prepare_main(options: PrepareOptions) -> int:
     from alphatune.datasets.build import prepare
     from alphatune.datasets.errors import DataError
-    options = from_arguments(PrepareOptions, args)
     if not options.out:
         raise DataError("--out: name the directory to write the prepared dataset into")
     spec = options.spec()
     spans = {name: span for name, span in spec.segments.items() if span is not None}
-    ds = prepare(options.source, market=options.market, benchmark=options.benchmark, concepts=options.concepts,
+    ds = prepare(options.data, market=options.market, benchmark=options.benchmark, concepts=options.concepts,
                  out=options.out, progress=not options.quiet, **spans)
     print(summary_text(ds))
     return 0

@@ -9,31 +9,13 @@ export, evaluation and the benchmarks open the very same data again.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from alphatune.datasets.errors import DataError
-
-EMBEDDED = "embedded"
-SEGMENTS = ("train", "valid", "test")
-META = "meta.json"
-# The embedded data's default segments (a three-month training window: the quick start's real search takes
-# minutes on two cores). The one place they are written.
-EMBEDDED_SEGMENTS = {"train": ("2018-10-01", "2018-12-31"), "valid": ("2019-01-01", "2019-02-28"),
-                     "test": ("2019-03-01", "2019-11-28")}
-
-
-def is_prepared(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a saved prepared dataset directory (as opposed to a source to prepare)."""
-    return (Path(path).expanduser() / META).is_file()
-
-
-def is_qlib_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a Qlib data directory (it has ``calendars/day.txt``)."""
-    return (Path(path).expanduser() / "calendars" / "day.txt").is_file()
-
+from alphatune.datasets.sources import (DEFAULT_BENCHMARK, DEFAULT_MARKET, EMBEDDED, SEGMENTS,
+                                        is_prepared)
 
 def _dates(value: Any, where: str) -> tuple[str, str] | None:
     if value is None:
@@ -55,8 +37,8 @@ class DataSpec:
     """
 
     source: str = EMBEDDED
-    market: str = "csi300"
-    benchmark: str | None = "SH000300"
+    market: str = DEFAULT_MARKET
+    benchmark: str | None = DEFAULT_BENCHMARK
     train: tuple[str, str] | None = None
     valid: tuple[str, str] | None = None
     test: tuple[str, str] | None = None
@@ -70,9 +52,10 @@ class DataSpec:
     def open(self, progress: bool = True) -> Any:
         """The ``PreparedDataset``: the saved arrays when ``prepared`` (or ``source``) is a prepared directory,
         else ``source`` prepared (cached by ``datasets.prepare``). ``DataError`` for bad input."""
-        from alphatune import datasets
+        from alphatune.datasets.build import prepare
+        from alphatune.datasets.storage import load
         if self.prepared and is_prepared(self.prepared):
-            ds = datasets.load(Path(self.prepared).expanduser())
+            ds = load(Path(self.prepared).expanduser())
             if self.train is None or {name: tuple(span) for name, span in ds.segments.items()} == {
                     name: span for name, span in self.segments.items()}:
                 return ds
@@ -83,10 +66,10 @@ class DataSpec:
             if given:
                 raise DataError(f"{self.source} is already prepared with fixed segments and concepts; drop "
                                 f"{given[0]} (or give the source instead of the prepared directory)")
-            return datasets.load(Path(self.source).expanduser())
+            return load(Path(self.source).expanduser())
         spans = {name: span for name, span in self.segments.items() if span is not None}
-        return datasets.prepare(source=None if self.source == EMBEDDED else self.source, market=self.market,
-                                benchmark=self.benchmark, concepts=self.concepts, progress=progress, **spans)
+        return prepare(source=None if self.source == EMBEDDED else self.source, market=self.market,
+                       benchmark=self.benchmark, concepts=self.concepts, progress=progress, **spans)
 
     @classmethod
     def of(cls, ds: Any, concepts: str | None = None) -> "DataSpec":
@@ -117,7 +100,7 @@ class DataSpec:
         unknown = set(segments) - set(SEGMENTS)
         if unknown:
             raise DataError(f"{where}.segments: unknown segment {sorted(unknown)[0]!r}; expected train, valid, test")
-        return cls(source=str(data.get("source") or EMBEDDED), market=str(data.get("market") or "csi300"),
+        return cls(source=str(data.get("source") or EMBEDDED), market=str(data.get("market") or DEFAULT_MARKET),
                    benchmark=data.get("benchmark"), concepts=data.get("concepts"),
                    prepared=data.get("prepared", data.get("path")),
                    **{name: _dates(segments.get(name), f"{where}.segments.{name}") for name in SEGMENTS})

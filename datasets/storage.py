@@ -26,9 +26,9 @@ import pyarrow as pa
 
 from alphatune.datasets.errors import DataError
 from alphatune.datasets.prepared import MarketData, PreparedDataset, SegmentArrays
+from alphatune.datasets.sources import META
 
 FORMAT_VERSION = 1
-META = "meta.json"
 
 
 def _column(values: np.ndarray) -> pa.Array:

@@ -1,7 +1,18 @@
-"""best.yaml as evaluation reads it: read and checked with YAML only (nothing heavy), so a bad file is one line."""
+"""``best.yaml``, the contract between a search (which writes it) and an evaluation (which reads it): one type.
+
+A ``Best`` is a search's winner: the model and its full hyperparameters, the data spec it was searched on, the
+kept epoch's validation numbers, which trial it was and where its checkpoint is, how its trials trained
+(``training``: the speed options as they really ran), the search's budget (``search``), for GATs, HIST and IGMTF
+the base it started from, and whether the search had ended when it was written (``provisional``, with how many
+trials were unfinished: a resumed search writes it again). ``Best.read`` checks a file with YAML only (nothing
+heavy, nothing executed) and names the file and the field at fault; files of earlier versions are upgraded on
+reading (``format`` 1: ``data.path``, ``validation.score``, no ``search.threads``). Readers keep what they do not
+know out of their way: unknown keys are ignored.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,25 +22,134 @@ from alphatune import models
 from alphatune.datasets import DataError, DataSpec
 from alphatune.evaluation.errors import EvaluationError
 
+FORMAT = 2  # best.yaml's format written now; files without one are format 1
 
-def read_best(path: Path) -> dict[str, Any]:
-    """``best.yaml`` as a dict, checked for the fields evaluation needs (errors name the file and field)."""
-    try:
-        best = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EvaluationError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise EvaluationError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
-    if not isinstance(best, dict):
-        raise EvaluationError(f"{path}: expected a mapping with model, hyperparameters and data")
-    if best.get("model") not in models.REGISTRY:
-        raise EvaluationError(f"{path}: model: {best.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
-    if not isinstance(best.get("hyperparameters"), dict):
-        raise EvaluationError(f"{path}: hyperparameters: expected a mapping, got {best.get('hyperparameters')!r}")
-    try:
-        DataSpec.from_dict(best.get("data") or {}, f"{path}: data")
-    except DataError as error:
-        raise EvaluationError(str(error)) from None
-    return best
+
+@dataclass(frozen=True)
+class KeptEpoch:
+    """The winner's validation numbers at the epoch it kept (by the search's objective, ``metric``)."""
+
+    metric: str
+    valid_ic: float | None = None
+    valid_loss: float | None = None
+    best_epoch: int | None = None
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the search's trials trained: the device, and the speed options as they really ran (``amp`` true only
+    where mixed precision ran, ``precision`` its dtype, ``amp_refused`` why not when it was asked for)."""
+
+    device: str = "cpu"
+    amp: bool = False
+    graphs: bool | None = None
+    tf32: bool | None = None
+    precision: str | None = None
+    amp_refused: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """What the search was: where it ran, over which space, with what budget, and how its trials ended."""
+
+    run_dir: str | None = None
+    space_file: str | None = None
+    samples: int | None = None
+    max_epochs: int | None = None
+    objective: str | None = None
+    sampler: str | None = None
+    threads: int = 1
+    trials: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Best:
+    """A search's winner, as best.yaml holds it (see the module doc)."""
+
+    model: str
+    hyperparameters: dict[str, Any]
+    data: dict[str, Any]
+    validation: KeptEpoch | None = None
+    trial_id: str | None = None
+    optuna_trial: int | None = None
+    checkpoint: str | None = None
+    pretrained: str | None = None            # GATs/HIST/IGMTF: the base file it started from, or "none (...)"
+    bases: dict[str, Any] | None = None      # GATs/HIST/IGMTF: the search's bases (kind → Base.to_dict())
+    search: SearchBudget = field(default_factory=SearchBudget)
+    training: Training = field(default_factory=Training)
+    provisional: bool = False                # written while trials were still unfinished
+    unfinished: int = 0
+    format: int = FORMAT
+
+    @property
+    def data_spec(self) -> DataSpec:
+        return DataSpec.from_dict(self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """best.yaml's content, keys in a reader's order; fields a model does not have are left out."""
+        out = asdict(self)
+        if self.validation is not None:
+            metric = self.validation.metric
+            out["validation"] = {"metric": metric, metric: getattr(self.validation, metric),
+                                 **{key: value for key, value in out["validation"].items() if key != "metric"}}
+        for key in ("pretrained", "bases"):
+            if out[key] is None:
+                del out[key]
+        out["training"] = {key: value for key, value in out["training"].items()
+                           if value is not None or key in ("graphs", "tf32")}
+        if not self.provisional:
+            del out["provisional"], out["unfinished"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "best.yaml") -> "Best":
+        """A ``Best`` from best.yaml's content (any format); ``EvaluationError`` naming ``where`` and the field."""
+        if not isinstance(data, dict):
+            raise EvaluationError(f"{where}: expected a mapping with model, hyperparameters and data")
+        if data.get("model") not in models.REGISTRY:
+            raise EvaluationError(f"{where}: model: {data.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
+        if not isinstance(data.get("hyperparameters"), dict):
+            raise EvaluationError(f"{where}: hyperparameters: expected a mapping, got {data.get('hyperparameters')!r}")
+        try:
+            spec = DataSpec.from_dict(data.get("data") or {}, f"{where}: data")  # format 1's data.path included
+        except DataError as error:
+            raise EvaluationError(str(error)) from None
+        validation = data.get("validation")
+        kept = None
+        if isinstance(validation, dict) and validation.get("metric"):
+            kept = KeptEpoch(**_known(KeptEpoch, validation, f"{where}: validation"))  # format 1's score dropped
+        search = _known(SearchBudget, data.get("search") or {}, f"{where}: search")
+        training = _known(Training, data.get("training") or {}, f"{where}: training")
+        return cls(model=data["model"], hyperparameters=dict(data["hyperparameters"]), data=spec.to_dict(),
+                   validation=kept, trial_id=_text(data.get("trial_id")), optuna_trial=data.get("optuna_trial"),
+                   checkpoint=_text(data.get("checkpoint")), pretrained=data.get("pretrained"),
+                   bases=data.get("bases"), search=SearchBudget(**search), training=Training(**training),
+                   provisional=bool(data.get("provisional", False)), unfinished=int(data.get("unfinished") or 0),
+                   format=FORMAT)
+
+    @classmethod
+    def read(cls, path: Path) -> "Best":
+        """best.yaml at ``path`` (errors name the file, its line for bad YAML, and the field)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise EvaluationError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise EvaluationError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
+        return cls.from_dict(data, str(path))
+
+
+def _known(cls: type, values: Any, where: str) -> dict[str, Any]:
+    """The entries of ``values`` that ``cls`` declares (what a reader does not know is left out)."""
+    if not isinstance(values, dict):
+        raise EvaluationError(f"{where}: expected a mapping, got {values!r}")
+    names = set(cls.__dataclass_fields__)
+    return {key: value for key, value in values.items() if key in names}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+

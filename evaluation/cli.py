@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from alphatune.arguments import add_arguments, from_arguments
-from alphatune.evaluation.best import read_best
+from alphatune.evaluation.best import Best
 from alphatune.evaluation.options import EvaluateOptions
 
 
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, EvaluateOptions)
-
-
-def evaluate_main(args: argparse.Namespace) -> int:
-    options = from_arguments(EvaluateOptions, args)
-    read_best(Path(options.best))  # a missing or bad best.yaml is one line before torch loads
+def evaluate_main(options: EvaluateOptions) -> int:
+    Best.read(Path(options.best))  # a missing or bad best.yaml is one line before torch loads
     from alphatune.evaluation.evaluate import evaluate
     fit_options = {"device": options.device, "amp": options.amp, "graphs": options.graphs, "tf32": options.tf32,
                    **({"pretrained": options.pretrained} if options.pretrained else {})}

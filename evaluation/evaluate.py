@@ -37,11 +37,13 @@ from alphatune import models
 from alphatune import spaces
 from alphatune.datasets import DataSpec, is_prepared
 from alphatune.models.registry import get_spec
-from alphatune.evaluation.best import read_best
+from alphatune.evaluation.best import Best
 from alphatune.evaluation.errors import EvaluationError
+from alphatune.storage import unwritable
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
 from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
-from alphatune.models.bases import NONE, bases_from_dicts, choose
+from alphatune.models.bases import bases_from_dicts, choose
+from alphatune.models.options import NONE
 from alphatune.evaluation.signal import SignalMetrics, signal_metrics
 
 METRICS = ("IC", "ICIR", "Rank IC", "Rank ICIR", "annualized_return", "information_ratio", "max_drawdown")
@@ -78,20 +80,19 @@ class ConfigResult:
         return statistics.stdev(values) if len(values) > 1 else None
 
 
-def open_dataset(best: dict[str, Any], data: str | None, concepts: str | None = None, where: str = "best.yaml"
-                 ) -> datasets.PreparedDataset:
+def open_dataset(best: Best, data: str | None, concepts: str | None = None) -> datasets.PreparedDataset:
     """The dataset to evaluate on: best.yaml's data spec (its saved arrays while they exist, else its source
     prepared again with its segments), or ``data`` instead (a prepared directory as it is, or a source prepared
     with best.yaml's segments), with ``concepts`` when given. The model's needs are checked (HIST's concepts:
     ``EvaluationError``)."""
-    spec = DataSpec.from_dict(best.get("data"), f"{where}: data")
+    spec = best.data_spec
     if data is not None and is_prepared(data):
         spec = DataSpec(source=str(Path(data).expanduser()))
     elif data is not None or concepts is not None:
         spec = spec.with_source(data, concepts)
     ds = spec.open()
     try:
-        get_spec(best["model"]).check_dataset(ds)
+        get_spec(best.model).check_dataset(ds)
     except ValueError as error:
         raise EvaluationError(str(error)) from None
     return ds
@@ -187,7 +188,7 @@ def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset,
     })
 
 
-def epoch_budget(best: dict[str, Any], epochs: int | str | None) -> tuple[int | None, str]:
+def epoch_budget(best: Best, epochs: int | str | None) -> tuple[int | None, str]:
     """``(cap on n_epochs or None, what the run says about it)`` for ``--epochs`` (``None``: the search's budget)."""
     if epochs == "own":
         return None, "each config's own n_epochs (--epochs own)"
@@ -195,29 +196,29 @@ def epoch_budget(best: dict[str, Any], epochs: int | str | None) -> tuple[int | 
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise EvaluationError(f"--epochs must be a positive number or 'own'; got {epochs!r}")
         return epochs, f"at most {epochs} epochs (--epochs {epochs})"
-    budget = (best.get("search") or {}).get("max_epochs")
+    budget = best.search.max_epochs
     if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
         return budget, (f"at most {budget} epochs, the search's budget (best.yaml search.max_epochs; --epochs N or "
                         f"--epochs own to change it)")
     return None, "each config's own n_epochs (best.yaml records no search budget)"
 
 
-def speed_options(best: dict[str, Any], device: str, amp: bool | None = None, graphs: bool | None = None,
+def speed_options(best: Best, device: str, amp: bool | None = None, graphs: bool | None = None,
                   tf32: bool | None = None) -> dict[str, Any]:
     """The trainer's ``amp``, ``graphs`` and ``tf32`` for training on ``device``: each as given, else as the
     search's trials had it (best.yaml ``training``), else the trainer's default. Graphs and TF32 act on CUDA only."""
-    recorded = best.get("training") or {}
+    recorded = best.training
     cuda = str(device).startswith("cuda")
-    amp = bool(recorded.get("amp", False)) if amp is None else amp
-    graphs = (recorded.get("graphs") if recorded.get("device") == "cuda" else None) if graphs is None else graphs
-    tf32 = (recorded.get("tf32") if recorded.get("device") == "cuda" else None) if tf32 is None else tf32
+    amp = recorded.amp if amp is None else amp
+    graphs = (recorded.graphs if recorded.device == "cuda" else None) if graphs is None else graphs
+    tf32 = (recorded.tf32 if recorded.device == "cuda" else None) if tf32 is None else tf32
     return {"amp": amp, "graphs": graphs if cuda else False, "tf32": tf32 if cuda else None}
 
 
-def thread_count(best: dict[str, Any], threads: int | None) -> int:
+def thread_count(best: Best, threads: int | None) -> int:
     """``threads``, else the search trials' (best.yaml ``search.threads``), else 1."""
     if threads is None:
-        threads = (best.get("search") or {}).get("threads") or 1
+        threads = best.search.threads or 1
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise EvaluationError(f"--threads must be a positive number; got {threads!r}")
     return threads
@@ -238,8 +239,8 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise EvaluationError(f"--seeds must be at least 1, got {seeds}")
     best_path = Path(best_path)
-    best = read_best(best_path)
-    model = best["model"]
+    best = Best.read(best_path)
+    model = best.model
     cap, budget = epoch_budget(best, epochs)
     torch.set_num_threads(thread_count(best, threads))
     speed = speed_options(best, options.get("device", "cpu"), options.pop("amp", None), options.pop("graphs", None),
@@ -247,10 +248,13 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     options = {**options, **speed}
     log(f"{model}: evaluating {best_path} with {seeds} seed(s) per config; training under {budget}; "
         f"{torch.get_num_threads()} torch thread(s); amp {'on' if options['amp'] else 'off'}")
-    ds = open_dataset(best, data, concepts, where=str(best_path))
     out = Path(out_dir) if out_dir is not None else best_path.parent
+    reason = unwritable(out)
+    if reason is not None:
+        raise EvaluationError(f"{out}: cannot write evaluation.yaml there ({reason}); give --out DIR")
+    ds = open_dataset(best, data, concepts)
     out.mkdir(parents=True, exist_ok=True)
-    configs = {"searched": dict(best["hyperparameters"]), "default": default_hyperparameters(model)}
+    configs = {"searched": dict(best.hyperparameters), "default": default_hyperparameters(model)}
     results = {label: ConfigResult(hp) for label, hp in configs.items()}
     same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
     for label, result in results.items():
@@ -293,7 +297,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     return record
 
 
-def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], best_path: Path,
+def _start(model: str, hyperparameters: dict[str, Any], best: Best, best_path: Path,
            options: dict[str, Any]) -> str:
     """Where a GATs/HIST/IGMTF config starts: ``options["pretrained"]`` when given (``none`` → random start),
     else best.yaml's base when the config fits it. Sets ``options["pretrained"]`` for ``models.fit``; returns
@@ -305,7 +309,7 @@ def _start(model: str, hyperparameters: dict[str, Any], best: dict[str, Any], be
     if given is not None:
         return str(given)
     try:
-        bases = bases_from_dicts(best.get("bases"))
+        bases = bases_from_dicts(best.bases)
     except ValueError as error:
         raise EvaluationError(f"{best_path}: {error}") from None
     path, start = choose(bases, full_config(model, hyperparameters))

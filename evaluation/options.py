@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from alphatune.arguments import option
+from alphatune.models.options import FitOptions
 
 
 def epochs_budget(text: str) -> int | str:
@@ -22,8 +23,13 @@ def epochs_budget(text: str) -> int | str:
 
 
 @dataclass
-class EvaluateOptions:
-    """An evaluation of a search's best config against Qlib's default (``evaluation.evaluate.evaluate``)."""
+class EvaluateOptions(FitOptions):
+    """An evaluation of a search's best config against Qlib's default (``evaluation.evaluate.evaluate``); the fit
+    options, unset, are what the search's trials ran with."""
+
+    SHOWN = {"amp": "best.yaml's training.amp: as the search's trials", "graphs": "best.yaml's training.graphs",
+             "tf32": "best.yaml's training.tf32",
+             "pretrained": "the search's base from best.yaml, where a config fits it"}
 
     best: str = option("", "best.yaml written by `alphatune search run` or `alphatune search export`", flag="best",
                        metavar="BEST_YAML")
@@ -38,13 +44,4 @@ class EvaluateOptions:
     threads: int | None = option(None, "torch threads", parse=int, metavar="N",
                                  show="the search trials' own, best.yaml search.threads")
     device: str = option("cpu", "torch device for training")
-    amp: bool | None = option(None, "mixed precision (bfloat16 autocast)", action="both",
-                              show="best.yaml's training.amp: as the search's trials")
-    graphs: bool | None = option(None, "on CUDA, capture each training step in a CUDA graph", action="both",
-                                 show="best.yaml's training.graphs")
-    tf32: bool | None = option(None, "on CUDA, TensorFloat-32 for float32 matmuls and convolutions", action="both",
-                               show="best.yaml's training.tf32")
-    pretrained: str | None = option(None, "GATs/HIST/IGMTF base for both configs: an LSTM/GRU state_dict path, "
-                                          "'pretrain' or 'none'", metavar="{pretrain,none,PATH}",
-                                    show="the search's base from best.yaml, where a config fits it")
     out: str | None = option(None, "where evaluation.yaml and the plots go", metavar="DIR", show="beside best.yaml")

@@ -20,9 +20,8 @@ _LAZY = {
     "build": ".factory", "train_config": ".factory", "from_hyperparameters": ".factory",
     "load_qlib_weights": ".qlib_weights", "read_state_dict": ".qlib_weights",
     "Base": ".bases", "load_base": ".bases", "pretrain_base": ".bases", "read_base": ".bases",
-    "DayModel": ".days", "initial_network": ".factory",
-    "Trainer": ".trainer", "EpochMetrics": ".trainer", "FitResult": ".trainer", "fit": ".trainer",
-    "read_training_state": ".trainer",
+    "DayModel": ".days", "Trainer": ".trainer", "EpochMetrics": ".epochs", "FitResult": ".epochs",
+    "initial_network": ".fitting", "fit": ".fitting", "read_training_state": ".state",
     "load_checkpoint": ".checkpoint",
 }
 

@@ -18,9 +18,13 @@ from typing import Any
 
 import torch
 
+from alphatune.models.epochs import FitResult
+from alphatune.models.factory import seeded_network, train_config
+from alphatune.models.options import NONE
 from alphatune.models.qlib_weights import StateSource, read_state_dict
+from alphatune.models.registry import get_spec
+from alphatune.models.trainer import Trainer
 
-NONE = "none"
 KINDS = ("LSTM", "GRU")
 _LAYER = re.compile(r"^rnn\.weight_ih_l(\d+)$")
 
@@ -107,17 +111,16 @@ def load_base(net: torch.nn.Module, source: StateSource) -> torch.nn.Module:
 
 def pretrain_base(kind: str, ds: Any, *, d_feat: int = 6, hidden_size: int = 64, num_layers: int = 2,
                   max_epochs: int | None = None, seed: int | None = None, callback: Any = None,
-                  **options: Any) -> tuple[Any, Any]:
+                  **options: Any) -> tuple[Trainer, FitResult]:
     """Train the ``kind`` base (``"LSTM"``/``"GRU"``) on ``ds`` with its registry defaults at the given size,
-    ``n_epochs`` capped at ``max_epochs``; ``options`` are ``TrainConfig`` fields (device, amp, ...). Returns
-    ``models.fit``'s ``(trainer, result)``: the trainer's network is the base."""
-    from alphatune.models.trainer import fit
-    name = kind.lower()
-    from alphatune.models.registry import get_spec
-    defaults = get_spec(name).hyperparameters()
+    ``n_epochs`` capped at ``max_epochs``; ``options`` are ``TrainConfig`` run options (device, amp, ...). Returns
+    ``(trainer, result)``: the trainer's network is the base."""
+    spec = get_spec(kind.lower())
+    defaults = spec.hyperparameters()
     n_epochs = defaults.n_epochs if max_epochs is None else min(defaults.n_epochs, max_epochs)
-    return fit(name, ds, {"d_feat": d_feat, "hidden_size": hidden_size, "num_layers": num_layers,
-                          "n_epochs": n_epochs, "seed": seed}, callback=callback, **options)
+    hp = defaults.replace(d_feat=d_feat, hidden_size=hidden_size, num_layers=num_layers, n_epochs=n_epochs, seed=seed)
+    trainer = Trainer(seeded_network(hp), train_config(hp, **options), hp)
+    return trainer, trainer.fit(ds, callback)
 
 
 def choose(bases: dict[str, Base], hyperparameters: dict[str, Any]) -> tuple[str | None, str]:

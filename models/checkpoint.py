@@ -1,4 +1,5 @@
-"""Read back a checkpoint written by ``Trainer.save``: ``{"model", "hyperparameters", "state_dict"}``."""
+"""A model checkpoint: ``{"model", "hyperparameters", "state_dict"}``, written by ``save_checkpoint`` (what
+``Trainer.save`` and a search trial's ``model.pt`` use) and read back by ``load_checkpoint``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,39 @@ from typing import Any
 
 import torch
 
+from alphatune.models.config import TrainConfig
+from alphatune.models.factory import from_hyperparameters
+from alphatune.models.hyperparameters import Hyperparameters
+from alphatune.models.qlib_weights import model_name
+from alphatune.models.registry import get_spec
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[str, dict[str, Any], torch.nn.Module]:
+
+def hyperparameters_of(net: torch.nn.Module, config: TrainConfig) -> Hyperparameters:
+    """The typed hyperparameters of a network trained under ``config``, for a network built without them at hand:
+    the network's own attributes (its constructor's values) and the config's training values. ``ValueError``
+    when the network does not tell one of its values."""
+    cls = get_spec(model_name(net)).hyperparameters_class()
+    network = [name for name in cls.names() if cls.field_info(name)["network"]]
+    missing = [name for name in network if not hasattr(net, name)]
+    if missing:
+        raise ValueError(f"{cls.model}: cannot tell the network's {', '.join(missing)}; create the trainer with "
+                         f"models.fit(...) or Trainer(..., hyperparameters=...)")
+    values: dict[str, Any] = {name: getattr(net, name) for name in network}
+    values.update(lr=config.lr, n_epochs=config.n_epochs, early_stop=config.early_stop, batch_size=config.batch_size,
+                  metric=config.metric, optimizer=config.optimizer, seed=config.seed)
+    values[cls.DECAY] = config.weight_decay
+    return cls.from_dict(values)
+
+
+def save_checkpoint(path: str | Path, net: torch.nn.Module, hyperparameters: Hyperparameters) -> None:
+    """Write ``{"model", "hyperparameters", "state_dict"}`` with ``torch.save`` (tensors on CPU) to ``path``."""
+    state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
+    torch.save({"model": hyperparameters.model, "hyperparameters": hyperparameters.to_dict(), "state_dict": state},
+               Path(path))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[str, dict[str, Any], torch.nn.Module]:
     """``(name, hyperparameters, net)`` from a checkpoint of ours, the net rebuilt and loaded strictly on ``device``.
 
     The file is read with ``torch.load(weights_only=True)`` onto CPU whatever device it was saved from, so no
@@ -16,8 +48,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     ``models.load_qlib_weights``), an unknown model or a state_dict that does not fit the rebuilt network raises
     ``ValueError`` naming the file.
     """
-    from alphatune.models import from_hyperparameters
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

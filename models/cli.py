@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from alphatune import models
+from alphatune.arguments import option
 from alphatune.models.registry import ModelSpec
 
 
@@ -48,11 +49,14 @@ def as_text(entry: dict[str, Any]) -> str:
             f"  training  {settings(False)}")
 
 
-def add_list_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of text (default: off)")
+@dataclass
+class ListOptions:
+    """``alphatune models list``."""
+
+    json: bool = option(False, "print a JSON list instead of text", action="store_true")
 
 
-def list_main(args: argparse.Namespace) -> int:
+def list_main(options: ListOptions) -> int:
     entries = [describe(spec) for spec in models.REGISTRY.values()]
-    print(json.dumps(entries, indent=2) if args.json else "\n\n".join(as_text(entry) for entry in entries))
+    print(json.dumps(entries, indent=2) if options.json else "\n\n".join(as_text(entry) for entry in entries))
     return 0

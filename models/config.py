@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
+
+from alphatune.models.hyperparameters import Hyperparameters
+from alphatune.models.registry import BatchMode
 
 
 @dataclass
@@ -40,3 +44,17 @@ class TrainConfig:
     graphs: bool | None = None
     tf32: bool | None = None
     eval_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        """The choices are the hyperparameters' own declaration (``models.hyperparameters``) and the registry's
+        batch modes: one rule, asked here; ``ValueError`` otherwise."""
+        for name in ("metric", "optimizer"):
+            Hyperparameters.check_value(name, getattr(self, name))
+        if self.batch_mode not in get_args(BatchMode):
+            raise ValueError(f"batch_mode={self.batch_mode!r} is not one of {', '.join(get_args(BatchMode))}")
+
+
+# TrainConfig fields that are not hyperparameters: how a fit runs, not what it learns.
+RUN_OPTIONS = tuple(field.name for field in dataclasses.fields(TrainConfig)
+                    if field.name not in ("n_epochs", "lr", "early_stop", "batch_size", "metric", "optimizer",
+                                          "weight_decay", "batch_mode", "seed"))

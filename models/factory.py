@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import numpy as np
 import torch
 
-from alphatune.models.config import TrainConfig
+from alphatune.models.config import RUN_OPTIONS, TrainConfig
 from alphatune.models.hyperparameters import Hyperparameters
 from alphatune.models.registry import get_spec
-
-# TrainConfig fields that are not hyperparameters: how a fit runs, not what it learns.
-RUN_OPTIONS = tuple(field.name for field in dataclasses.fields(TrainConfig)
-                    if field.name not in ("n_epochs", "lr", "early_stop", "batch_size", "metric", "optimizer",
-                                          "weight_decay", "batch_mode", "seed"))
 
 
 def checked_hyperparameters(name: str, values: dict[str, Any] | Hyperparameters | None = None) -> Hyperparameters:
@@ -66,24 +61,10 @@ def from_hyperparameters(name: str, values: dict[str, Any] | Hyperparameters, **
     return build(hp), train_config(hp, **options)
 
 
-def initial_network(hp: Hyperparameters, ds: Any = None, pretrained: str | None = None,
-                    **run_options: Any) -> torch.nn.Module:
-    """The network a fit starts from: seeded by ``hp.seed`` before it is built (the same seed, the same initial
-    weights), then, for GATs, HIST and IGMTF, its base copied in from ``pretrained``: an LSTM/GRU state_dict file
-    (ours or Qlib's ``.pkl``), ``"pretrain"`` (train the base on ``ds`` first, ``models.bases.pretrain_base``,
-    with ``run_options``) or ``None`` (random weights)."""
-    import numpy as np
-
-    from alphatune.models.bases import load_base, pretrain_base
+def seeded_network(hp: Hyperparameters) -> torch.nn.Module:
+    """The network of ``hp``, built after seeding numpy and torch with ``hp.seed`` (when it has one): the same seed
+    gives the same initial weights."""
     if hp.seed is not None:
         np.random.seed(hp.seed)
         torch.manual_seed(hp.seed)
-    net = build(hp)
-    if pretrained is not None and get_spec(hp.model).pretrained_base:
-        if pretrained == "pretrain":
-            base, _ = pretrain_base(hp.base_model, ds, d_feat=hp.d_feat, hidden_size=hp.hidden_size,
-                                    num_layers=hp.num_layers, max_epochs=hp.n_epochs, seed=hp.seed, **run_options)
-            load_base(net, base.net.state_dict())
-        else:
-            load_base(net, pretrained)
-    return net
+    return build(hp)

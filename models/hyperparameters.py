@@ -49,14 +49,20 @@ class Hyperparameters:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            object.__setattr__(self, field.name, self._checked(field, getattr(self, field.name)))
+            object.__setattr__(self, field.name, self.check_value(field.name, getattr(self, field.name)))
         self.check()
 
-    def _checked(self, field: dataclasses.Field, value: Any) -> Any:
-        meta, name = field.metadata, field.name
+    @classmethod
+    def check_value(cls, name: str, value: Any) -> Any:
+        """``value`` as hyperparameter ``name`` holds it, checked against its declaration (the one rule: instances
+        and search spaces both ask it): one of its choices; ``None`` where it is optional; else a finite number in
+        its range, a whole number made an integer where the field is one, an integer made a float where it is a
+        float. ``ValueError`` naming the model, the hyperparameter and what it may be."""
+        meta = cls.field_info(name)
+        who = f"{cls.model}: " if cls.model else ""
         if meta["kind"] == "choice":
             if value not in meta["choices"] or isinstance(value, bool) != isinstance(meta["choices"][0], bool):
-                raise ValueError(f"{self.model}: {name}={value!r} is not one of "
+                raise ValueError(f"{who}{name}={value!r} is not one of "
                                  f"{', '.join(map(str, meta['choices']))}")
             return value
         if value is None and meta["optional"]:
@@ -65,10 +71,10 @@ class Hyperparameters:
         integer = meta["kind"] == "int"
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (integer and not float(value).is_integer())):
-            raise ValueError(f"{self.model}: {name}={value!r} must be {'an integer' if integer else 'a number'} in "
-                             f"[{low}, {high}]")
+            raise ValueError(f"{who}{name}={value!r} must be {'an integer' if integer else 'a number'} in "
+                             f"[{low}, {high}]" + (" or null" if meta["optional"] else ""))
         if not low <= value <= high:
-            raise ValueError(f"{self.model}: {name}={value!r} is out of range [{low}, {high}]")
+            raise ValueError(f"{who}{name}={value!r} is out of range [{low}, {high}]")
         return int(value) if integer else float(value)
 
     def check(self) -> None:

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from alphatune.models.transformer import PositionalEncoding, TransformerHyperparameters
+from alphatune.models.transformer import Transformer, TransformerHyperparameters
 
 
 @dataclass(frozen=True)
@@ -45,29 +45,22 @@ class LocalformerEncoder(nn.Module):
         return hidden + local
 
 
-class Localformer(nn.Module):
-    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000).
+class Localformer(Transformer):
+    """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000): the Transformer with the local
+    encoder, read out through a GRU over its output (the top layer's last hidden state).
 
     An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
     NaN in a row makes that row's score NaN (attention mixes days, never rows).
     """
 
-    def __init__(self, d_feat: int, d_model: int, nhead: int, num_layers: int, dropout: float):
-        super().__init__()
-        self.d_feat, self.d_model, self.nhead = d_feat, d_model, nhead
-        self.num_layers, self.dropout = num_layers, dropout
-        # Built in Qlib's order (GRU, embedding, encoder layer, conv, read-out): same seed, same weights.
-        self.rnn = nn.GRU(d_model, d_model, num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
-        self.feature_layer = nn.Linear(d_feat, d_model)
-        self.pos_encoder = PositionalEncoding(d_model)
-        layer = nn.TransformerEncoderLayer(d_model, nhead, dropout=dropout, batch_first=True)
-        self.transformer_encoder = LocalformerEncoder(layer, num_layers, d_model)
-        self.decoder_layer = nn.Linear(d_model, 1)
+    def _before_embedding(self) -> None:
+        # Qlib builds its GRU first: same seed, same weights.
+        self.rnn = nn.GRU(self.d_model, self.d_model, self.num_layers, batch_first=True,
+                          dropout=self.dropout if self.num_layers > 1 else 0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sequence = x.unflatten(1, (self.d_feat, -1)).transpose(1, 2)     # [N, T, d_feat]
-        hidden = self.pos_encoder(self.feature_layer(sequence))           # [N, T, d_model]
-        hidden = self.transformer_encoder(hidden)                         # [N, T, d_model]
+    def _encoder(self, layer: nn.TransformerEncoderLayer) -> nn.Module:
+        return LocalformerEncoder(layer, self.num_layers, self.d_model)
+
+    def _read_out(self, hidden: torch.Tensor) -> torch.Tensor:
         _, last = self.rnn(hidden)                                        # [num_layers, N, d_model]
-        return self.decoder_layer(last[-1]).squeeze(-1)                   # [N, d_model] → [N]
+        return last[-1]

@@ -34,16 +34,20 @@ class LSTM(nn.Module):
     the sequence ``[T, d_feat]``. The score is a linear read-out of the top layer's last hidden state.
     ``dropout`` acts between stacked layers only (none with one layer). NaN inputs propagate to NaN scores.
     An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
+    ``RNN`` is the recurrent layer (Qlib's GRU is this network with ``nn.GRU``).
     """
+
+    RNN: ClassVar[type[nn.RNNBase]] = nn.LSTM
 
     def __init__(self, d_feat: int, hidden_size: int, num_layers: int, dropout: float):
         super().__init__()
         self.d_feat, self.hidden_size, self.num_layers, self.dropout = d_feat, hidden_size, num_layers, dropout
-        self.rnn = nn.LSTM(d_feat, hidden_size, num_layers, batch_first=True,
-                           dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = self.RNN(d_feat, hidden_size, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
         self.fc_out = nn.Linear(hidden_size, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence = x.unflatten(1, (self.d_feat, -1)).transpose(1, 2)  # [N, T, d_feat]
-        _, (hidden, _) = self.rnn(sequence)                            # hidden: [num_layers, N, H]
+        _, state = self.rnn(sequence)                                  # LSTM: (hidden, cell); GRU: hidden
+        hidden = state[0] if isinstance(state, tuple) else state       # [num_layers, N, H]
         return self.fc_out(hidden[-1]).squeeze(-1)                     # [N, H] → [N, 1] → [N]

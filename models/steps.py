@@ -11,9 +11,11 @@ loss, backward, gradient clipping, optimizer step) is captured once as a CUDA gr
   score, loss or gradient (tests check it against the unpadded step).
 
 The first ``WARMUP`` steps run eagerly (on a side stream on CUDA: cuDNN and the optimizer set themselves up),
-then the step is captured and every later step replays it. Capture needs a capturable optimizer (``Adam(...,
-capturable=True)``) and no loss scaler; if capture fails the step runs eagerly from then on, after one warning
-naming the reason. Off CUDA the same static step runs eagerly (what the CPU tests exercise).
+then the step is captured, its first replay is checked against the eager step from the same state (loss and
+gradients' norm within ``REPLAY_TOLERANCE``: ``check_replay``), and every later step replays it. Capture needs a
+capturable optimizer (``Adam(..., capturable=True)``) and no loss scaler; if capture fails or the first replay
+disagrees, the step runs eagerly from then on, after one warning naming the model and the reason. Off CUDA the
+same static step runs eagerly (what the CPU tests exercise, the replay check with a deliberately wrong step).
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ class StaticStep:
             self.graph.replay()
             return self.loss
         if self.graphs and self.calls > WARMUP:
-            if self.capture():
-                self.graph.replay()
-                return self.loss
+            graph = self.capture()
+            if graph is not None:
+                return self.adopt(graph)
         self.optimizer.zero_grad(set_to_none=True)
         if self.graphs:  # warm-up on a side stream, as CUDA graph capture wants it
             side = torch.cuda.Stream()
@@ -116,18 +118,81 @@ class StaticStep:
             return loss
         return self.run()
 
-    def capture(self) -> bool:
-        """Capture the step in a CUDA graph; on failure, warn once, stay eager, return False."""
+    def capture(self) -> Any:
+        """The step captured in a CUDA graph (its loss in ``self.loss``), or ``None`` after one warning when capture
+        fails (the step then runs eagerly)."""
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)
         try:
             with torch.cuda.graph(graph):
                 self.loss = self.run()
         except Exception as error:  # an op that cannot be captured, a non-capturable optimizer, ...
-            self.graphs = False
-            self.loss = None
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            warnings.warn(f"CUDA graphs off for this fit, the step runs eagerly: {reason}", stacklevel=3)
-            return False
+            self._fall_back(f"capture failed: {_first_line(error)}")
+            return None
+        return graph
+
+    def adopt(self, graph: Any) -> torch.Tensor:
+        """Replay ``graph`` (anything with ``replay()`` that runs the step on the buffers and leaves its loss in
+        ``self.loss``) once and check it against the eager step from the same state (``check_replay``): when they
+        agree the graph serves every later step, else the step stays eager after one warning naming the model.
+        Either way the batch is trained once, and its loss returned."""
+        try:
+            problem, loss = check_replay(lambda: (graph.replay(), self.loss)[1], self._eager_step,
+                                         self.net, self.optimizer)
+        except Exception as error:
+            problem, loss = f"its first replay failed: {_first_line(error)}", self._eager_step()
+        if problem is not None:
+            self._fall_back(problem)
+            return loss
         self.graph = graph
-        return True
+        return loss
+
+    def _eager_step(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=False)
+        return self.run()
+
+    def _fall_back(self, why: str) -> None:
+        self.graphs, self.graph, self.loss = False, None, None
+        warnings.warn(f"CUDA graphs off for {type(self.net).__name__} in this fit, the step runs eagerly: {why}",
+                      stacklevel=4)
+
+
+REPLAY_TOLERANCE = 1e-3  # relative, on the step's loss and its gradients' norm (TF32 and amp round differently)
+
+
+def check_replay(replay: Callable[[], torch.Tensor], eager: Callable[[], torch.Tensor], net: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer) -> tuple[str | None, torch.Tensor]:
+    """Run a captured step once (``replay``) and the same step eagerly (``eager``) from the same weights, optimizer
+    state and random state; ``(why they differ or None, the eager step's loss)``. They must agree on the loss and
+    on the gradients' norm within ``REPLAY_TOLERANCE`` (relative, plus 1e-6 absolute). Afterwards the network and
+    the optimizer hold the eager step's result: the batch is trained once."""
+    params = [parameter for parameter in net.parameters() if parameter.requires_grad]
+    tensors = [*params, *(value for state in optimizer.state.values() for value in state.values()
+                          if isinstance(value, torch.Tensor))]  # weights and optimizer moments, kept in place:
+    saved = [tensor.detach().clone() for tensor in tensors]       # a CUDA graph holds their memory
+    cuda = any(parameter.is_cuda for parameter in params)
+    rng = (torch.cuda.get_rng_state() if cuda else None, torch.get_rng_state())
+    replayed = float(replay())
+    replayed_norm = _grad_norm(params)
+    with torch.no_grad():
+        for tensor, value in zip(tensors, saved):
+            tensor.copy_(value)
+    if cuda:
+        torch.cuda.set_rng_state(rng[0])
+    torch.set_rng_state(rng[1])
+    loss = eager()
+    eager_loss, eager_norm = float(loss), _grad_norm(params)
+    for what, got, expected in (("loss", replayed, eager_loss), ("gradient norm", replayed_norm, eager_norm)):
+        if not math.isclose(got, expected, rel_tol=REPLAY_TOLERANCE, abs_tol=1e-6):
+            return (f"its first replay gave {what} {got:.6g}, the eager step {expected:.6g} from the same state "
+                    f"(tolerance {REPLAY_TOLERANCE:g} relative)"), loss
+    return None, loss
+
+
+def _grad_norm(params: list[torch.Tensor]) -> float:
+    grads = [parameter.grad.detach().double().norm() for parameter in params if parameter.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

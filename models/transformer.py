@@ -70,22 +70,35 @@ class Transformer(nn.Module):
     """``[N, d_feat * T]`` Alpha360 rows → ``[N]`` scores (``T`` ≤ 1000).
 
     An empty batch gives ``[0]``; a row width that is not a multiple of ``d_feat`` raises ``RuntimeError``.
-    NaN in a row makes that row's score NaN (attention mixes days, never rows).
+    NaN in a row makes that row's score NaN (attention mixes days, never rows). Localformer is this network with
+    another encoder and a GRU read-out (``_before_embedding``, ``_encoder``, ``_read_out``).
     """
 
     def __init__(self, d_feat: int, d_model: int, nhead: int, num_layers: int, dropout: float):
         super().__init__()
         self.d_feat, self.d_model, self.nhead = d_feat, d_model, nhead
         self.num_layers, self.dropout = num_layers, dropout
-        # Built in Qlib's order (embedding, one layer cloned into the stack, read-out): same seed, same weights.
+        # Built in Qlib's order (anything before the embedding, embedding, one layer cloned into the encoder,
+        # read-out): same seed, same weights.
+        self._before_embedding()
         self.feature_layer = nn.Linear(d_feat, d_model)
         self.pos_encoder = PositionalEncoding(d_model)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dropout=dropout, batch_first=True)
-        self.transformer_encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.transformer_encoder = self._encoder(layer)
         self.decoder_layer = nn.Linear(d_model, 1)
+
+    def _before_embedding(self) -> None:
+        """Modules Qlib builds before the embedding (none here)."""
+
+    def _encoder(self, layer: nn.TransformerEncoderLayer) -> nn.Module:
+        return nn.TransformerEncoder(layer, self.num_layers, enable_nested_tensor=False)
+
+    def _read_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[N, T, d_model]`` → ``[N, d_model]``: the last day."""
+        return hidden[:, -1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence = x.unflatten(1, (self.d_feat, -1)).transpose(1, 2)     # [N, T, d_feat]
         hidden = self.pos_encoder(self.feature_layer(sequence))           # [N, T, d_model]
         hidden = self.transformer_encoder(hidden)                         # [N, T, d_model]
-        return self.decoder_layer(hidden[:, -1]).squeeze(-1)              # [N, d_model] → [N]
+        return self.decoder_layer(self._read_out(hidden)).squeeze(-1)     # [N, d_model] → [N]

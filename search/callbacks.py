@@ -1,8 +1,8 @@
 """Driver-side Tune plug-ins: the NaN stopper, a concise progress line, and TensorBoard logging.
 
 They run in the driver process (never in a trial), so a trial's worker stays free of logging work, and the
-TensorBoard files of all trials land in one place: ``RUN/tensorboard/<trial id>/``. The run's ledger of trials
-(``search.ledger.TrialLedger``) is the fourth plug-in.
+TensorBoard files of all trials land in one place: ``RUN/tensorboard/<trial id>/``. What only Tune's callbacks
+see of the workers (starts, error texts) goes to the run's ledger through ``search.ledger.WorkerEvents``.
 """
 
 from __future__ import annotations

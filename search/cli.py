@@ -1,4 +1,5 @@
-"""Subcommands ``run``, ``resume`` and ``export``: each an ``add_arguments(parser)`` and a ``main(args) -> int``.
+"""Subcommands ``run``, ``resume`` and ``export``: each a ``main(options) -> int`` over its options dataclass
+(``search.options``; ``alphatune.cli`` derives the command line from it).
 
 Nothing heavy is imported until the arguments have been checked: a bad option is refused in a second, before
 torch, Ray or the data load.
@@ -6,30 +7,20 @@ torch, Ray or the data load.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from alphatune.arguments import add_arguments, from_arguments
-from alphatune.search.options import ExportOptions, OptionError, SearchOptions
-from alphatune.search.rundir import find_run_dirs
+from alphatune.search.options import ExportOptions, OptionError, ResumeOptions, SearchOptions, check_name
+from alphatune.search.rundir import check_resumable, find_run_dirs
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, SearchOptions)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the search --storage-path/--name instead of starting one (default: off)")
-
-
-def run_main(args: argparse.Namespace) -> int:
-    if args.resume:
-        if not getattr(args, "name", ""):
+def run_main(options: SearchOptions) -> int:
+    if options.resume:
+        if not options.name:
             raise OptionError("--resume needs --name (the search to continue, under --storage-path)")
-        options = SearchOptions(storage_path=args.storage_path, name=args.name)
-        options.validate()
-        find_run_dirs(options.search_dir)
+        check_name(options.name)
+        check_resumable(find_run_dirs(options.search_dir))  # one line before torch and Ray load
         from alphatune.search import driver
         return _status(driver.resume(options.search_dir, within=options.storage_path))
-    options = from_arguments(SearchOptions, args)
     from alphatune.search import preflight
     checked = preflight.check(options)  # bad input is one line here, before torch and Ray load
     from alphatune.search import driver
@@ -37,29 +28,24 @@ def run_main(args: argparse.Namespace) -> int:
 
 
 def _status(run_dirs: list[Path]) -> int:
-    """0 when every run directory's search has ended, 130 when one was interrupted (Ctrl-C) and can be resumed."""
+    """130 when a search was interrupted (Ctrl-C) and can be resumed; 1 when one ended without a trial to export
+    (every trial failed: the summary said so); else 0."""
     from alphatune.search import driver
-    return 130 if any(driver.unfinished(run_dir) for run_dir in run_dirs) else 0
+    if any(driver.unfinished(run_dir) for run_dir in run_dirs):
+        return 130
+    return 0 if all(driver.has_winner(run_dir) for run_dir in run_dirs) else 1
 
 
-def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a run directory, or a search directory holding several")
-
-
-def resume_main(args: argparse.Namespace) -> int:
-    find_run_dirs(args.run_dir)  # a path without a run is one line before torch and Ray load
+def resume_main(options: ResumeOptions) -> int:
+    check_resumable(find_run_dirs(options.run_dir))  # one line before torch and Ray load
     from alphatune.search import driver
-    return _status(driver.resume(args.run_dir))
+    return _status(driver.resume(options.run_dir))
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, ExportOptions)
-
-
-def export_main(args: argparse.Namespace) -> int:
-    options = from_arguments(ExportOptions, args)
+def export_main(options: ExportOptions) -> int:
     options.validate()
     find_run_dirs(options.run_dir)
     from alphatune.search import driver
-    written = driver.export(options.run_dir, qlib_data=options.qlib_data, schedule=options.schedule)
+    written = driver.export(options.run_dir, qlib_data=options.qlib_data, schedule=options.schedule,
+                            out_dir=options.out)
     return 0 if written else 1

@@ -9,149 +9,29 @@ records.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import sys
-import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import ray
 import torch
-from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from alphatune import spaces
 from alphatune.search import export as exporting
 from alphatune.search import preflight, results
-from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger, write_experiment
-from alphatune.search.cluster import check_gpus, check_named_address, concurrent_slots, slot_plan, start_ray
+from alphatune.search.callbacks import write_experiment
+from alphatune.search.cluster import check_gpus, check_named_address, slot_plan, start_ray
 from alphatune.datasets import DataSpec
-from alphatune.search.ledger import TrialLedger, close_ledger, reconcile_with_tune
 from alphatune.search.objective import objective
 from alphatune.search.preflight import Checked
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
-from alphatune.search.scheduler import ResumableASHA
-from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, TUNE_DIR, Manifest, RunDirError, disk_guard,
-                           find_run_dirs, read_manifest, write_manifest, writing)
-from alphatune.search.searcher import StudySearch, close_abandoned, make_sampler, storage_url, study_states
-from alphatune.search.tune_state import experiment_trials
-from alphatune.search.trial import train_trial
-
-
-def _trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
-
-
-def _trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions, run_dir: Path,
-               bases: dict[str, Base] | None = None) -> Any:
-    """The trial function bound to the shared dataset, this model's space, run directory and pretrained bases,
-    with its resources."""
-    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir),
-                                 max_epochs=options.max_epochs, metric=options.metric,
-                                 threads=max(1, int(options.cpus_per_trial)), device=device,
-                                 speed=options.speed(device),
-                                 bases={kind: base.to_dict() for kind, base in (bases or {}).items()})
-    return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
-
-
-def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kwargs: Any) -> None:
-    """Fetch the shared dataset (zero-copy: its arrays are views of the object store) and train one trial.
-
-    The reference travels inside a list so that ``tune.with_parameters`` stores the reference, not a second
-    copy of the dataset."""
-    train_trial(config, dataset=ray.get(dataset_ref[0]), **kwargs)
-
-
-# Tune and Ray settings read from the environment while a Tuner runs in this process:
-# - no automatic TensorBoardX logger (TensorBoard files come from ``TensorBoardLogger``, in one place); the CSV and
-#   JSON loggers are passed explicitly (Tune's own per-trial result files, kept for people who read them);
-# - Tune's own console output off (its legacy reporter, silent at verbose=0: the new one prints every trial error
-#   and its result table whatever the verbosity), and no traceback per failed trial task: ``ProgressPrinter`` says
-#   in one line which trial failed or is retried, why, and where the traceback is.
-_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
-                     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
-
-
-# What Tune says at the end of an interrupted or finished fit that is not ours to say: how to resume it with
-# Tune's own API (``alphatune search resume`` is the way, and the driver says so), and that it could not read the
-# per-trial result files of trials that never started.
-_TUNE_WORDS = {"ray.tune.tune": ("Experiment has been interrupted", "Training has been interrupted"),
-               "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",)}
-
-
-class _NotOurWords(logging.Filter):
-    def __init__(self, starts: tuple[str, ...]) -> None:
-        super().__init__()
-        self.starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.starts)
-
-
-@contextlib.contextmanager
-def _tune_environment() -> Iterator[None]:
-    """Set ``_TUNE_ENVIRONMENT`` and silence ``_TUNE_WORDS`` for the duration of a search, then restore what was
-    there."""
-    previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
-    os.environ.update(_TUNE_ENVIRONMENT)
-    filters = {name: _NotOurWords(starts) for name, starts in _TUNE_WORDS.items()}
-    for name, quiet in filters.items():
-        logging.getLogger(name).addFilter(quiet)
-    try:
-        yield
-    finally:
-        for name, quiet in filters.items():
-            logging.getLogger(name).removeFilter(quiet)
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _callbacks(run_dir: Path, space: spaces.Space, options: SearchOptions, stream: TextIO | None) -> list[Any]:
-    goal = objective(options.metric)
-    return [TrialLedger(run_dir), ProgressPrinter(space.model, goal, options.progress_seconds, stream),
-            TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, goal), CSVLoggerCallback(), JsonLoggerCallback()]
-
-
-def _tuner(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
-           stream: TextIO | None, bases: dict[str, Base]) -> tune.Tuner:
-    goal = objective(options.metric)
-    searcher = StudySearch(space, goal, run_dir, make_sampler(options.sampler, options.seed, options.samples),
-                           options.samples, options.seed)
-    scheduler = ResumableASHA(run_dir, time_attr="epoch", metric=goal.best, mode=goal.mode, max_t=options.max_epochs,
-                              grace_period=options.grace_epochs, reduction_factor=options.reduction_factor)
-    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
-    return tune.Tuner(
-        _trainable(dataset_ref, space, options, run_dir, bases),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
-                                    max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
-                                    trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(run_dir), stop=NonFiniteStopper(goal.name),
-            callbacks=_callbacks(run_dir, space, options, stream),
-            failure_config=tune.FailureConfig(max_failures=options.max_failures), verbose=0),
-    )
-
-
-def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
-                 stream: TextIO | None = None, bases: dict[str, Base] | None = None) -> tune.ResultGrid:
-    """Run one model's Tune search in ``run_dir`` (which must exist) and return Tune's results.
-
-    ``dataset_ref`` is what every trial passes to ``ray.get``: normally the prepared dataset put once into the
-    object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
-    benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
-    ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``report``."""
-    with _tune_environment():
-        return _tuner(run_dir, space, options, dataset_ref, stream, bases or {}).fit()
+from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDirError, check_resumable, check_writable,
+                                     disk_guard, unwritable,
+                                     find_run_dirs, read_manifest, write_manifest, writing)
+from alphatune.search.study import storage_url
+from alphatune.search.tuning import search_model
 
 
 def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked | None = None) -> list[Path]:
@@ -201,7 +81,6 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
             out.flush()
             with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
                 search_model(run_dir, space, options, dataset_ref, stream, bases)
-                _close(run_dir, model)
                 report(run_dir, out, writer="search run")
             run_dirs.append(run_dir)
             if _interrupted(run_dir, out):
@@ -219,22 +98,20 @@ def _say_amp(options: SearchOptions, device: str, out: TextIO) -> None:
         warnings.filterwarnings("ignore", message="amp asked for")  # said here, once
 
 
-def _close(run_dir: Path, model: str) -> None:
-    """After ``fit``: when every trial Tune holds has ended (the search was not interrupted), make the run's records
-    agree: each trial the ledger still holds unended (its end, or its whole run, was lost with an earlier driver)
-    gets its end from the study, and no study trial stays RUNNING (``close_abandoned``)."""
-    known = experiment_trials(run_dir)
-    if known is None or any(status not in ("TERMINATED", "ERROR") for _, status in known):
-        return
-    close_ledger(run_dir, study_states(run_dir, model))
-    close_abandoned(run_dir, model)
-
-
 def unfinished(run_dir: Path) -> int:
     """How many of the run's trials have not ended: running when the search stopped, or never created."""
     manifest = read_manifest(run_dir)
-    records = results.read_trials(run_dir, manifest)
+    return _unfinished(manifest, results.read_trials(run_dir, manifest))
+
+
+def _unfinished(manifest: Manifest, records: list[results.TrialRecord]) -> int:
     return sum(record.outcome == "running" for record in records) + max(0, manifest.options.samples - len(records))
+
+
+def has_winner(run_dir: Path) -> bool:
+    """Whether some trial of the run has a finite objective value and a checkpoint (what an export needs)."""
+    manifest = read_manifest(run_dir)
+    return results.best_trial(results.read_trials(run_dir, manifest), manifest.options.metric) is not None
 
 
 def _interrupted(run_dir: Path, out: TextIO) -> bool:
@@ -258,6 +135,7 @@ def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | 
         outside = [run_dir for run_dir in run_dirs if not run_dir.is_relative_to(root)]
         if outside:
             raise RunDirError(f"{outside[0]} is not inside --storage-path {root}")
+    check_resumable(run_dirs)
     with writing(run_dirs):
         return _resume(run_dirs, out)
 
@@ -267,7 +145,6 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
     first = next(iter(manifests.values()))
     dataset_ref = None
     for run_dir, manifest in manifests.items():
-        tune_dir = run_dir / TUNE_DIR
         if dataset_ref is None:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             check_named_address(first.options.address)
@@ -281,43 +158,20 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
             dataset_ref = ray.put(ds)
             del ds
         with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
-            known = experiment_trials(run_dir)
-            if known is not None:
-                reconcile_with_tune(run_dir, known)
-            if known is not None and tune.Tuner.can_restore(str(tune_dir)):
-                out.write(f"[{manifest.model}] resuming {run_dir}\n")
-                out.flush()
-                with _tune_environment():
-                    trainable = _trainable(dataset_ref, manifest.space, manifest.options, run_dir,
-                                           read_bases(run_dir))
-                    tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
-                                               resume_unfinished=True, resume_errored=False)
-                    tuner.fit()
-            else:  # no readable Tune state (died before Tune saved one, or on a full disk): search again, keeping
-                _set_aside(run_dir, out)  # the study and the ledger: what ran before counts and is taken over
-                out.write(f"[{manifest.model}] {run_dir} has no Tune state to resume: searching on from its study "
-                          f"and ledger\n")
-                out.flush()
-                search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, read_bases(run_dir))
-            _close(run_dir, manifest.model)
+            out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
+            out.flush()
+            search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, read_bases(run_dir))
             report(run_dir, out, writer="search resume")
         if _interrupted(run_dir, out):
             break
     return run_dirs
 
 
-def _set_aside(run_dir: Path, out: TextIO) -> None:
-    """Move a Tune directory that cannot be resumed out of the way (kept for inspection)."""
-    if (run_dir / TUNE_DIR).exists():
-        target = run_dir / f"{TUNE_DIR}.unresumable-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(run_dir / TUNE_DIR, target)
-        out.write(f"note: kept Tune's unreadable state as {target.name}\n")
-
-
 def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search", writer: str = "search export") -> Path | None:
-    """Print the run's summary table and write its exports; returns ``best.yaml`` (``None`` when no trial has
-    a usable checkpoint yet). ``qlib_data``, ``schedule`` and ``writer`` are ``search.export.write_exports``'s."""
+           schedule: str = "search", writer: str = "search export", out_dir: Path | None = None) -> Path | None:
+    """Print the run's summary table and write its exports (into ``out_dir``, default the run directory); returns
+    ``best.yaml`` (``None`` when no trial has a usable checkpoint yet). While trials are unfinished, best.yaml says
+    it is provisional. ``qlib_data``, ``schedule`` and ``writer`` are ``search.export.write_exports``'s."""
     out = stream or sys.stdout
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
@@ -332,7 +186,7 @@ def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = 
         out.flush()
         return None
     exported = exporting.write_exports(run_dir, manifest, best, dict(counts), qlib_data=qlib_data, schedule=schedule,
-                                       writer=writer)
+                                       writer=writer, unfinished=_unfinished(manifest, records), out_dir=out_dir)
     out.write(f"[{manifest.model}] best trial {best.trial_id} (Optuna trial {best.optuna_trial}): {metric} "
               f"{best.best(metric):.4f} at its kept epoch {best.best_epoch}\n  {exported.best}\n  {exported.qlib}\n")
     for note in exported.notes:
@@ -343,14 +197,24 @@ def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = 
 
 
 def export(path: str | Path, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search") -> list[Path]:
-    """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not)."""
+           schedule: str = "search", out_dir: str | Path | None = None) -> list[Path]:
+    """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not), into
+    the run directory or, with ``out_dir``, there (one folder per model when there are several). Reads the run's
+    records only and takes no lock: a read-only run, or one a search is writing, can be exported elsewhere."""
     written = []
     run_dirs = find_run_dirs(path)
-    with writing(run_dirs):
-        for run_dir in run_dirs:
-            with disk_guard(run_dir, "export again"):
-                best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule)
-            if best is not None:
-                written.append(best)
+    targets = {run_dir: (Path(out_dir).expanduser() / (run_dir.name if len(run_dirs) > 1 else "") if out_dir
+                         else run_dir) for run_dir in run_dirs}
+    for run_dir, target in targets.items():
+        if out_dir:
+            check_writable(target, "--out")
+        elif unwritable(run_dir):
+            raise RunDirError(f"{run_dir}: cannot write best.yaml there ({unwritable(run_dir)}); export --out DIR "
+                              f"writes the exports elsewhere")
+    for run_dir, target in targets.items():
+        target.mkdir(parents=True, exist_ok=True)
+        with disk_guard(target, "export again"):
+            best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule, out_dir=target)
+        if best is not None:
+            written.append(best)
     return written

@@ -29,6 +29,7 @@ from typing import Any
 from alphatune import models
 from alphatune.datasets import is_qlib_dir
 from alphatune.evaluation.backtest import BacktestConfig
+from alphatune.evaluation.best import Best, KeptEpoch, SearchBudget, Training
 from alphatune.search.options import SCHEDULES, OptionError, SearchOptions, space_origin
 from alphatune.search.pretrained import read_bases
 from alphatune.search.results import TrialRecord
@@ -50,51 +51,37 @@ class Exported:
     notes: list[str] = field(default_factory=list)
 
 
-def best_document(manifest: Manifest, best: TrialRecord, counts: dict[str, int], run_dir: Path) -> dict[str, Any]:
-    """The content of ``best.yaml``."""
+def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], run_dir: Path,
+                unfinished: int = 0) -> Best:
+    """The ``Best`` of a run (best.yaml's content); ``unfinished`` trials make it provisional."""
     options = manifest.options
     metric = options.metric
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    return {
-        "model": manifest.model,
-        "hyperparameters": dict(best.hyperparameters),
-        "data": dict(manifest.data),
-        "validation": {"metric": metric, metric: best.best(metric),
-                       "valid_loss": best.best_valid_loss, "valid_ic": best.best_valid_ic,
-                       "best_epoch": best.best_epoch, "epochs": best.epochs},
-        "trial_id": best.trial_id,
-        "optuna_trial": best.optuna_trial,
-        "checkpoint": str(best.checkpoint),
-        **_base_fields(manifest, best, run_dir),
-        "search": {"run_dir": str(run_dir), "space_file": space_origin(manifest.space.source), "samples": options.samples,
-                   "max_epochs": options.max_epochs, "objective": metric, "sampler": options.sampler,
-                   "threads": max(1, int(options.cpus_per_trial)), "trials": counts},
-        "training": training_record(options, best, device),
-    }
+    bases = read_bases(run_dir) if models.get_spec(manifest.model).pretrained_base else None
+    return Best(
+        model=manifest.model, hyperparameters=dict(best.hyperparameters), data=dict(manifest.data),
+        validation=KeptEpoch(metric=metric, valid_ic=best.best_valid_ic, valid_loss=best.best_valid_loss,
+                             best_epoch=best.best_epoch, epochs=best.epochs),
+        trial_id=best.trial_id, optuna_trial=best.optuna_trial, checkpoint=str(best.checkpoint),
+        pretrained=(best.pretrained or "none") if bases is not None else None,
+        bases={kind: base.to_dict() for kind, base in bases.items()} if bases is not None else None,
+        search=SearchBudget(run_dir=str(run_dir), space_file=space_origin(manifest.space.source),
+                            samples=options.samples, max_epochs=options.max_epochs, objective=metric,
+                            sampler=options.sampler, threads=max(1, int(options.cpus_per_trial)), trials=counts),
+        training=training_record(options, best, device), provisional=unfinished > 0, unfinished=unfinished)
 
 
-def training_record(options: SearchOptions, best: TrialRecord, device: str) -> dict[str, Any]:
-    """best.yaml's ``training``: the device, and the speed options as the winner really trained (``amp`` true only
-    where it ran in mixed precision, with ``precision`` naming the dtype; ``amp_refused`` says why not when it was
-    asked for and the device could not)."""
+def training_record(options: SearchOptions, best: TrialRecord, device: str) -> Training:
+    """How the winner really trained: the speed options as they ran (``amp`` true only where mixed precision ran,
+    ``precision`` its dtype; ``amp_refused`` says why not when it was asked for and the device could not)."""
     speed = options.speed(device)
-    record: dict[str, Any] = {"device": device, **speed}
-    if best.precision is not None:
-        record["amp"] = best.precision != "float32"
-        record["precision"] = best.precision
-        if speed["amp"] and not record["amp"]:
-            record["amp_refused"] = ("--amp was asked for, but the trial's device has no mixed-precision kernels "
-                                     "for this network (e.g. a CPU without AVX-512 bfloat16): it trained in float32")
-    return record
-
-
-def _base_fields(manifest: Manifest, best: TrialRecord, run_dir: Path) -> dict[str, Any]:
-    """``pretrained`` and ``bases`` of ``best.yaml`` for a model with a pretrained base; nothing otherwise."""
-    if not models.get_spec(manifest.model).pretrained_base:
-        return {}
-    bases = read_bases(run_dir)
-    return {"pretrained": best.pretrained or "none",
-            "bases": {kind: base.to_dict() for kind, base in bases.items()}}
+    if best.precision is None:  # a run of an earlier version: what was asked for
+        return Training(device=device, **speed)
+    amp = best.precision != "float32"
+    refused = ("--amp was asked for, but the trial's device has no mixed-precision kernels for this network (e.g. "
+               "a CPU without AVX-512 bfloat16): it trained in float32") if speed["amp"] and not amp else None
+    return Training(device=device, amp=amp, graphs=speed["graphs"], tf32=speed["tf32"], precision=best.precision,
+                    amp_refused=refused)
 
 
 def base_model_path(run_dir: Path, best: TrialRecord) -> str | None:
@@ -226,13 +213,20 @@ def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provide
 
 
 def write_exports(run_dir: Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
-                  qlib_data: str | None = None, schedule: str = "search", writer: str = "search export") -> Exported:
-    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``run_dir``; ``writer`` is the command doing it (their
-    headers say so)."""
-    run_dir = Path(run_dir)
-    best_path, qlib_path = run_dir / BEST, run_dir / BEST_QLIB
+                  qlib_data: str | None = None, schedule: str = "search", writer: str = "search export",
+                  unfinished: int = 0, out_dir: Path | None = None) -> Exported:
+    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``out_dir`` (default ``run_dir``); ``writer`` is the command
+    doing it (their headers say so); ``unfinished`` trials make best.yaml provisional."""
+    target = Path(out_dir or run_dir)
+    best_path, qlib_path = target / BEST, target / BEST_QLIB
     provider = provider_of(manifest.data, qlib_data)
     document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider.uri, schedule)
-    dump_yaml(best_document(manifest, best, counts, run_dir), best_path)
+    record = best_record(manifest, best, counts, run_dir, unfinished)
+    header = (f"# provisional: written while {unfinished} trial(s) of this search were unfinished; `alphatune search "
+              f"resume {Path(run_dir).parent}` finishes them and writes it again\n") if unfinished else ""
+    dump_yaml(record.to_dict(), best_path, header=header)
     dump_yaml(document, qlib_path, header=_header(manifest, document, schedule, provider, writer))
-    return Exported(best_path, qlib_path, [provider.warning] if provider.warning else [])
+    notes = [provider.warning] if provider.warning else []
+    if unfinished:
+        notes.append(f"best.yaml is provisional: {unfinished} trial(s) unfinished")
+    return Exported(best_path, qlib_path, notes)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from alphatune.arguments import option
-from alphatune.datasets.cli import benchmark_option, concepts_option, market_option, segment_option
-from alphatune.datasets.spec import EMBEDDED, DataSpec, is_prepared, is_qlib_dir
+from alphatune.arguments import option, recorded
+from alphatune.datasets.options import DataOptions
+from alphatune.datasets.sources import is_prepared, is_qlib_dir
+from alphatune.models.options import FitOptions
 from alphatune.models.registry import REGISTRY
 from alphatune.search.objective import OBJECTIVES
 
@@ -50,16 +51,16 @@ def space_entries(items: list[str]) -> dict[str, str]:
 
 
 @dataclass
-class SearchOptions:
+class SearchOptions(DataOptions, FitOptions):
     """A search: which models, over which spaces, on which data, with what budget, where the results go.
 
-    ``space_files`` maps a model to its space file (default: the shipped one). ``data`` is a prepared dataset
-    directory or a source to prepare (``None``: the embedded data); ``train``/``valid``/``test`` override the date
-    ranges (``None``: the source's default); ``data_spec()`` is all of it as a ``DataSpec``. ``max_epochs``
-    caps every trial (the space's ``n_epochs`` still applies when smaller); ASHA stops trials at rungs
+    The data (``DataOptions``: ``data``, a prepared dataset directory or a source to prepare, ``None`` for the
+    embedded data; the segments, ``None`` for the source's defaults; ``spec()`` is all of it as a ``DataSpec``) and
+    how trials run (``FitOptions``: amp, graphs, TF32, where GATs, HIST and IGMTF start) are declared where they
+    belong. ``space_files`` maps a model to its space file (default: the shipped one). ``max_epochs`` caps every
+    trial (the space's ``n_epochs`` still applies when smaller); ASHA stops trials at rungs
     ``grace_epochs · reduction_factor^k``. ``metric`` is the objective (``search.objective``).
-    ``storage_path/name/<model>`` is each model's run directory. ``pretrained`` is where GATs, HIST and IGMTF
-    trials start (``search.pretrained``); the row models ignore it.
+    ``storage_path/name/<model>`` is each model's run directory.
     """
 
     models: list[str] = option(["lstm"], "model(s) to search, comma-separated, or 'all' (each in its own study)",
@@ -67,15 +68,6 @@ class SearchOptions:
     space_files: dict[str, str] = option({}, "a space YAML file, MODEL=FILE per model (repeatable)", flag="--space",
                                          action="append", metavar="[MODEL=]FILE", collect=space_entries,
                                          show="spaces/<model>.yaml")
-    data: str | None = option(None, "a prepared dataset directory, or a source to prepare (Qlib data directory, "
-                                    "CSV/Parquet price table)", metavar="PATH",
-                              show="the embedded CSI300 2017-2019 data")
-    train: tuple[str, str] | None = segment_option("train")
-    valid: tuple[str, str] | None = segment_option("valid")
-    test: tuple[str, str] | None = segment_option("test")
-    market: str = market_option()
-    benchmark: str = benchmark_option()
-    concepts: str | None = concepts_option()
     samples: int = option(8, "trials per model")
     max_epochs: int = option(6, "epochs a trial may train at most")
     grace_epochs: int = option(1, "epochs before ASHA may stop a trial")
@@ -83,7 +75,8 @@ class SearchOptions:
     metric: str = option("valid_ic", "the objective: the validation metric that picks each trial's kept epoch, "
                                      "what ASHA and Optuna judge, and the winner", choices=tuple(OBJECTIVES))
     sampler: str = option("tpe", "Optuna's sampler", choices=SAMPLERS)
-    seed: int | None = option(0, "the sampler's seed", parse=int)
+    seed: int | None = option(0, "the search's seed: Optuna's sampler's, and each trial's training seed is drawn "
+                                 "from it and the trial's number", parse=int)
     cpus_per_trial: float = option(1.0, "CPUs per trial (also its torch threads)")
     gpus_per_trial: float = option(0.0, "GPUs per trial (fractions share one GPU, e.g. 0.25)")
     max_concurrent: int | None = option(None, "trials running at once", parse=int, metavar="N",
@@ -91,16 +84,6 @@ class SearchOptions:
     max_failures: int = option(2, "retries of a trial whose worker died (from its last epoch); -1: unlimited")
     reuse_actors: bool = option(True, "start a fresh worker process for every trial", flag="--no-reuse-actors",
                                 action="store_false", show="workers are reused")
-    amp: bool = option(False, "mixed precision for the trials (bfloat16 autocast; on a CPU only with bfloat16 "
-                              "kernels)", action="both", show="off")
-    graphs: bool = option(True, "GPU trials capture each training step in a CUDA graph", action="both", show="on")
-    tf32: bool = option(True, "GPU trials use TensorFloat-32 for float32 matmuls and convolutions", action="both",
-                        show="on")
-    pretrained: str | None = option(None, "where GATs/HIST/IGMTF trials start: 'pretrain' trains the LSTM/GRU base "
-                                          "once per search (registry defaults, at most --max-epochs epochs), "
-                                          "'none' random weights, or a base file (our checkpoint or Qlib's .pkl); "
-                                          "ignored by the other models", metavar="{pretrain,none,PATH}",
-                                    show="pretrain")
     storage_path: str = option("runs", "where run directories go (on a multi-node cluster: storage every node "
                                        "shares)", metavar="DIR")
     name: str = option("", "the search's name: its directory under --storage-path", show="search-<UTC time>")
@@ -108,15 +91,12 @@ class SearchOptions:
                                  show="$RAY_ADDRESS, else a new private Ray on 127.0.0.1")
     dashboard: bool = option(False, "start Ray's dashboard (on 127.0.0.1) for a private Ray", action="store_true")
     progress_seconds: float = option(10.0, "seconds between progress lines")
+    resume: bool = option(False, "continue the search --storage-path/--name instead of starting one",
+                          action="store_true", record=False)
 
     def __post_init__(self) -> None:
-        if not self.name:
+        if not self.name and not self.resume:
             self.name = "search-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-
-    @property
-    def segments(self) -> dict[str, tuple[str, str] | None]:
-        """The date ranges asked for (``None``: the source's default)."""
-        return {"train": self.train, "valid": self.valid, "test": self.test}
 
     def validate(self) -> None:
         """Check every option; raises ``OptionError`` naming the option. Loads nothing heavy (no torch, no Ray)."""
@@ -182,11 +162,6 @@ class SearchOptions:
             raise OptionError(f"--pretrained: {Path(self.pretrained).expanduser()} does not exist")
 
     @property
-    def uses_base_file(self) -> bool:
-        """Whether ``pretrained`` names a base file (not ``pretrain``/``none``/unset)."""
-        return self.pretrained not in (None, "pretrain", "none")
-
-    @property
     def search_dir(self) -> Path:
         """``storage_path/name``: one run directory per model inside it."""
         return Path(self.storage_path).expanduser().resolve() / self.name
@@ -194,19 +169,9 @@ class SearchOptions:
     def run_dir(self, model: str) -> Path:
         return self.search_dir / model
 
-    def speed(self, device: str) -> dict[str, Any]:
-        """The trainer's speed options for trials on ``device`` (``models.TrainConfig``): graphs and TF32 act on
-        CUDA only."""
-        cuda = device == "cuda"
-        return {"amp": self.amp, "graphs": self.graphs if cuda else False, "tf32": self.tf32 if cuda else None}
-
-    def data_spec(self) -> DataSpec:
-        """The data to search on (``--data``, ``--market``, ``--benchmark``, the segments, ``--concepts``)."""
-        return DataSpec(source=self.data or EMBEDDED, market=self.market, benchmark=self.benchmark,
-                        train=self.train, valid=self.valid, test=self.test, concepts=self.concepts)
-
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """What a run's manifest records (``--resume`` is not part of a search)."""
+        out = recorded(self)
         for segment in SEGMENTS:
             out[segment] = list(out[segment]) if out[segment] is not None else None
         return out
@@ -269,6 +234,14 @@ def _positive_int(option: str, value: Any) -> None:
 
 
 @dataclass
+class ResumeOptions:
+    """``alphatune search resume``: continue every unfinished run under a path."""
+
+    run_dir: str = option("", "a run directory, or a search directory holding several", flag="run_dir",
+                          metavar="RUN_DIR")
+
+
+@dataclass
 class ExportOptions:
     """``alphatune search export``: rewrite a run's best.yaml and best_qlib.yaml (``search.export``)."""
 
@@ -279,6 +252,8 @@ class ExportOptions:
                                         "the file explains")
     schedule: str = option("search", "best_qlib.yaml's n_epochs/early_stop: 'search' the budget the search trained "
                                      "under, 'qlib' Qlib's published schedule", choices=SCHEDULES)
+    out: str | None = option(None, "where best.yaml and best_qlib.yaml go (a read-only run's exports, say)",
+                             metavar="DIR", show="the run directory; with several models, DIR/<model>")
 
     def validate(self) -> None:
         """Check the options before any run is read (``OptionError`` naming the option)."""

@@ -46,7 +46,7 @@ def check(options: SearchOptions) -> Checked:
         if (options.run_dir(model) / MANIFEST).exists():
             raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
                               f"pick --name")
-    ds = options.data_spec().open()
+    ds = options.spec().open()
     check_dataset(ds, options.models)
     return Checked(options.load_spaces(), ds)
 

@@ -33,11 +33,11 @@ from typing import Any, TextIO
 import torch
 
 from alphatune import models
-from alphatune.models.bases import KINDS, NONE, Base, bases_from_dicts, read_base
+from alphatune.models.bases import KINDS, Base, bases_from_dicts, read_base
+from alphatune.models.options import NONE, PRETRAIN
 from alphatune.search.rundir import dump_yaml, read_yaml
 from alphatune.spaces import Conditional, Space
 
-PRETRAIN = "pretrain"
 
 
 def base_kinds(space: Space) -> list[str]:

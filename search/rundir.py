@@ -7,12 +7,11 @@ One model's run directory::
       trials.jsonl           the run's ledger: every trial's start, per-epoch results and end (search.ledger)
       trials/<trial>/        state.pt (the trial's training state after its last epoch), model.pt (its best model)
       optuna.db              the Optuna study (``optuna-dashboard sqlite:///RUN/optuna.db``)
-      tune/                  the Ray Tune experiment (Tune's own state and files, read by resume only)
-      tensorboard/<trial>/   per-epoch scalars and the trial's HParams session (``tensorboard --logdir RUN``)
+      tensorboard/           the search's HParams experiment; <trial>/: per-epoch scalars and the trial's session
       bases.yaml, base_*     GATs/HIST/IGMTF: the pretrained bases (search.pretrained)
       best.yaml              the best configuration (docs/design.md)
       best_qlib.yaml         the same as a Qlib workflow config for ``qrun``
-      .writer.lock           held by the one process writing the run (``acquire_writer``)
+      .writer.lock           held by the one process running or resuming the search (``acquire_writer``)
 """
 
 from __future__ import annotations
@@ -35,10 +34,10 @@ from typing import Any
 import yaml
 
 from alphatune import spaces
+from alphatune.storage import unwritable
 from alphatune.search.options import SearchOptions, space_origin
 
 MANIFEST = "search.yaml"
-TUNE_DIR = "tune"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -162,6 +161,17 @@ def check_not_held(run_dir: Path) -> None:
                               f"stop it") from None
 
 
+def check_resumable(run_dirs: list[Path]) -> None:
+    """``RunDirError`` (one line) for a run directory this process cannot write (read-only: it can still be exported
+    elsewhere and evaluated) or that another process is writing; creates nothing."""
+    for run_dir in run_dirs:
+        reason = unwritable(run_dir)
+        if reason is not None:
+            raise RunDirError(f"{run_dir}: cannot resume a search there ({reason}); a read-only run can still be "
+                              f"exported (search export --out DIR) and evaluated")
+        check_not_held(run_dir)
+
+
 def release_writer(run_dir: Path) -> None:
     """Give up this process's lock on ``run_dir`` (no-op when it holds none)."""
     handle = _held.pop(Path(run_dir).resolve(), None)
@@ -184,25 +194,11 @@ def writing(run_dirs: list[Path]) -> Iterator[None]:
 
 
 def check_writable(directory: Path, option: str) -> None:
-    """Refuse (``RunDirError``, one line) a directory this process could not create and write into, before any
-    work and without creating anything: a read-only mount, a path through a file, no permission. The nearest
-    existing folder on the way must be a writable, searchable directory."""
-    directory = Path(directory)
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunDirError(f"{option} {directory}: cannot write there ({os.strerror(errno.ENOTDIR)}: {existing})")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        reason = os.strerror(errno.EROFS if _read_only(existing) else errno.EACCES)
-        raise RunDirError(f"{option} {directory}: cannot write there ({reason}: {existing})")
-
-
-def _read_only(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
+    """Refuse (``RunDirError``, one line naming ``option``) a directory this process cannot write into, before any
+    work and without creating anything (``unwritable``)."""
+    reason = unwritable(directory)
+    if reason is not None:
+        raise RunDirError(f"{option} {directory}: cannot write there ({reason})")
 
 
 _DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")

@@ -1,57 +1,85 @@
-"""ASHA whose rungs survive an interrupted search.
+"""ASHA (asynchronous successive halving, one bracket) over Tune's public scheduler interface, with rungs rebuilt
+from the run's own ledger.
 
-Ray Tune 2.60 neither saves nor restores a scheduler's state: a resumed search gets the ASHA pickled when the
-search started, with empty rungs, and would let a trial go on that the results recorded before the interruption
-would have stopped. ``ResumableASHA`` rebuilds its rungs from the run's own ledger (``search.ledger``) the first
-time it is used in a process: for every trial, the value ASHA recorded at each rung is the trial's value at the
-first epoch reaching that rung, which the ledger holds. In a new search the ledger is empty and nothing changes.
+Rungs stand at ``grace_epochs · reduction_factor^k`` epochs below ``max_epochs``. A trial reaching a rung for the
+first time is judged against the values the rung has recorded so far: below the ``1 - 1/reduction_factor``
+quantile of them (NaN ignored) it is stopped; either way its value is recorded there. A trial reaching
+``max_epochs`` is stopped (its budget is spent). This is Ray Tune's ``ASHAScheduler`` with one bracket and
+``stop_last_trials``, decision for decision; it is written here so that its bookkeeping is ours: a resumed search
+(a fresh Tune run, ``search.resume``) gives it the results recorded before the interruption (``replay``), and a
+trial that takes over an interrupted one takes over its rung records (``continues`` in its config).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import SimpleNamespace
+import math
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from alphatune.search.ledger import read_ledger
-from alphatune.search.objective import finite
-from alphatune.search.searcher import CONTINUES
+from alphatune.search.objective import Objective, finite
+
+CONTINUES = "continues"  # the key of the interrupted Tune trial a trial takes over, in its config
 
 
-class ResumableASHA(ASHAScheduler):
-    """``ASHAScheduler`` (one bracket) that replays ``RUN/trials.jsonl`` into its rungs before its first decision."""
+class SuccessiveHalving(FIFOScheduler):
+    """ASHA on the search objective's best-so-far value (``Objective.best``) after every epoch."""
 
-    def __init__(self, run_dir: Path, **asha: Any) -> None:
-        super().__init__(brackets=1, **asha)
-        self.run_dir = str(run_dir)
-        self._replayed = False
+    def __init__(self, goal: Objective, max_epochs: int, grace_epochs: int, reduction_factor: float) -> None:
+        super().__init__()
+        self.goal, self.max_epochs, self.reduction_factor = goal, max_epochs, reduction_factor
+        count = int(math.log(max_epochs / grace_epochs) / math.log(reduction_factor) + 1)
+        self.rungs: list[tuple[float, dict[str, float]]] = [  # highest rung first
+            (grace_epochs * reduction_factor ** k, {}) for k in reversed(range(count))]
 
-    def replay(self) -> int:
-        """Record every ledger result in the rungs, once per process; returns how many trials it recorded."""
-        if self._replayed:
-            return 0
-        self._replayed = True
-        [bracket] = self._brackets
-        trials = read_ledger(self.run_dir) or []
-        for trial in trials:
-            stub = SimpleNamespace(trial_id=trial.trial_id)
-            for epoch, row in sorted(trial.epochs().items()):
-                value = row.get(self._metric)
-                if finite(value):
-                    bracket.on_result(stub, epoch, self._metric_op * value)
-        return len(trials)
+    def _value(self, result: dict[str, Any]) -> float | None:
+        """The objective's best-so-far value, as higher-is-better (``None`` when the report lacks it)."""
+        value = result.get(self.goal.best)
+        if value is None:
+            return None
+        return float(value) if self.goal.mode == "max" else -float(value)
+
+    def judge(self, trial_id: str, epoch: int, value: float) -> str:
+        """Record ``value`` at the highest rung ``epoch`` reaches that has none for the trial yet; ``STOP`` when it
+        falls below that rung's cutoff, else ``CONTINUE``."""
+        for milestone, recorded in self.rungs:
+            if epoch < milestone or trial_id in recorded:
+                continue
+            values = [v for v in recorded.values() if not math.isnan(v)]
+            cutoff = np.percentile(values, (1 - 1 / self.reduction_factor) * 100) if values else None
+            recorded[trial_id] = value
+            return TrialScheduler.STOP if cutoff is not None and value < cutoff else TrialScheduler.CONTINUE
+        return TrialScheduler.CONTINUE
+
+    def replay(self, results: dict[str, list[dict[str, Any]]]) -> None:
+        """Record the epochs of trials that ran before (trial id → its reports, in order), as they were judged."""
+        for trial_id, rows in results.items():
+            for row in rows:
+                value = self._value(row)
+                if isinstance(row.get("epoch"), int) and value is not None and finite(value):
+                    self.judge(trial_id, row["epoch"], value)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        self.replay()
-        super().on_trial_add(tune_controller, trial)
         earlier = (getattr(trial, "config", None) or {}).get(CONTINUES)
         if earlier:  # it takes over an interrupted trial: that trial's rung records are its own
-            for _, recorded in self._brackets[0]._rungs:
+            for _, recorded in self.rungs:
                 if earlier in recorded:
                     recorded[trial.trial_id] = recorded.pop(earlier)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        self.replay()
-        return super().on_trial_result(tune_controller, trial, result)
+        value, epoch = self._value(result), result.get("epoch")
+        if value is None or not isinstance(epoch, int):
+            return TrialScheduler.CONTINUE
+        if epoch >= self.max_epochs:
+            return TrialScheduler.STOP
+        return self.judge(trial.trial_id, epoch, value)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        value, epoch = self._value(result or {}), (result or {}).get("epoch")
+        if value is not None and isinstance(epoch, int):
+            self.judge(trial.trial_id, epoch, value)
+
+    def debug_string(self) -> str:
+        return "ASHA rungs: " + ", ".join(f"{milestone:g} epochs: {len(recorded)} trials"
+                                          for milestone, recorded in reversed(self.rungs))

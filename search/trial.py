@@ -48,8 +48,8 @@ from ray import tune
 from alphatune import models
 from alphatune.search.objective import finite, objective
 from alphatune.models.bases import bases_from_dicts, choose
-from alphatune.models.factory import initial_network
-from alphatune.search.searcher import CONTINUES
+from alphatune.models.fitting import initial_network
+from alphatune.search.scheduler import CONTINUES
 from alphatune.spaces import Space
 
 TRIALS_DIR = "trials"
@@ -57,6 +57,13 @@ MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
 REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_epoch", "best_valid_loss",
             "best_valid_ic", "final")
+# What the run's ledger keeps of a report: the epoch's numbers and how the trial runs.
+KEPT = (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid")
+
+
+def report_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The part of a trial's report (as Tune hands it on) that the run's ledger keeps."""
+    return {key: result[key] for key in KEPT if key in result}
 
 
 def trial_dir(run_dir: str | Path, trial_id: str) -> Path:

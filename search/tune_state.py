@@ -1,8 +1,8 @@
 """What Tune's own files say about a run's trials, read from their plain JSON only (nothing is unpickled).
 
-Tune's latest ``experiment_state-*.json`` gives the trials it knows and their status (each trial's state is a
-JSON text; the cloudpickled fields inside it are left untouched). A resumed search reconciles the run's ledger
-with it (``experiment_trials``); a run directory written before the ledger existed is read from it, with
+Only for run directories of an earlier version, written before the ledger existed (a search never reads Tune's
+files now: ``search.resume``). Tune's latest ``experiment_state-*.json`` gives the trials it knew and their status
+(each trial's state is a JSON text; the cloudpickled fields inside it are left untouched), with
 ``trial_<id>/params.json`` (the config), ``trial_<id>/result.json`` (the reports, one JSON object per line) and
 ``trial_<id>/checkpoint_*/model.pt`` (the checkpoint) (``read_tune_trials``).
 """

@@ -150,6 +150,9 @@ def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, 
     if moment == "while searching":
         assert "interrupted with" in text and f"alphatune search resume {tmp_path / 'stopped'}" in text
         assert "Tuner.restore" not in text and "Failed to fetch metrics" not in text, text[-3000:]  # ours only
+        import yaml
+        best = yaml.safe_load((tmp_path / "stopped" / "lstm" / "best.yaml").read_text())
+        assert best["provisional"] is True and best["unfinished"] >= 1  # written from the ended trials: says so
     assert not ray_processes(ray_tmpdir), ray_processes(ray_tmpdir, grace=0)
 
 
@@ -181,6 +184,8 @@ def test_a_full_disk_is_one_line_and_the_search_resumes_once_there_is_room(tiny_
                              env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     run_dir = small_disk / "full" / "lstm"
+    import yaml
+    assert "provisional" not in yaml.safe_load((run_dir / "best.yaml").read_text())  # the resume wrote it again
     from alphatune.search.results import read_trials
     from alphatune.search.rundir import read_manifest
     records = read_trials(run_dir, read_manifest(run_dir))
@@ -207,3 +212,55 @@ def test_amp_where_the_cpu_cannot_run_it_is_said_once_and_best_yaml_records_floa
     training = yaml.safe_load((tmp_path / "amp" / "lstm" / "best.yaml").read_text())["training"]
     assert training["amp"] is False and training["precision"] == "float32"
     assert training["amp_refused"].startswith("--amp was asked for, but the trial's device has no mixed-precision")
+
+
+@pytest.fixture
+def read_only_mount():
+    """Makes a directory read-only with a read-only bind mount of itself (root only; skipped elsewhere)."""
+    mounted = []
+
+    def make(directory: Path) -> None:
+        if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(directory), str(directory)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("needs a read-only bind mount (root)")
+        mounted.append(directory)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+
+    yield make
+    for directory in mounted:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def test_a_read_only_run_is_exported_and_evaluated_elsewhere_and_its_resume_is_one_line(tmp_path, ray_tmpdir,
+                                                                                        read_only_mount) -> None:
+    """A run directory a team shares read-only: export and evaluate take no lock and write where --out says;
+    resume is refused in one line; nothing tracebacks."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    env = search_env(ray_tmpdir)
+    searched = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--space", str(space),
+                               "--samples", "2", "--max-epochs", "1", "--storage-path", str(tmp_path / "runs"),
+                               "--name", "shared"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "shared" / "lstm"
+    read_only_mount(tmp_path / "runs")
+
+    def alphatune(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "alphatune", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    for args, message in [(("search", "export", str(run_dir)), "cannot write best.yaml there (Read-only file system"),
+                          (("search", "resume", str(run_dir)), "cannot resume a search there (Read-only file system"),
+                          (("search", "run", "--resume", "--storage-path", str(tmp_path / "runs"), "--name", "shared"),
+                           "cannot resume a search there (Read-only file system"),
+                          (("evaluate", str(run_dir / "best.yaml")), "cannot write evaluation.yaml there (Read-only")]:
+        done = alphatune(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert message in line, line
+    exported = alphatune("search", "export", str(run_dir), "--out", str(tmp_path / "exports"))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "best trial" in exported.stdout and (tmp_path / "exports" / "best.yaml").is_file()
+    evaluated = alphatune("evaluate", str(run_dir / "best.yaml"), "--epochs", "1", "--out", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert (tmp_path / "eval" / "evaluation.yaml").is_file()

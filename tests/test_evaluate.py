@@ -12,6 +12,7 @@ import yaml
 from alphatune import datasets
 from alphatune.cli import main as alphatune_main
 from alphatune.evaluation import evaluate
+from alphatune.evaluation.best import Best
 
 SEGMENTS = {"train": ["2018-12-01", "2018-12-31"], "valid": ["2019-01-01", "2019-01-31"],
             "test": ["2019-07-01", "2019-07-31"]}
@@ -69,14 +70,19 @@ def test_unreadable_yaml_is_one_line_naming_the_file_and_line(tmp_path: Path, ca
     assert "missing.yaml: cannot read it (No such file or directory)" in capsys.readouterr().err
 
 
+def best_of(**fields: object) -> Best:
+    return Best.from_dict({"model": "lstm", "hyperparameters": {}, "data": {}, **fields})
+
+
 def test_the_budget_is_the_searchs_unless_said_otherwise() -> None:
-    best = {"search": {"max_epochs": 6, "threads": 2}}
+    best = best_of(search={"max_epochs": 6, "threads": 2})
     assert evaluate.epoch_budget(best, None) == (6, "at most 6 epochs, the search's budget (best.yaml "
                                                     "search.max_epochs; --epochs N or --epochs own to change it)")
     assert evaluate.epoch_budget(best, 3)[0] == 3 and evaluate.epoch_budget(best, "own")[0] is None
-    assert evaluate.epoch_budget({}, None) == (None, "each config's own n_epochs (best.yaml records no search budget)")
+    assert evaluate.epoch_budget(best_of(), None) == (None, "each config's own n_epochs (best.yaml records no search "
+                                                          "budget)")
     assert evaluate.thread_count(best, None) == 2 and evaluate.thread_count(best, 1) == 1
-    assert evaluate.thread_count({}, None) == 1
+    assert evaluate.thread_count(best_of(), None) == 1
     with pytest.raises(evaluate.EvaluationError, match="--epochs must be a positive number or 'own'"):
         evaluate.epoch_budget(best, 0)
 
@@ -91,19 +97,20 @@ def test_a_best_yaml_of_the_previous_version_still_loads(tmp_path: Path) -> None
            "trial_id": "abc", "search": {"samples": 8, "max_epochs": 6, "sampler": "tpe"}}
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(old))
-    best = evaluate.read_best(path)
-    assert evaluate.full_config("gats", best["hyperparameters"])["hidden_size"] == 64
+    best = Best.read(path)
+    assert evaluate.full_config("gats", best.hyperparameters)["hidden_size"] == 64
     assert evaluate.epoch_budget(best, None)[0] == 6 and evaluate.thread_count(best, None) == 1
-    spec = datasets.DataSpec.from_dict(best["data"])
+    assert best.validation.valid_ic == 0.01 and best.format == 2
+    spec = best.data_spec
     assert spec.prepared == str(tmp_path / "gone") and spec.train == tuple(SEGMENTS["train"])
 
 
 def test_evaluation_trains_with_the_searchs_speed_options_unless_told_otherwise() -> None:
-    best = {"training": {"device": "cuda", "amp": True, "graphs": False, "tf32": True}}
+    best = best_of(training={"device": "cuda", "amp": True, "graphs": False, "tf32": True})
     assert evaluate.speed_options(best, "cuda") == {"amp": True, "graphs": False, "tf32": True}
     assert evaluate.speed_options(best, "cuda", amp=False, graphs=True) == {"amp": False, "graphs": True, "tf32": True}
     assert evaluate.speed_options(best, "cpu") == {"amp": True, "graphs": False, "tf32": None}  # CUDA-only ones off
-    assert evaluate.speed_options({}, "cuda") == {"amp": False, "graphs": None, "tf32": None}  # the trainer's default
+    assert evaluate.speed_options(best_of(), "cuda") == {"amp": False, "graphs": None, "tf32": None}  # trainer's own
 
 
 def test_searched_config_equal_to_the_default_is_recognised() -> None:

@@ -4,8 +4,10 @@ a resume, one writer per run directory, run files that must not run code, disk f
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from alphatune import models
@@ -26,8 +28,11 @@ from alphatune.search.objective import objective
 from alphatune.search.options import OptionError, SearchOptions
 from alphatune.search.rundir import (Manifest, RunDirError, acquire_writer, check_writable, dump_yaml, release_writer,
                            write_manifest)
-from alphatune.search.scheduler import ResumableASHA
-from alphatune.search.searcher import CONTINUES, OPTUNA_TRIAL, StudySearch, make_sampler
+from alphatune.search.ledger import Ledger
+from alphatune.search.resume import reconcile
+from alphatune.search.scheduler import CONTINUES, SuccessiveHalving
+from alphatune.search.searcher import OPTUNA_TRIAL, StudySearcher
+from alphatune.search.study import SearchStudy, make_sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,47 +42,78 @@ def search_main(argv: list[str]) -> int:
     return alphatune_main(["search", *argv])
 
 
-def tiny_space() -> spaces.Space:
-    return spaces.loads(TINY_SPACE.replace("lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}",
-                                           "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}"))
+def tiny_space(seed_open: bool = False) -> spaces.Space:
+    text = TINY_SPACE.replace("lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}",
+                              "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
+    return spaces.loads(text.replace(", seed: 1}", "}") if seed_open else text)
 
 
-def searcher(run_dir: Path, samples: int = 3) -> StudySearch:
-    return StudySearch(tiny_space(), objective("valid_ic"), run_dir, make_sampler("random", 0, samples), samples)
+GOAL = objective("valid_ic")
+
+
+def searcher(run_dir: Path, samples: int = 3, seed_open: bool = True) -> StudySearcher:
+    """A searcher over the run's records, as ``search.tuning.search_model`` builds one (after ``reconcile``)."""
+    space = tiny_space(seed_open)
+    study = SearchStudy.in_run(run_dir, space, GOAL, make_sampler("random", 0, samples))
+    ledger = Ledger(run_dir)
+    plan = reconcile(run_dir, study, ledger)
+    return StudySearcher(study, ledger, run_dir, samples, 7, plan.continuations)
 
 
 def result(epoch: int, best: float, final: bool) -> dict:
     return {"epoch": epoch, "valid_ic": best, "best_valid_ic": best, "final": final, "training_iteration": epoch}
 
 
-def test_a_driver_killed_between_optunas_tell_and_tunes_snapshot_resumes(tmp_path: Path) -> None:
-    """Tune's snapshot (its searcher state) lags the study: the snapshot knows t1 and t2 running; then t1 is told
-    COMPLETE and t3 is handed out, and the driver dies. Resumed from the snapshot, Tune runs t1 again (it reports
-    its last epoch again) and creates a new trial for the missing sample."""
+def study_of(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+
+
+def test_a_driver_killed_between_the_ledger_and_optuna_resumes_with_one_truth(tmp_path: Path) -> None:
+    """The searcher writes the ledger first, then tells Optuna; a kill in between leaves the ledger ahead. t1 ended
+    in the ledger (its last epoch and end written, the study not told), t2 was training: resumed, t1 is told as the
+    ledger says and never runs again, t2 is taken over by a new Tune trial (same Optuna trial, values and seed),
+    and only the third sample is new."""
     first = searcher(tmp_path)
-    first.suggest("t1"), first.suggest("t2")
-    snapshot = tmp_path / "searcher-state.pkl"
-    first.save(str(snapshot))  # Tune's experiment snapshot
+    t1, t2 = first.suggest("t1"), first.suggest("t2")
     first.on_trial_result("t1", result(1, 0.10, False))
-    first.on_trial_complete("t1", result(2, 0.20, True))
-    orphan = first.suggest("t3")  # handed out, never recorded by Tune
+    first.on_trial_result("t2", result(1, 0.05, False))
+    first.ledger.result("t1", result(2, 0.20, True))  # what the kill interrupted: the ledger written ...
+    first.ledger.ended("t1", "TERMINATED")              # ... Optuna never told
+    first.ledger.close()
 
-    resumed = pickle.loads(pickle.dumps(first))  # what Tune unpickles from tuner.pkl ...
-    resumed.restore(str(snapshot))                # ... and the searcher state of its last snapshot
-    resumed.on_trial_result("t1", result(2, 0.20, True))  # t1 runs again: its saved final epoch, reported again
-    resumed.on_trial_complete("t1", result(2, 0.20, True))  # no "Cannot tell a COMPLETE trial"
-    resumed.on_trial_complete("t2", result(3, 0.30, True))
-    taken_over = resumed.suggest("t4")  # the new trial for the third sample takes over t3's Optuna trial
-    assert taken_over[OPTUNA_TRIAL] == orphan[OPTUNA_TRIAL] and taken_over[CONTINUES] == "t3"
-    assert {key: taken_over[key] for key in ("lr", "hidden_size")} == {key: orphan[key] for key in ("lr", "hidden_size")}
-    resumed.on_trial_complete("t4", result(1, 0.05, False))
-    assert resumed.suggest("t5") == Searcher.FINISHED  # three samples drawn: no fourth
+    resumed = searcher(tmp_path)
+    trials = sorted(study_of(tmp_path).get_trials(), key=lambda trial: trial.number)
+    assert trials[0].state.name == "COMPLETE" and trials[0].value == 0.20
+    assert trials[0].intermediate_values == {1: 0.10, 2: 0.20}
+    taken_over = resumed.suggest("t4")
+    assert taken_over[OPTUNA_TRIAL] == t2[OPTUNA_TRIAL] and taken_over[CONTINUES] == "t2"
+    assert {key: taken_over[key] for key in ("lr", "hidden_size", "seed")} == {
+        key: t2[key] for key in ("lr", "hidden_size", "seed")}
+    fresh = resumed.suggest("t5")
+    assert fresh[OPTUNA_TRIAL] == 2 and CONTINUES not in fresh
+    assert resumed.suggest("t6") == Searcher.FINISHED  # three samples: t1 is not run again
+    resumed.on_trial_result("t4", result(1, 0.05, False))  # t2's saved epoch, reported again: recorded once
+    resumed.on_trial_complete("t4", result(2, 0.07, True))
+    resumed.on_trial_complete("t5", result(1, -0.01, False))  # ASHA stopped it
+    assert [trial.state.name for trial in sorted(study_of(tmp_path).get_trials(), key=lambda t: t.number)] == [
+        "COMPLETE", "COMPLETE", "PRUNED"]
+    ledger = {trial.trial_id: trial for trial in read_ledger(tmp_path)}
+    assert set(ledger) == {"t1", "t4", "t5"} and ledger["t4"].continues == "t2"
+    assert [row["epoch"] for row in ledger["t4"].results] == [1, 2]  # t2's epoch 1, then its own
 
-    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    trials = sorted(study.get_trials(), key=lambda trial: trial.number)
-    assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
-    assert trials[0].value == 0.20 and trials[0].intermediate_values == {1: 0.10, 2: 0.20}
-    assert trials[2].user_attrs["ray_trial_id"] == "t4" and trials[2].user_attrs["continues"] == "t3"
+
+def test_a_trial_the_study_ended_gets_its_end_in_the_ledger_and_is_never_run_again(tmp_path: Path) -> None:
+    """The other order (a ledger of an earlier version, or its line lost on a full disk): the study has the trial
+    PRUNED, the ledger has its epoch and no end. Resumed, the ledger gets the end from the study."""
+    first = searcher(tmp_path, samples=2)
+    first.suggest("t1")
+    first.on_trial_result("t1", result(1, 0.10, False))
+    first.study.tell(0, "pruned", None)
+    first.ledger.close()
+    resumed = searcher(tmp_path, samples=2)
+    [trial] = read_ledger(tmp_path)
+    assert trial.status == "TERMINATED" and len(trial.results) == 1
+    assert resumed.suggest("t2")[OPTUNA_TRIAL] == 1 and resumed.suggest("t3") == Searcher.FINISHED
 
 
 def test_a_one_sample_search_runs_its_one_trial(tmp_path: Path) -> None:
@@ -86,17 +122,18 @@ def test_a_one_sample_search_runs_its_one_trial(tmp_path: Path) -> None:
     assert one.suggest("b") == Searcher.FINISHED
 
 
-def test_a_search_started_again_keeps_its_study_and_reuses_what_ran(tmp_path: Path) -> None:
-    """A search that died before Tune saved anything is started again over the same study: the default is not
-    enqueued twice, and the trials left RUNNING are taken over first."""
+def test_a_search_started_again_before_anything_ended_takes_its_trials_over(tmp_path: Path) -> None:
+    """A search that died before any trial ended is started again over the same records: the default is not
+    enqueued twice, and the trials left running are taken over first, each continuing its own Tune trial."""
     first = searcher(tmp_path)
-    default = first.suggest("a")
-    first.suggest("b")
+    default, second = first.suggest("a"), first.suggest("b")
+    first.ledger.close()
     again = searcher(tmp_path)
-    assert again.suggest("c")[OPTUNA_TRIAL] == default[OPTUNA_TRIAL]
-    assert again.suggest("d")[CONTINUES] == "b"
+    assert [again.suggest(name)[CONTINUES] for name in ("c", "d")] == ["a", "b"]
     assert again.suggest("e")[OPTUNA_TRIAL] == 2
     assert again.suggest("f") == Searcher.FINISHED
+    assert study_of(tmp_path).trials[0].params == {"lr": default["lr"], "hidden_size": default["hidden_size"]}
+    assert second[OPTUNA_TRIAL] == 1
 
 
 def write_ledger(run_dir: Path, rows: list[dict]) -> None:
@@ -104,36 +141,55 @@ def write_ledger(run_dir: Path, rows: list[dict]) -> None:
     (run_dir / LEDGER).write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def asha(run_dir: Path) -> ResumableASHA:
-    return ResumableASHA(run_dir, time_attr="epoch", metric="best_valid_ic", mode="max", max_t=4, grace_period=1,
-                         reduction_factor=2)
+def asha(max_t: int = 4, grace: int = 1, factor: float = 2.0) -> SuccessiveHalving:
+    return SuccessiveHalving(GOAL, max_epochs=max_t, grace_epochs=grace, reduction_factor=factor)
 
 
-def test_asha_judges_a_resumed_trial_against_every_result_recorded_before_the_interruption(tmp_path: Path) -> None:
-    rows = [{"event": "start", "trial": "a", "config": {}},
-            {"event": "result", "trial": "a", "epoch": 1, "best_valid_ic": 0.0072},
-            {"event": "result", "trial": "a", "epoch": 2, "best_valid_ic": 0.0100}]
-    write_ledger(tmp_path / "resumed", rows)
+@pytest.mark.parametrize("max_t, grace, factor", [(4, 1, 2.0), (6, 1, 2.0), (9, 2, 3.0), (20, 1, 4.0)])
+def test_our_asha_decides_as_rays_ashascheduler_decides(max_t: int, grace: int, factor: float) -> None:
+    """It is ASHA still: fed the same stream of results (random trials, epochs and values, NaN included), it stops
+    and continues exactly when Ray Tune's ASHAScheduler (one bracket) does."""
+    rng = random.Random(max_t * 100 + grace)
+    ours = asha(max_t, grace, factor)
+    rays = ASHAScheduler(time_attr="epoch", metric="best_valid_ic", mode="max", max_t=max_t, grace_period=grace,
+                         reduction_factor=factor, brackets=1)
+    epochs: dict[str, int] = {}
+    for step in range(400):
+        trial = SimpleNamespace(trial_id=f"t{rng.randrange(30)}", config={})
+        if trial.trial_id not in epochs:
+            epochs[trial.trial_id] = 0
+            ours.on_trial_add(None, trial)
+            rays.on_trial_add(None, trial)
+        epochs[trial.trial_id] += 1
+        value = float("nan") if rng.random() < 0.03 else rng.gauss(0, 1)
+        report = {"epoch": epochs[trial.trial_id], "best_valid_ic": value}
+        assert ours.on_trial_result(None, trial, report) == rays.on_trial_result(None, trial, report), step
+
+
+def test_asha_judges_a_resumed_trial_against_every_result_recorded_before_the_interruption() -> None:
+    earlier = {"a": [{"epoch": 1, "best_valid_ic": 0.0072}, {"epoch": 2, "best_valid_ic": 0.0100}]}
     late = SimpleNamespace(trial_id="b", config={})
     verdicts = {}
     for name in ("resumed", "fresh"):
-        scheduler = pickle.loads(pickle.dumps(asha(tmp_path / name)))  # as Tune restores it from tuner.pkl
+        scheduler = asha()
+        if name == "resumed":
+            scheduler.replay(earlier)
         scheduler.on_trial_add(None, late)
         verdicts[name] = scheduler.on_trial_result(None, late, {"epoch": 1, "best_valid_ic": -0.0066})
     assert verdicts == {"resumed": TrialScheduler.STOP, "fresh": TrialScheduler.CONTINUE}
 
 
 def test_a_trial_taking_over_an_interrupted_one_takes_its_rungs_and_epochs(tmp_path: Path) -> None:
-    rows = [{"event": "start", "trial": "x", "config": {"lr": 0.01}, "optuna_trial": 4},
+    rows = [{"event": "trial", "trial": "x", "config": {"lr": 0.01}, "optuna_trial": 4},
             {"event": "result", "trial": "x", "epoch": 1, "best_valid_ic": 0.5},
-            {"event": "start", "trial": "y", "config": {"lr": 0.01}, "optuna_trial": 4, "continues": "x"},
+            {"event": "trial", "trial": "y", "config": {"lr": 0.01}, "optuna_trial": 4, "continues": "x"},
             {"event": "result", "trial": "y", "epoch": 1, "best_valid_ic": 0.5},
             {"event": "result", "trial": "y", "epoch": 2, "best_valid_ic": 0.6, "final": True},
             {"event": "end", "trial": "y", "status": "TERMINATED"}]
-    write_ledger(tmp_path, rows[:2])
-    scheduler = asha(tmp_path)
+    scheduler = asha()
+    scheduler.replay({"x": rows[1:2]})
     scheduler.on_trial_add(None, SimpleNamespace(trial_id="y", config={CONTINUES: "x"}))
-    assert [recorded for _, recorded in scheduler._brackets[0]._rungs][-1] == {"y": 0.5}
+    assert [recorded for _, recorded in scheduler.rungs][-1] == {"y": 0.5}
     write_ledger(tmp_path, rows)
     [trial] = read_ledger(tmp_path)
     assert trial.trial_id == "y" and sorted(trial.epochs()) == [1, 2] and trial.status == "TERMINATED"
@@ -167,12 +223,16 @@ def test_a_second_search_on_a_run_directory_being_written_is_refused_in_one_line
     try:
         assert holder.stdout.readline().strip() == "held"
         assert search_main(["run", "--storage-path", str(tmp_path / "runs"), "--name", "busy"]) == 2
+        assert search_main(["resume", str(run_dir)]) == 2
+        assert search_main(["run", "--resume", "--storage-path", str(tmp_path / "runs"), "--name", "busy"]) == 2
+        errors = capsys.readouterr().err.strip().splitlines()
+        assert len(errors) == 3 and all(f"is being written by pid {holder.pid}" in line for line in errors), errors
+        # export reads the run's records and takes no lock (this run has none yet: that is what it says)
         assert search_main(["export", str(run_dir)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {run_dir}: no record of any trial yet ({run_dir / LEDGER} does not exist)"
     finally:
         holder.kill()
         holder.wait()
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all(f"is being written by pid {holder.pid}" in line for line in errors), errors
 
 
 def test_export_never_runs_code_from_a_crafted_experiment_state(tmp_path: Path) -> None:
@@ -274,3 +334,54 @@ def test_the_slot_plan_says_how_trials_fill_cpus_and_gpus_and_whether_mps_runs(m
     assert slots == 4 and len(lines) == 2
     assert lines[1] == f"trials share each GPU 4 at a time through CUDA MPS (control pipe {tmp_path / 'control'})"
     assert slot_plan(1.0, 0.0, 2) == (2, ["2 trial slots (--max-concurrent): CPUs fit 7 (7 / 1 per trial)"])
+
+
+def agreement(run_dir: Path, metric: str = "valid_ic") -> list[tuple[int, str, int, float]]:
+    """Every asked Optuna trial as the study says it ended, and the same as the run's ledger says (what summaries
+    and exports read): ``(number, state, epochs, value)`` from each; the two lists must be equal."""
+    from alphatune.search.results import read_trials
+    from alphatune.search.rundir import read_manifest
+    names = {"finished": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL", "running": "RUNNING"}
+    records = {record.optuna_trial: record for record in read_trials(run_dir, read_manifest(run_dir))}
+    from_study, from_ledger = [], []
+    for trial in sorted(study_of(run_dir).get_trials(), key=lambda t: t.number):
+        if trial.state.name == "WAITING":
+            continue
+        steps = trial.intermediate_values
+        value = trial.value if trial.state.name == "COMPLETE" else (steps[max(steps)] if steps else math.nan)
+        from_study.append((trial.number, trial.state.name, max(steps, default=0), round(value, 9)))
+        record = records[trial.number]
+        from_ledger.append((trial.number, names[record.outcome], record.epochs, round(record.best(metric), 9)))
+    return from_study, from_ledger
+
+
+def test_a_trial_asha_stopped_before_the_kill_is_never_run_again_whatever_tune_saved(tmp_path: Path) -> None:
+    """The kill a few seconds after an ASHA stop: the trial is ended in the ledger and PRUNED in the study, while
+    Tune's last snapshot (written before the stop) still lists it RUNNING. Resume reads only the run's records: the
+    trial is not run again, and the summary and the study agree on every trial's state, epochs and value."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_manifest(run_dir, Manifest("lstm", SearchOptions(models=["lstm"], samples=3, max_epochs=3, name="run"),
+                                     tiny_space(seed_open=True), {"source": "embedded"}))
+    first = searcher(run_dir)
+    first.suggest("a"), first.suggest("b")
+    first.on_trial_result("a", result(1, 0.30, False))
+    first.on_trial_result("b", result(1, 0.01, False))
+    first.on_trial_complete("b", result(1, 0.01, False))  # ASHA stopped it after its first epoch
+    first.on_trial_result("a", result(2, 0.35, False))    # a goes on ... and the driver dies here
+    first.ledger.close()
+    (run_dir / "tune").mkdir()  # Tune's snapshot from before the stop: both running (and a pickle beside it)
+    (run_dir / "tune" / "experiment_state-2026-12-01_00-00-00.json").write_text(json.dumps({"trial_data": [
+        [json.dumps({"trial_id": trial, "status": "RUNNING"}), "{}"] for trial in ("a", "b")]}))
+    marker = tmp_path / "pwned"
+    (run_dir / "tune" / "tuner.pkl").write_bytes(pickle.dumps(_Touch(str(marker))))
+
+    resumed = searcher(run_dir)
+    suggested = [resumed.suggest(name) for name in ("c", "d", "e")]
+    assert [config.get(CONTINUES) for config in suggested[:2]] == ["a", None]  # b is not run again
+    assert suggested[2] == Searcher.FINISHED and not marker.exists()
+    resumed.on_trial_result("c", result(2, 0.35, False))  # a's saved epoch, again
+    resumed.on_trial_complete("c", result(3, 0.40, True))
+    resumed.on_trial_complete("d", result(1, -0.2, False))
+    from_study, from_ledger = agreement(run_dir)
+    assert from_study == from_ledger == [(0, "COMPLETE", 3, 0.4), (1, "PRUNED", 1, 0.01), (2, "PRUNED", 1, -0.2)]

@@ -8,7 +8,9 @@ table is read back through TensorBoard's own server (``tensorboard_client``).
 from __future__ import annotations
 
 import io
+import json
 import math
+import pickle
 import re
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from alphatune import datasets
 from alphatune import models
 from alphatune import spaces
+from alphatune.evaluation.best import Best
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.evaluation.evaluate import open_dataset as evaluate_open_dataset
 from conftest import tiny_membership, tiny_prices, write_qlib_dir
@@ -35,7 +38,7 @@ from alphatune.search.ledger import read_ledger
 from alphatune.search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError, SearchOptions, space_origin
 from alphatune.search.results import read_trials
 from alphatune.search.rundir import read_manifest
-from alphatune.search.searcher import make_sampler, trial_seed
+from alphatune.search.study import make_sampler, trial_seed
 from tensorboard_client import hparams_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,10 +337,11 @@ def test_hist_on_a_source_without_concepts_is_refused_before_ray_starts_and_conc
     # a resumed search and an evaluation open the same data again, prepared with the recorded concepts
     gone = datasets.DataSpec.from_dict({**recorded.to_dict(), "prepared": None})
     assert gone.open().concepts.shape == (len(ds.instruments), 2)
-    best = {"model": "hist", "data": gone.to_dict()}
+    best = Best.from_dict({"model": "hist", "hyperparameters": {}, "data": gone.to_dict()})
     assert evaluate_open_dataset(best, None).concepts.shape == (len(ds.instruments), 2)
     with pytest.raises(EvaluationError, match="needs a stock→concept table"):
-        evaluate_open_dataset({"model": "hist", "data": {**gone.to_dict(), "concepts": None}}, None)
+        evaluate_open_dataset(Best.from_dict({"model": "hist", "hyperparameters": {},
+                                              "data": {**gone.to_dict(), "concepts": None}}), None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -423,3 +427,51 @@ def test_a_search_with_a_fixed_seed_gives_the_results_recorded_before_the_rewrit
     assert [row[1] for row in got] == pytest.approx([row[1] for row in RECORDED], rel=1e-9)
     for (*_, ics), (*_, recorded) in zip(got, RECORDED):
         assert ics == pytest.approx(recorded, abs=2e-6)
+
+
+class _Touch:
+    """A pickle that, loaded, creates a file: how a crafted run directory would run code in whoever loads it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.path}",)
+
+
+def test_resume_export_and_evaluate_of_a_crafted_run_directory_run_nothing(ray_session, planted_dir, tmp_path,
+                                                                          capsys) -> None:
+    """A run directory is data: with payloads in every pickle Tune writes (tuner.pkl, the searcher's state, the
+    trainable, the cloudpickled fields of the experiment state), resume, export and evaluate load none of them."""
+    options = tiny_options(tmp_path, planted_dir, samples=2, max_epochs=1, name="crafted")
+    [run_dir] = driver.run(options)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Touch(str(marker)))
+    tune_dir = run_dir / "tune"
+    (tune_dir / "trial_x").mkdir(parents=True)
+    for name in ("tuner.pkl", "searcher-state-2026-12-01_00-00-00.pkl", "trainable.pkl",
+                 "basic-variant-state-2026-12-01_00-00-00.json", "trial_x/params.pkl"):
+        (tune_dir / name).write_bytes(payload)
+    fallback = {"_type": "CLOUDPICKLE_FALLBACK", "value": payload.hex()}
+    (tune_dir / "experiment_state-2026-12-01_00-00-00.json").write_text(json.dumps({
+        "trial_data": [[json.dumps({"trial_id": "x", "status": "RUNNING", "config": fallback}), "{}"]],
+        "runner_data": {"_search_alg": fallback, "_scheduler_alg": fallback}}))
+    assert search_main(["resume", str(run_dir)]) == 0
+    assert search_main(["export", str(run_dir)]) == 0
+    alphatune_main(["evaluate", str(run_dir / "best.yaml"), "--epochs", "1"])  # planted data: no prices to backtest
+    assert "has no market data" in capsys.readouterr().err
+    assert not marker.exists()
+    assert len(read_ledger(run_dir)) == 2  # the resume found nothing left to run
+
+
+def test_a_search_whose_every_trial_failed_exits_non_zero_with_that_line(ray_session, tmp_path, capsys) -> None:
+    ds = planted_dataset(n_days=60, n_stocks=30, seed=4)
+    ds.arrays["valid"].features[:5] = np.nan  # the first valid day's predictions are NaN → every IC is NaN
+    datasets.save(ds, tmp_path / "nan-data")
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    argv = ["run", "--space", str(tmp_path / "space.yaml"), "--data", str(tmp_path / "nan-data"), "--samples", "2",
+            "--max-epochs", "1", "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"), "--name", "nan"]
+    assert search_main(argv) == 1
+    assert "[lstm] no trial has a finite valid_ic and a checkpoint: nothing to export" in capsys.readouterr().out
+    assert search_main(["export", str(tmp_path / "runs" / "nan")]) == 1

@@ -24,6 +24,7 @@ from alphatune import spaces
 from planted import planted_dataset
 from alphatune.search import cluster, driver
 from alphatune.cli import main as alphatune_main
+from alphatune.evaluation.best import Best
 from alphatune.evaluation.evaluate import _start
 from alphatune.search.options import SearchOptions
 from alphatune.models.bases import Base, base_shape, choose
@@ -106,12 +107,13 @@ def test_best_yaml_records_the_base_and_best_qlib_yaml_loads_it_as_model_path(ga
     assert kwargs["base_model"] == "LSTM"
 
     # evaluate starts the searched and Qlib's default config (both LSTM 64x2) from the same base.
+    record = Best.read(run_dir / "best.yaml")
     for hyperparameters in (best["hyperparameters"], spaces.load("gats").default):
         options: dict = {}
-        assert _start("gats", hyperparameters, best, run_dir / "best.yaml", options) == str(run_dir / "base_lstm.pt")
+        assert _start("gats", hyperparameters, record, run_dir / "best.yaml", options) == str(run_dir / "base_lstm.pt")
         assert options == {"pretrained": str(run_dir / "base_lstm.pt")}
     options = {"pretrained": "none"}
-    assert _start("gats", best["hyperparameters"], best, run_dir / "best.yaml", options) == "none"
+    assert _start("gats", best["hyperparameters"], record, run_dir / "best.yaml", options) == "none"
     assert options == {}
 
 

@@ -117,3 +117,16 @@ def test_yaml_tags_that_build_objects_are_refused(tmp_path) -> None:
     path.write_text("model: !!python/object/apply:os.system ['true']\nparams: {}\n")
     with pytest.raises(spaces.SpaceError, match=r":1: invalid YAML"):
         spaces.load(path)
+
+
+def test_a_value_is_checked_by_the_models_own_declaration_optional_seed_included() -> None:
+    """The spaces ask the model's hyperparameters (one rule): a fixed ``seed: null`` is what the model accepts (no
+    seed), and a bad value gets the model's own words with the file's line."""
+    text = ("model: lstm\nparams:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+            "fixed: {seed: null, dropout: 0.1}\n")
+    space = spaces.loads(text, source="open.yaml")
+    assert space.fixed["seed"] is None and space.default["seed"] is None
+    with pytest.raises(spaces.SpaceError, match=r"^bad\.yaml:4: lstm: dropout=1\.5 is out of range \[0\.0, 0\.99\]$"):
+        spaces.loads(text.replace("dropout: 0.1", "dropout: 1.5"), source="bad.yaml")
+    with pytest.raises(spaces.SpaceError, match=r"^bad\.yaml:4: lstm: hidden_size=None must be an integer in"):
+        spaces.loads(text.replace("dropout: 0.1", "hidden_size: null"), source="bad.yaml")

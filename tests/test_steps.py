@@ -3,6 +3,7 @@ gradients and predictions, padded days and all."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from alphatune import models
-from alphatune.models.steps import StaticStep, pad_days
-from alphatune.models.trainer import _segment
+from alphatune.models.steps import StaticStep, check_replay, pad_days
+from alphatune.models.segments import load_segment
 from planted import planted_dataset
 
 SIZES = {"lstm": {"hidden_size": 8}, "gru": {"hidden_size": 8}, "tcn": {"n_chans": 8, "num_layers": 2},
@@ -29,7 +30,7 @@ def trainer_and_segment(name: str, ds, **options):
     net = models.initial_network(hp)
     trainer = models.Trainer(net, models.train_config(hp, **options), hp)
     trainer._attach(ds)
-    return trainer, _segment(ds, "train", trainer.device, labelled_only=True)
+    return trainer, load_segment(ds, "train", trainer.device, labelled_only=True)
 
 
 def gradients(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -88,7 +89,7 @@ def test_graphs_are_off_by_default_on_cpu(planted):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         trainer, _ = models.fit("lstm", planted, {"hidden_size": 8, "n_epochs": 1})
-    assert trainer._graphs is False and trainer._static is None
+    assert trainer.precision.graphs is False and trainer._static is None
 
 
 @pytest.mark.parametrize("name", list(models.REGISTRY))
@@ -107,3 +108,60 @@ def test_the_captured_part_of_a_step_never_reads_a_value_on_the_host(name, plant
         loss = static.forward_loss()
         loss.backward()
         torch.nn.utils.clip_grad_value_(trainer.net.parameters(), 3.0)
+
+
+class _Replay:
+    """Stands in for a captured CUDA graph on CPU: ``replay()`` runs ``step`` (the static step on its buffers,
+    gradients written afresh as a replay writes them, or a deliberately wrong one) and leaves its loss where a
+    graph leaves it (``static.loss``)."""
+
+    def __init__(self, static: StaticStep, step) -> None:
+        self.static, self.step, self.replays = static, step, 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.static.loss = self.step()
+
+
+@pytest.mark.parametrize("name", ["lstm", "gats"])
+def test_a_first_replay_that_disagrees_with_the_eager_step_falls_back_with_one_warning(name, planted) -> None:
+    """The check every captured step passes before it is trusted, run on CPU: a replay that trains on a stale
+    batch (the index buffer left as it was, a classic capture bug) is caught on its first replay, the step stays
+    eager with one warning naming the model, and the batch is trained once, as the eager step trains it."""
+    trainer, seg = trainer_and_segment(name, planted)
+    trainer._refresh(seg)
+    optimizer = torch.optim.Adam(trainer.net.parameters(), lr=1e-3)
+    day_model = isinstance(trainer.net, models.DayModel)
+    static = StaticStep(trainer.net, seg, optimizer, 3.0, trainer._autocast, day_model, 64, graphs=False)
+    first, second = (torch.tensor([0]), torch.tensor([1])) if day_model else (torch.arange(64), torch.arange(64, 128))
+    static(first)  # a warm-up step: the optimizer has its moments now
+
+    def stale_batch() -> torch.Tensor:  # trains the batch of the step before, whatever the index buffer holds
+        current = static.index.clone()
+        static.index.copy_(first)
+        loss = static._eager_step()
+        static.index.copy_(current)
+        return loss
+
+    static.index.copy_(second)
+    expected = check_replay(static._eager_step, static._eager_step, trainer.net, optimizer)  # agrees with itself
+    assert expected[0] is None
+    static.index.copy_(second)
+    before = copy.deepcopy((trainer.net.state_dict(), optimizer.state_dict()))
+    wrong = _Replay(static, stale_batch)
+    with pytest.warns(UserWarning, match=rf"CUDA graphs off for {type(trainer.net).__name__} in this fit, the step "
+                                         r"runs eagerly: its first replay gave loss .* the eager step .* from the same "
+                                         r"state \(tolerance 0\.001 relative\)"):
+        loss = static.adopt(wrong)
+    assert wrong.replays == 1 and static.graph is None and not static.graphs and torch.isfinite(loss)
+    trained = copy.deepcopy(trainer.net.state_dict())
+    trainer.net.load_state_dict(before[0])
+    optimizer.load_state_dict(before[1])
+    static.index.copy_(second)
+    once = static._eager_step()  # the same batch, trained once, eagerly, from the same state
+    assert float(once) == pytest.approx(float(loss), rel=1e-6)
+    for key, value in trainer.net.state_dict().items():
+        torch.testing.assert_close(trained[key], value, rtol=1e-6, atol=1e-7, msg=key)
+    static.index.copy_(second)
+    right = _Replay(static, static._eager_step)
+    assert static.adopt(right) is not None and static.graph is right  # a replay that agrees is kept

@@ -1,0 +1,142 @@
+"""A model's Optuna study: where it is kept, how it is opened, sampled and told, through Optuna's public API only.
+
+The study is named after the model and kept in the run directory (``optuna.db``, SQLite; ``optuna-dashboard
+sqlite:///RUN/optuna.db`` opens it). Its objective is named (``study.metric_names``: ``valid_ic`` or
+``valid_loss``, what optuna-dashboard shows), its direction is the objective's, and a new study holds the space's
+default (Qlib's published config) as its first, enqueued, point.
+
+Each Optuna trial carries the Ray trial id and its TensorBoard run as user attributes (``ray_trial_id``,
+``tensorboard_run``), the training seed drawn for it (``seed``) and, when it was taken over after an
+interruption, the Tune trial it continues (``continues``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from alphatune.search.objective import Objective
+from alphatune.spaces import Space
+
+STUDY_FILE = "optuna.db"
+
+
+def make_sampler(name: str, seed: int | None, samples: int) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler ``name`` (tpe, random, cmaes, qmc) seeded with ``seed``.
+
+    TPE starts modelling after ``max(2, samples // 4)`` trials (at most Optuna's usual 10), so a short search
+    still gets guided proposals, and uses the constant liar (trials still running count as bad), so concurrent
+    trials are not proposed the same point. CMA-ES samples categorical hyperparameters independently (at random).
+    """
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, samples // 4)),
+                                          constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise ValueError(f"unknown sampler {name!r}; known: tpe, random, cmaes, qmc")
+
+
+def trial_seed(search_seed: int | None, number: int) -> int:
+    """The training seed of Optuna trial ``number``: derived from the search's ``--seed`` (the same search draws the
+    same seeds), or drawn from the operating system's entropy without one."""
+    if search_seed is None:
+        return int.from_bytes(os.urandom(4), "little") >> 1
+    return int(np.random.SeedSequence([search_seed, number]).generate_state(1)[0] >> 1)
+
+
+def storage_url(run_dir: Path) -> str:
+    """The study database inside a run directory (``optuna-dashboard <this url>`` opens it)."""
+    return f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
+
+
+class SearchStudy:
+    """One model's Optuna study as a search uses it: asked for new points, told how trials ended, given every
+    epoch's value, through Optuna's public API (``Study.ask``/``tell`` and the storage interface)."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, space: Space, goal: Objective,
+                 sampler: optuna.samplers.BaseSampler | None = None) -> None:
+        self.storage, self.space, self.goal = storage, space, goal
+        self.study = optuna.create_study(study_name=space.model, storage=storage, sampler=sampler,
+                                         direction=goal.direction, load_if_exists=True)
+        self.study_id = storage.get_study_id_from_name(space.model)
+        if not self.study.metric_names:  # optuna-dashboard names the objective instead of "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([goal.name])
+        if not self.trials():  # a new study: Qlib's published config is the first point
+            self.study.enqueue_trial(space.optuna_params(space.default))
+
+    @classmethod
+    def in_run(cls, run_dir: Path, space: Space, goal: Objective,
+               sampler: optuna.samplers.BaseSampler | None = None) -> "SearchStudy":
+        """The study kept in the run directory (``optuna.db``), created or loaded."""
+        return cls(optuna.storages.RDBStorage(storage_url(run_dir)), space, goal, sampler)
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def trial(self, number: int) -> FrozenTrial:
+        return self.storage.get_trial(self._id(number))
+
+    def _id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def drawn(self) -> int:
+        """How many samples the study has handed out (an enqueued point not yet asked for is not one)."""
+        return sum(trial.state != TrialState.WAITING for trial in self.trials())
+
+    def ask(self) -> tuple[int, dict[str, object]]:
+        """A new point (the enqueued default first): its Optuna number and the space's values by their names."""
+        trial = self.study.ask()
+        return trial.number, self.space.suggest(trial)
+
+    def values(self, number: int) -> dict[str, object]:
+        """The space's values of an asked trial, from its Optuna parameters (conditional cases by their names)."""
+        params = self.trial(number).params
+        out: dict[str, object] = {}
+        for name, param in self.space.params.items():
+            key = name if name in params else next(key for key in params if key.startswith(f"{name}|"))
+            out[name] = params[key]
+        return out
+
+    def report(self, number: int, value: float, step: int) -> bool:
+        """Record ``value`` at ``step`` of a running trial, once (a step already there is left as it is); returns
+        whether it was recorded."""
+        frozen = self.trial(number)
+        if frozen.state != TrialState.RUNNING or step in frozen.intermediate_values:
+            return False
+        self.storage.set_trial_intermediate_value(self._id(number), step, value)
+        return True
+
+    def tell(self, number: int, outcome: str, value: float | None) -> None:
+        """End a running trial as the search saw it end: ``finished`` COMPLETE with ``value`` (the best over all its
+        epochs), ``pruned`` PRUNED (Optuna keeps its last intermediate value, the best so far), ``failed`` FAIL (a
+        NaN told as COMPLETE would be refused and leave the trial RUNNING). A trial already ended is left alone."""
+        if self.trial(number).state.is_finished():
+            return
+        if outcome == "finished" and value is not None:
+            self.study.tell(number, value, state=TrialState.COMPLETE)
+        elif outcome == "pruned":
+            self.study.tell(number, state=TrialState.PRUNED)
+        else:
+            self.study.tell(number, state=TrialState.FAIL)
+
+    def set_attrs(self, number: int, **attrs: object) -> None:
+        """Set user attributes of trial ``number``."""
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(self._id(number), key, value)
+
+    def states(self) -> dict[int, str]:
+        """Optuna trial number → its state's name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``, ``WAITING``)."""
+        return {trial.number: trial.state.name for trial in self.trials()}

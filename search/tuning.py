@@ -1,0 +1,140 @@
+"""One model's search as a Ray Tune run: the trial function bound to the shared dataset, the searcher and the
+scheduler built from the run's own records, the callbacks, and Tune's settings.
+
+``search_model`` runs a new search and goes on with an interrupted one alike: ``search.resume.reconcile`` brings
+the ledger and the study to one truth and says which trials to continue; the searcher hands those out first,
+then new points; ASHA's rungs hold every result recorded before. Each call is a fresh Tune run. Tune's own
+experiment state is written where Tune likes, in a scratch directory removed afterwards: nothing of it is ever
+read back, and nothing of it lands in the run directory (on a full disk, its syncer's errors would be Tune's
+tracebacks, not our one line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import ray
+from ray import tune
+
+from alphatune import spaces
+from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
+from alphatune.search.cluster import concurrent_slots
+from alphatune.search.ledger import Ledger, WorkerEvents
+from alphatune.search.objective import objective
+from alphatune.search.options import SearchOptions
+from alphatune.search.pretrained import Base
+from alphatune.search.resume import close_abandoned, reconcile
+from alphatune.search.rundir import TENSORBOARD_DIR
+from alphatune.search.scheduler import SuccessiveHalving
+from alphatune.search.searcher import StudySearcher
+from alphatune.search.study import SearchStudy, make_sampler
+from alphatune.search.trial import train_trial
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions, run_dir: Path,
+              bases: dict[str, Base] | None = None) -> Any:
+    """The trial function bound to the shared dataset, this model's space, run directory and pretrained bases,
+    with its resources."""
+    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir),
+                                 max_epochs=options.max_epochs, metric=options.metric,
+                                 threads=max(1, int(options.cpus_per_trial)), device=device,
+                                 speed=options.speed(device),
+                                 bases={kind: base.to_dict() for kind, base in (bases or {}).items()})
+    return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
+
+def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kwargs: Any) -> None:
+    """Fetch the shared dataset (zero-copy: its arrays are views of the object store) and train one trial.
+
+    The reference travels inside a list so that ``tune.with_parameters`` stores the reference, not a second
+    copy of the dataset."""
+    train_trial(config, dataset=ray.get(dataset_ref[0]), **kwargs)
+
+
+# Tune and Ray settings read from the environment while a Tuner runs in this process:
+# - no automatic loggers (TensorBoard files come from ``TensorBoardLogger``, the per-epoch record is the ledger);
+# - Tune's own console output off (its legacy reporter, silent at verbose=0: the new one prints every trial error
+#   and its result table whatever the verbosity), and no traceback per failed trial task: ``ProgressPrinter`` says
+#   in one line which trial failed or is retried, why, and where the traceback is.
+_TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+# What Tune says at the end of an interrupted or finished fit that is not ours to say: how to resume it with
+# Tune's own API (``alphatune search resume`` is the way, and the driver says so), and that it could not read
+# per-trial result files (no loggers write them).
+_TUNE_WORDS = {"ray.tune.tune": ("Experiment has been interrupted", "Training has been interrupted"),
+               "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",)}
+
+
+class _NotOurWords(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+@contextlib.contextmanager
+def _tune_environment() -> Iterator[None]:
+    """Set ``_TUNE_ENVIRONMENT`` and silence ``_TUNE_WORDS`` for the duration of a search, then restore what was
+    there."""
+    previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
+    os.environ.update(_TUNE_ENVIRONMENT)
+    filters = {name: _NotOurWords(starts) for name, starts in _TUNE_WORDS.items()}
+    for name, quiet in filters.items():
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        yield
+    finally:
+        for name, quiet in filters.items():
+            logging.getLogger(name).removeFilter(quiet)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
+                 stream: TextIO | None = None, bases: dict[str, Base] | None = None) -> None:
+    """Run, or go on with, one model's search in ``run_dir`` (which holds its manifest), until every sample has
+    ended or the search is interrupted (Ctrl-C: the trials stop where they are, to be continued by the next call).
+
+    ``dataset_ref`` is what every trial passes to ``ray.get``: normally the prepared dataset put once into the
+    object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
+    benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
+    ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``driver.report``."""
+    goal = objective(options.metric)
+    ledger = Ledger(run_dir)
+    study = SearchStudy.in_run(run_dir, space, goal, make_sampler(options.sampler, options.seed, options.samples))
+    plan = reconcile(run_dir, study, ledger)
+    searcher = StudySearcher(study, ledger, run_dir, options.samples, options.seed, plan.continuations)
+    scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor)
+    scheduler.replay(plan.results)
+    callbacks = [WorkerEvents(ledger), ProgressPrinter(space.model, goal, options.progress_seconds, stream),
+                 TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, goal)]
+    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
+        tuner = tune.Tuner(
+            trainable(dataset_ref, space, options, run_dir, bases),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
+                                        max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name="tune", storage_path=scratch, stop=NonFiniteStopper(goal.name),
+                                      callbacks=callbacks, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=options.max_failures)))
+        tuner.fit()
+    if searcher.all_handed_out() and not searcher.live():
+        close_abandoned(run_dir, study, ledger)
+    ledger.close()
