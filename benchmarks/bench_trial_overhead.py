@@ -12,7 +12,7 @@ where ``seconds`` is what the trainer measured for the epoch (its training pass 
 same run also times the pieces alone, in this process: writing the training state (``state.pt``, atomically)
 and the best model (``model.pt``).
 
-    python benchmarks/bench_trial_overhead.py [--trials 4] [--epochs 30] [--no-record]
+    python benchmarks/bench_trial_overhead.py [--trials 4] [--epochs 30] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -80,35 +80,43 @@ def search(ds_dir: Path, scratch: Path, trials: int, epochs: int) -> list[dict]:
                             progress_seconds=3600)
     cluster.start_ray(num_cpus=2)
     try:
-        driver.run(options, io.StringIO())
+        [run_dir] = driver.run(options, io.StringIO())
     finally:
         ray.shutdown()
-    return [trial.results for trial in read_ledger(options.run_dir("lstm"))]
+    return [trial.results for trial in read_ledger(run_dir.work)]
 
 
-def main() -> None:
+def epoch_gaps(trials: list[list[dict]]) -> list[float]:
+    """Milliseconds of non-training time of every trial epoch after a trial's first (see the module doc)."""
+    gaps = []
+    for rows in trials:
+        rows = sorted(rows, key=lambda row: row["reported_at"])
+        gaps += [(after["reported_at"] - before["reported_at"] - after["seconds"]) * 1000
+                 for before, after in zip(rows, rows[1:])]
+    return gaps
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.trials, args.epochs, args.no_record = 1, 3, True
     from alphatune import datasets
     scratch = Path(tempfile.mkdtemp(prefix="alphatune-overhead-"))
     try:
         spec = datasets.DataSpec(**SEGMENTS)
         ds = spec.open(progress=False)
         datasets.save(ds, scratch / "data")
-        parts = pieces(ds)
+        parts = pieces(ds, repeats=3 if args.smoke else 50)
         trials = search(scratch / "data", scratch, args.trials, args.epochs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    gaps, seconds = [], []
-    for rows in trials:
-        rows = sorted(rows, key=lambda row: row["reported_at"])
-        for before, after in zip(rows, rows[1:]):
-            gaps.append((after["reported_at"] - before["reported_at"] - after["seconds"]) * 1000)
-            seconds.append(after["seconds"])
-    gaps.sort()
+    gaps = sorted(epoch_gaps(trials))
+    seconds = [row["seconds"] for rows in trials for row in sorted(rows, key=lambda row: row["reported_at"])[1:]]
     q = lambda share: gaps[min(len(gaps) - 1, int(share * len(gaps)))]  # noqa: E731
     rows = [["epoch's training + validation (trainer)", f"{statistics.median(seconds) * 1000:.0f} ms median"],
             ["non-training time per epoch, median", f"{statistics.median(gaps):.1f} ms"],
@@ -129,7 +137,8 @@ def main() -> None:
     print(body)
     if not args.no_record:
         report.write_section("bench_trial_overhead", "Search: a trial's per-epoch work besides training", body)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,12 @@ from pathlib import Path
 import torch
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+# ``--smoke``: every script has one; the default test run executes them all (tests/test_benchmarks.py), so a
+# script that no longer runs is caught. A smoke run is tiny, runs on the embedded data and records nothing.
+SMOKE_HELP = "a tiny run on the embedded data that checks the script still works; records nothing"
+# Two weeks of training, two of validation, a month of test: enough days for every model, the IC and a backtest.
+SMOKE_SEGMENTS = {"train": ("2018-12-03", "2018-12-14"), "valid": ("2019-01-02", "2019-01-15"),
+                  "test": ("2019-03-01", "2019-03-29")}
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
 
 

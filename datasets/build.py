@@ -31,6 +31,7 @@ from alphatune.datasets.qlib_reader import read_qlib_dir
 from alphatune.datasets.storage import FORMAT_VERSION, META, publish, write_meta, write_segment
 from alphatune.datasets.storage import load as load_prepared
 from alphatune.datasets.table_reader import is_table, read_price_table
+from alphatune.storage import cache_dir
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_PRICES = EMBEDDED / "prices.parquet"
@@ -42,8 +43,9 @@ DateLike = str | pd.Timestamp | np.datetime64 | Any
 
 
 def default_cache_dir() -> Path:
-    """``$ALPHATUNE_CACHE`` or ``~/.cache/alphatune``."""
-    return Path(os.environ.get("ALPHATUNE_CACHE") or Path.home() / ".cache" / "alphatune")
+    """Where prepared datasets are cached: ``alphatune.storage.cache_dir()`` (``$ALPHATUNE_CACHE`` or
+    ``~/.cache/alphatune``)."""
+    return cache_dir()
 
 
 class Progress:

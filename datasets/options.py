@@ -31,8 +31,8 @@ class DataOptions:
 
     GROUP = "data"
 
-    data: str | None = option(None, "a Qlib data directory or a CSV/Parquet price table (search: also a prepared "
-                                    "dataset directory)", aliases=("--source",), metavar="PATH",
+    data: str | None = option(None, "a Qlib data directory, a CSV/Parquet price table, or 'embedded' (search: "
+                                    "also a prepared dataset directory)", aliases=("--source",), metavar="PATH",
                               show="the embedded CSI300 2017-2019 data")
     market: str = option(DEFAULT_MARKET, "the universe: a Qlib instruments name, a membership table (symbol, start, "
                                          "end), or 'all'")

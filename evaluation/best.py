@@ -21,6 +21,7 @@ import yaml
 from alphatune import models
 from alphatune.datasets import DataError, DataSpec
 from alphatune.evaluation.errors import EvaluationError
+from alphatune.storage import Location, StorageError
 
 FORMAT = 2  # best.yaml's format written now; files without one are format 1
 
@@ -129,12 +130,15 @@ class Best:
                    format=FORMAT)
 
     @classmethod
-    def read(cls, path: Path) -> "Best":
-        """best.yaml at ``path`` (errors name the file, its line for bad YAML, and the field)."""
+    def read(cls, path: str | Path | Location) -> "Best":
+        """best.yaml at ``path``, a local path or a URI (errors name the file, its line for bad YAML, and the
+        field)."""
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise EvaluationError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+            data = yaml.safe_load(Location.of(path).read_text())
+        except FileNotFoundError:
+            raise EvaluationError(f"{path}: cannot read it (No such file or directory)") from None
+        except (OSError, StorageError) as exc:
+            raise EvaluationError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from alphatune.evaluation.best import Best
 from alphatune.evaluation.options import EvaluateOptions
 
 
 def evaluate_main(options: EvaluateOptions) -> int:
-    Best.read(Path(options.best))  # a missing or bad best.yaml is one line before torch loads
+    Best.read(options.best)  # a missing or bad best.yaml is one line before torch loads
     from alphatune.evaluation.evaluate import evaluate
     fit_options = {"device": options.device, "amp": options.amp, "graphs": options.graphs, "tf32": options.tf32,
                    **({"pretrained": options.pretrained} if options.pretrained else {})}

@@ -39,7 +39,7 @@ from alphatune.datasets import DataSpec, is_prepared
 from alphatune.models.registry import get_spec
 from alphatune.evaluation.best import Best
 from alphatune.evaluation.errors import EvaluationError
-from alphatune.storage import unwritable
+from alphatune.storage import Location
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
 from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
 from alphatune.models.bases import bases_from_dicts, choose
@@ -164,7 +164,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def evaluation_record(best_path: Path, model: str, ds: datasets.PreparedDataset, benchmark: str,
+def evaluation_record(best_path: Location, model: str, ds: datasets.PreparedDataset, benchmark: str,
                       results: dict[str, ConfigResult], config: BacktestConfig, same: bool,
                       epochs: int | None = None) -> dict[str, Any]:
     """What evaluation.yaml holds (NaN written as null). ``same``: the searched config is the default one;
@@ -224,7 +224,7 @@ def thread_count(best: Best, threads: int | None) -> int:
     return threads
 
 
-def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epochs: int | str | None = None,
+def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: int = 1, epochs: int | str | None = None,
              threads: int | None = None, out_dir: str | Path | None = None, concepts: str | None = None,
              config: BacktestConfig = BacktestConfig(), log: Callable[[str], None] = print,
              **options: Any) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise EvaluationError(f"--seeds must be at least 1, got {seeds}")
-    best_path = Path(best_path)
+    best_path = Location.of(best_path)
     best = Best.read(best_path)
     model = best.model
     cap, budget = epoch_budget(best, epochs)
@@ -248,12 +248,11 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     options = {**options, **speed}
     log(f"{model}: evaluating {best_path} with {seeds} seed(s) per config; training under {budget}; "
         f"{torch.get_num_threads()} torch thread(s); amp {'on' if options['amp'] else 'off'}")
-    out = Path(out_dir) if out_dir is not None else best_path.parent
-    reason = unwritable(out)
+    out = Location.of(out_dir) if out_dir is not None else best_path.parent
+    reason = out.unwritable()
     if reason is not None:
         raise EvaluationError(f"{out}: cannot write evaluation.yaml there ({reason}); give --out DIR")
     ds = open_dataset(best, data, concepts)
-    out.mkdir(parents=True, exist_ok=True)
     configs = {"searched": dict(best.hyperparameters), "default": default_hyperparameters(model)}
     results = {label: ConfigResult(hp) for label, hp in configs.items()}
     same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
@@ -279,7 +278,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
 
     benchmark = results["searched"].runs[0].portfolio.benchmark
     record = evaluation_record(best_path, model, ds, benchmark, results, config, same, cap)
-    (out / "evaluation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+    (out / "evaluation.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
     def mean_daily(label: str, column: str) -> pd.Series:
         return pd.concat([run.portfolio.daily[column] for run in results[label].runs], axis=1).mean(axis=1)
@@ -297,7 +296,7 @@ def evaluate(best_path: str | Path, data: str | None = None, seeds: int = 1, epo
     return record
 
 
-def _start(model: str, hyperparameters: dict[str, Any], best: Best, best_path: Path,
+def _start(model: str, hyperparameters: dict[str, Any], best: Best, best_path: Location | Path,
            options: dict[str, Any]) -> str:
     """Where a GATs/HIST/IGMTF config starts: ``options["pretrained"]`` when given (``none`` → random start),
     else best.yaml's base when the config fits it. Sets ``options["pretrained"]`` for ``models.fit``; returns
@@ -314,7 +313,7 @@ def _start(model: str, hyperparameters: dict[str, Any], best: Best, best_path: P
         raise EvaluationError(f"{best_path}: {error}") from None
     path, start = choose(bases, full_config(model, hyperparameters))
     if path is not None:
-        if not Path(path).is_file():
+        if not Location.of(path).is_file():
             raise EvaluationError(f"{best_path}: bases: the {hyperparameters.get('base_model')} base {path} no longer "
                              f"exists (pass --pretrained PATH, pretrain or none)")
         options["pretrained"] = path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -10,22 +11,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from alphatune.storage import Location  # noqa: E402
+
 ROLLING_DAYS = 20
 
 
-def _save(figure: plt.Figure, axes: plt.Axes, ylabel: str, title: str, path: Path) -> None:
-    """Zero line, labels and legend over dated x ticks; write the PNG to ``path`` and free the figure."""
+def _save(figure: plt.Figure, axes: plt.Axes, ylabel: str, title: str, path: Path | Location) -> None:
+    """Zero line, labels and legend over dated x ticks; write the PNG to ``path`` (a local path or a URI) and free
+    the figure."""
     axes.axhline(0.0, color="black", linewidth=0.5)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.legend(loc="best")
     figure.autofmt_xdate()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
     plt.close(figure)
+    Location.of(path).write_bytes(image.getvalue())
 
 
-def plot_cumulative_excess(excess: dict[str, pd.Series], bench: pd.Series, bench_name: str, path: Path,
+def plot_cumulative_excess(excess: dict[str, pd.Series], bench: pd.Series, bench_name: str, path: Path | Location,
                            title: str) -> None:
     """Cumulative (summed, as Qlib's risk analysis) daily excess return with cost of each configuration, and
     the benchmark's own cumulative return, against the trade date."""
@@ -36,7 +42,7 @@ def plot_cumulative_excess(excess: dict[str, pd.Series], bench: pd.Series, bench
     _save(figure, axes, "cumulative return (sum of daily)", title, path)
 
 
-def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path, title: str) -> None:
+def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path | Location, title: str) -> None:
     """Daily IC of each configuration (faint) with its 20-day rolling mean (days without an IC skipped)."""
     figure, axes = plt.subplots(figsize=(9, 4.5))
     for label, series in daily_ic.items():

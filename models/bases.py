@@ -24,6 +24,7 @@ from alphatune.models.options import NONE
 from alphatune.models.qlib_weights import StateSource, read_state_dict
 from alphatune.models.registry import get_spec
 from alphatune.models.trainer import Trainer
+from alphatune.storage import Location
 
 KINDS = ("LSTM", "GRU")
 _LAYER = re.compile(r"^rnn\.weight_ih_l(\d+)$")
@@ -80,13 +81,13 @@ def base_shape(state: dict[str, torch.Tensor], source: str) -> tuple[str, int, i
 
 
 def read_base(path: str | Path) -> tuple[dict[str, torch.Tensor], tuple[str, int, int, int]]:
-    """A base file's tensors (on CPU, read safely) and shape; one-line ``FileNotFoundError`` / ``ValueError``
-    naming the file otherwise."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    state = read_state_dict(path)
-    return state, base_shape(state, str(path))
+    """A base file's tensors (on CPU, read safely) and shape, from a local path or a URI; one-line
+    ``FileNotFoundError`` / ``ValueError`` naming the file otherwise."""
+    where = Location.of(path)
+    if not where.is_file():
+        raise FileNotFoundError(f"{where} does not exist")
+    state = read_state_dict(where.uri)
+    return state, base_shape(state, where.uri)
 
 
 def load_base(net: torch.nn.Module, source: StateSource) -> torch.nn.Module:

@@ -13,6 +13,7 @@ from alphatune.models.factory import from_hyperparameters
 from alphatune.models.hyperparameters import Hyperparameters
 from alphatune.models.qlib_weights import model_name
 from alphatune.models.registry import get_spec
+from alphatune.storage import load_tensors, save_tensors
 
 
 def hyperparameters_of(net: torch.nn.Module, config: TrainConfig) -> Hyperparameters:
@@ -33,26 +34,27 @@ def hyperparameters_of(net: torch.nn.Module, config: TrainConfig) -> Hyperparame
 
 
 def save_checkpoint(path: str | Path, net: torch.nn.Module, hyperparameters: Hyperparameters) -> None:
-    """Write ``{"model", "hyperparameters", "state_dict"}`` with ``torch.save`` (tensors on CPU) to ``path``."""
+    """Write ``{"model", "hyperparameters", "state_dict"}`` with ``torch.save`` (tensors on CPU) to ``path`` (a
+    local path or a URI, atomically: ``alphatune.storage``)."""
     state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
-    torch.save({"model": hyperparameters.model, "hyperparameters": hyperparameters.to_dict(), "state_dict": state},
-               Path(path))
+    save_tensors({"model": hyperparameters.model, "hyperparameters": hyperparameters.to_dict(), "state_dict": state},
+                 path)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[str, dict[str, Any], torch.nn.Module]:
     """``(name, hyperparameters, net)`` from a checkpoint of ours, the net rebuilt and loaded strictly on ``device``.
 
-    The file is read with ``torch.load(weights_only=True)`` onto CPU whatever device it was saved from, so no
+    ``path`` is a local path or a URI. The file is read with ``torch.load(weights_only=True)`` onto CPU whatever
+    device it was saved from, so no
     arbitrary code runs. A file that is not such a checkpoint (e.g. a bare Qlib state_dict: use
     ``models.load_qlib_weights``), an unknown model or a state_dict that does not fit the rebuilt network raises
     ``ValueError`` naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_tensors(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path} does not exist") from None
     except Exception as error:  # a torn, foreign or hostile file: many exception types, one meaning
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a checkpoint of ours (it does not load with weights_only=True: "

@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Union
 
 import torch
 
 from alphatune.models.registry import REGISTRY
+from alphatune.storage import load_tensors
 
 StateDict = dict[str, torch.Tensor]
 StateSource = Union[str, os.PathLike, Mapping[str, Any]]
@@ -70,22 +70,22 @@ def read_state_dict(source: StateSource) -> StateDict:
     """The tensors of a state_dict, on CPU, from a mapping or a file.
 
     ``source`` is a state_dict (any mapping of name → tensor), a checkpoint of ours (a mapping with ``model``,
-    ``hyperparameters`` and ``state_dict``), or a path to either saved with ``torch.save`` (Qlib's ``.pkl``
+    ``hyperparameters`` and ``state_dict``), or a path or URI (``alphatune.storage``) to either saved with
+    ``torch.save`` (Qlib's ``.pkl``
     checkpoints are such files, often saved on ``cuda:0``). Files are read with ``weights_only=True`` (no
     arbitrary code runs) and mapped to CPU. Raises ``FileNotFoundError`` for a missing path and ``ValueError``
     for a file that is not a plain state_dict (e.g. a pickled Qlib model object) or a non-tensor entry.
     """
     where = "state_dict"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no weights file at {path}")
-        where = str(path)
+        where = str(source)
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = load_tensors(source)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no weights file at {where}") from None
         except Exception as error:  # torch.load raises many kinds for a bad file; all mean "not loadable"
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"{path}: not a torch state_dict that loads with weights_only=True ({first_line}); "
+            raise ValueError(f"{where}: not a torch state_dict that loads with weights_only=True ({first_line}); "
                              f"a pickled Qlib model must be re-saved as torch.save(model.<network>.state_dict(), path)"
                              ) from error
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from alphatune.models.epochs import EpochMetrics, FitResult
+from alphatune.storage import load_tensors
 
 TRAINING_STATE_FORMAT = 1
 
@@ -90,10 +91,10 @@ def restore(state: dict[str, Any], net: torch.nn.Module, fit: FitState, generato
 
 
 def read_training_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """A state written by ``torch.save(trainer.training_state(), path)``, read safely (``weights_only``) with its
-    tensors on ``device``. ``ValueError`` naming the file when it is not such a state."""
+    """A state written by ``torch.save(trainer.training_state(), path)`` (a local path or a URI), read safely
+    (``weights_only``) with its tensors on ``device``. ``ValueError`` naming the file when it is not such a state."""
     try:
-        state = torch.load(Path(path), map_location=device, weights_only=True)
+        state = load_tensors(path, device)
     except Exception as error:  # a torn or foreign file: many exception types, all meaning "not loadable"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a training state ({first})") from None

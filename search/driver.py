@@ -27,14 +27,16 @@ from alphatune.search.objective import objective
 from alphatune.search.preflight import Checked
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
-from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDirError, check_resumable, check_writable,
-                                     disk_guard, unwritable,
-                                     find_run_dirs, read_manifest, write_manifest, writing)
-from alphatune.search.study import storage_url
+from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDir, RunDirError, as_run_dir,
+                                     check_resumable, check_writable, disk_guard, find_run_dirs, read_manifest,
+                                     write_manifest, writing)
+from alphatune.search.nodes import check_nodes
+from alphatune.search.study import StudyPlace
 from alphatune.search.tuning import search_model
+from alphatune.storage import Location
 
 
-def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked | None = None) -> list[Path]:
+def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked | None = None) -> list[RunDir]:
     """Search every model of ``options``; returns the run directories.
 
     Everything bad input can fail is checked first (``search.preflight``, unless ``checked`` is its result), then
@@ -57,35 +59,37 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
     dataset_ref = ray.put(ds)
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     _say_amp(options, base_device, out)
-    with writing([options.run_dir(model) for model in model_spaces]):
-        for model in model_spaces:  # again, holding the lock: another search may have started meanwhile
-            if (options.run_dir(model) / MANIFEST).exists():
-                raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) "
-                                  f"or pick --name")
+    run_dirs = {model: RunDir.at(options.run_dir(model)) for model in model_spaces}
+    with writing(list(run_dirs.values())):
+        for run_dir in run_dirs.values():  # again, holding the lock: another search may have started meanwhile
+            if (run_dir.root / MANIFEST).exists():
+                raise RunDirError(f"{run_dir} already holds a search; resume it (--resume / resume) or pick --name")
+        check_nodes(options.search_dir, options.address)
         trained: dict[str, Base] = {}
         model_bases = {}
         for model, space in model_spaces.items():
-            run_dir = options.run_dir(model)
+            run_dir = run_dirs[model]
             write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
-            write_experiment(run_dir / TENSORBOARD_DIR, model_spaces, objective(options.metric))
+            write_experiment(run_dir.work / TENSORBOARD_DIR, model_spaces, objective(options.metric))
             model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs,
                                                options.seed, base_device, trained, out, options.speed(base_device))
             write_bases(run_dir, model_bases[model])
+            run_dir.push()
         del ds, checked
-        run_dirs = []
+        searched = []
         for model, space in model_spaces.items():
-            run_dir, bases = options.run_dir(model), model_bases[model]
+            run_dir, bases = run_dirs[model], model_bases[model]
             out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in "
                       f"{run_dir}; objective: best {options.metric} ({objective(options.metric).mode})\n"
                       f"{space.describe()}\n")
             out.flush()
-            with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
+            with disk_guard(run_dir.work, f"continue with: alphatune search resume {run_dir.parent}"):
                 search_model(run_dir, space, options, dataset_ref, stream, bases)
                 report(run_dir, out, writer="search run")
-            run_dirs.append(run_dir)
+            searched.append(run_dir)
             if _interrupted(run_dir, out):
                 break
-        return run_dirs
+        return searched
 
 
 def _say_amp(options: SearchOptions, device: str, out: TextIO) -> None:
@@ -98,7 +102,7 @@ def _say_amp(options: SearchOptions, device: str, out: TextIO) -> None:
         warnings.filterwarnings("ignore", message="amp asked for")  # said here, once
 
 
-def unfinished(run_dir: Path) -> int:
+def unfinished(run_dir: RunDir | Location | Path) -> int:
     """How many of the run's trials have not ended: running when the search stopped, or never created."""
     manifest = read_manifest(run_dir)
     return _unfinished(manifest, results.read_trials(run_dir, manifest))
@@ -108,13 +112,13 @@ def _unfinished(manifest: Manifest, records: list[results.TrialRecord]) -> int:
     return sum(record.outcome == "running" for record in records) + max(0, manifest.options.samples - len(records))
 
 
-def has_winner(run_dir: Path) -> bool:
+def has_winner(run_dir: RunDir | Location | Path) -> bool:
     """Whether some trial of the run has a finite objective value and a checkpoint (what an export needs)."""
     manifest = read_manifest(run_dir)
     return results.best_trial(results.read_trials(run_dir, manifest), manifest.options.metric) is not None
 
 
-def _interrupted(run_dir: Path, out: TextIO) -> bool:
+def _interrupted(run_dir: RunDir, out: TextIO) -> bool:
     """Whether the search of ``run_dir`` stopped with trials unfinished (Ctrl-C); says how to resume it."""
     left = unfinished(run_dir)
     if left:
@@ -124,23 +128,26 @@ def _interrupted(run_dir: Path, out: TextIO) -> bool:
     return bool(left)
 
 
-def resume(path: str | Path, stream: TextIO | None = None, within: str | Path | None = None) -> list[Path]:
+def resume(path: str | Path | Location, stream: TextIO | None = None,
+           within: str | Path | None = None) -> list[RunDir]:
     """Continue every run directory under ``path`` whose search is unfinished: finished trials are kept, the
     interrupted ones continue from their last epoch, the Optuna study goes on. Then export each. ``within``: a
     directory ``path`` must lie in (``--storage-path`` with ``--resume --name``)."""
     out = stream or sys.stdout
     run_dirs = find_run_dirs(path)
     if within is not None:
-        root = Path(within).expanduser().resolve()
-        outside = [run_dir for run_dir in run_dirs if not run_dir.is_relative_to(root)]
+        root = str(Location.of(within)).rstrip("/") + "/"
+        outside = [run_dir for run_dir in run_dirs if not str(run_dir).startswith(root)]
         if outside:
-            raise RunDirError(f"{outside[0]} is not inside --storage-path {root}")
+            raise RunDirError(f"{outside[0]} is not inside --storage-path {within}")
     check_resumable(run_dirs)
     with writing(run_dirs):
+        for run_dir in run_dirs:
+            run_dir.pull()
         return _resume(run_dirs, out)
 
 
-def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
+def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
     manifests = {run_dir: read_manifest(run_dir) for run_dir in run_dirs}
     first = next(iter(manifests.values()))
     dataset_ref = None
@@ -149,6 +156,7 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             check_named_address(first.options.address)
             ds = DataSpec.from_dict(manifest.data, f"{run_dir / MANIFEST}: data").open()
+            check_nodes(run_dir.parent, first.options.address)
             preflight.check_dataset(ds, [m.model for m in manifests.values()])
             start_ray(first.options.address, first.options.dashboard)
             check_gpus(first.options.gpus_per_trial, first.options.address)
@@ -157,7 +165,7 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
             out.write("".join(f"{line}\n" for line in slot_lines))
             dataset_ref = ray.put(ds)
             del ds
-        with disk_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
+        with disk_guard(run_dir.work, f"continue with: alphatune search resume {run_dir.parent}"):
             out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
             out.flush()
             search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, read_bases(run_dir))
@@ -167,11 +175,12 @@ def _resume(run_dirs: list[Path], out: TextIO) -> list[Path]:
     return run_dirs
 
 
-def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search", writer: str = "search export", out_dir: Path | None = None) -> Path | None:
+def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib_data: str | None = None,
+           schedule: str = "search", writer: str = "search export", out_dir: Path | None = None) -> Location | None:
     """Print the run's summary table and write its exports (into ``out_dir``, default the run directory); returns
     ``best.yaml`` (``None`` when no trial has a usable checkpoint yet). While trials are unfinished, best.yaml says
     it is provisional. ``qlib_data``, ``schedule`` and ``writer`` are ``search.export.write_exports``'s."""
+    run_dir = as_run_dir(run_dir)
     out = stream or sys.stdout
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
@@ -181,39 +190,47 @@ def report(run_dir: Path, stream: TextIO | None = None, qlib_data: str | None = 
         f"{counts.get(key, 0)} {key}" for key in results.OUTCOMES) + f"; objective: best {metric}\n")
     out.write(results.summary_table(records, list(manifest.space.params), metric) + "\n")
     best = results.best_trial(records, metric)
+    for note in results.unreadable_better(records, best, metric, run_dir):
+        out.write(f"[{manifest.model}] note: {note}\n")
     if best is None:
         out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
         out.flush()
         return None
     exported = exporting.write_exports(run_dir, manifest, best, dict(counts), qlib_data=qlib_data, schedule=schedule,
                                        writer=writer, unfinished=_unfinished(manifest, records), out_dir=out_dir)
+    if out_dir is None:
+        run_dir.push()
     out.write(f"[{manifest.model}] best trial {best.trial_id} (Optuna trial {best.optuna_trial}): {metric} "
               f"{best.best(metric):.4f} at its kept epoch {best.best_epoch}\n  {exported.best}\n  {exported.qlib}\n")
     for note in exported.notes:
         out.write(f"  note: {note}\n")
-    out.write(f"  tensorboard --logdir {run_dir} --host 127.0.0.1\n  optuna-dashboard {storage_url(run_dir)}\n")
+    place = StudyPlace.of_run(run_dir.work, manifest.model, manifest.options.study_storage, manifest.options.name)
+    out.write(f"  tensorboard --logdir {run_dir.work} --host 127.0.0.1\n  optuna-dashboard {place.url}"
+              + (f"   (study {place.name})" if place.name != manifest.model else "") + "\n")
     out.flush()
     return exported.best
 
 
-def export(path: str | Path, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search", out_dir: str | Path | None = None) -> list[Path]:
+def export(path: str | Path | Location, stream: TextIO | None = None, qlib_data: str | None = None,
+           schedule: str = "search", out_dir: str | Path | None = None) -> list[Location]:
     """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not), into
     the run directory or, with ``out_dir``, there (one folder per model when there are several). Reads the run's
     records only and takes no lock: a read-only run, or one a search is writing, can be exported elsewhere."""
     written = []
     run_dirs = find_run_dirs(path)
-    targets = {run_dir: (Path(out_dir).expanduser() / (run_dir.name if len(run_dirs) > 1 else "") if out_dir
-                         else run_dir) for run_dir in run_dirs}
+    targets = {run_dir: (Path(out_dir).expanduser() / (run_dir.name if len(run_dirs) > 1 else "")
+                         if out_dir else None) for run_dir in run_dirs}
     for run_dir, target in targets.items():
-        if out_dir:
+        if target is not None:
             check_writable(target, "--out")
-        elif unwritable(run_dir):
-            raise RunDirError(f"{run_dir}: cannot write best.yaml there ({unwritable(run_dir)}); export --out DIR "
-                              f"writes the exports elsewhere")
+        elif run_dir.root.unwritable():
+            raise RunDirError(f"{run_dir}: cannot write best.yaml there ({run_dir.root.unwritable()}); export --out "
+                              f"DIR writes the exports elsewhere")
     for run_dir, target in targets.items():
-        target.mkdir(parents=True, exist_ok=True)
-        with disk_guard(target, "export again"):
+        run_dir.pull()
+        if target is not None:
+            target.mkdir(parents=True, exist_ok=True)
+        with disk_guard(target or run_dir.work, "export again"):
             best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule, out_dir=target)
         if best is not None:
             written.append(best)

@@ -33,7 +33,8 @@ from alphatune.evaluation.best import Best, KeptEpoch, SearchBudget, Training
 from alphatune.search.options import SCHEDULES, OptionError, SearchOptions, space_origin
 from alphatune.search.pretrained import read_bases
 from alphatune.search.results import TrialRecord
-from alphatune.search.rundir import Manifest, dump_yaml
+from alphatune.search.rundir import Manifest, RunDir, as_run_dir, dump_yaml
+from alphatune.storage import Location
 
 BEST = "best.yaml"
 BEST_QLIB = "best_qlib.yaml"
@@ -46,12 +47,12 @@ MLFLOW_NOTE = "qrun's default recorder is mlflow's file store: with mlflow >= 3 
 class Exported:
     """What ``write_exports`` wrote, and what a user must know about it."""
 
-    best: Path
-    qlib: Path
+    best: Location
+    qlib: Location
     notes: list[str] = field(default_factory=list)
 
 
-def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], run_dir: Path,
+def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], run_dir: RunDir,
                 unfinished: int = 0) -> Best:
     """The ``Best`` of a run (best.yaml's content); ``unfinished`` trials make it provisional."""
     options = manifest.options
@@ -84,7 +85,7 @@ def training_record(options: SearchOptions, best: TrialRecord, device: str) -> T
                     amp_refused=refused)
 
 
-def base_model_path(run_dir: Path, best: TrialRecord) -> str | None:
+def base_model_path(run_dir: RunDir, best: TrialRecord) -> str | None:
     """The Qlib state_dict (``.pkl``) of the base the best trial started from; ``None`` when it started from
     random weights."""
     for base in read_bases(run_dir).values():
@@ -212,21 +213,23 @@ def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provide
     return "".join(f"# {line}\n" for line in lines)
 
 
-def write_exports(run_dir: Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
+def write_exports(run_dir: RunDir | Location | Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
                   qlib_data: str | None = None, schedule: str = "search", writer: str = "search export",
                   unfinished: int = 0, out_dir: Path | None = None) -> Exported:
-    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``out_dir`` (default ``run_dir``); ``writer`` is the command
-    doing it (their headers say so); ``unfinished`` trials make best.yaml provisional."""
-    target = Path(out_dir or run_dir)
-    best_path, qlib_path = target / BEST, target / BEST_QLIB
+    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``out_dir``, or into the run directory (its driver files:
+    ``RunDir.push`` puts them into object storage); ``writer`` is the command doing it (their headers say so);
+    ``unfinished`` trials make best.yaml provisional."""
+    run_dir = as_run_dir(run_dir)
+    target = Path(out_dir) if out_dir is not None else run_dir.work
     provider = provider_of(manifest.data, qlib_data)
     document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider.uri, schedule)
     record = best_record(manifest, best, counts, run_dir, unfinished)
     header = (f"# provisional: written while {unfinished} trial(s) of this search were unfinished; `alphatune search "
-              f"resume {Path(run_dir).parent}` finishes them and writes it again\n") if unfinished else ""
-    dump_yaml(record.to_dict(), best_path, header=header)
-    dump_yaml(document, qlib_path, header=_header(manifest, document, schedule, provider, writer))
+              f"resume {run_dir.parent}` finishes them and writes it again\n") if unfinished else ""
+    dump_yaml(record.to_dict(), target / BEST, header=header)
+    dump_yaml(document, target / BEST_QLIB, header=_header(manifest, document, schedule, provider, writer))
+    where = Location.of(out_dir) if out_dir is not None else run_dir.root
     notes = [provider.warning] if provider.warning else []
     if unfinished:
         notes.append(f"best.yaml is provisional: {unfinished} trial(s) unfinished")
-    return Exported(best_path, qlib_path, notes)
+    return Exported(where / BEST, where / BEST_QLIB, notes)

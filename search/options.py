@@ -14,13 +14,15 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from alphatune.arguments import option, recorded
 from alphatune.datasets.options import DataOptions
-from alphatune.datasets.sources import is_prepared, is_qlib_dir
+from alphatune.datasets.sources import EMBEDDED, is_prepared, is_qlib_dir
 from alphatune.models.options import FitOptions
 from alphatune.models.registry import REGISTRY
 from alphatune.search.objective import OBJECTIVES
+from alphatune.storage import Location, StorageError, is_uri
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 # Set by Ray in the environment of a driver started with `ray job submit`.
@@ -84,13 +86,18 @@ class SearchOptions(DataOptions, FitOptions):
     max_failures: int = option(2, "retries of a trial whose worker died (from its last epoch); -1: unlimited")
     reuse_actors: bool = option(True, "start a fresh worker process for every trial", flag="--no-reuse-actors",
                                 action="store_false", show="workers are reused")
-    storage_path: str = option("runs", "where run directories go (on a multi-node cluster: storage every node "
-                                       "shares)", metavar="DIR")
+    storage_path: str = option("runs", "where run directories go: a local path, or s3://BUCKET/PREFIX, gs://... (on "
+                                       "a multi-node cluster: storage every node reaches)", metavar="PATH|URI")
     name: str = option("", "the search's name: its directory under --storage-path", show="search-<UTC time>")
     address: str | None = option(None, "a Ray cluster to join (host:port, ray://host:port or auto)",
                                  show="$RAY_ADDRESS, else a new private Ray on 127.0.0.1")
     dashboard: bool = option(False, "start Ray's dashboard (on 127.0.0.1) for a private Ray", action="store_true")
     progress_seconds: float = option(10.0, "seconds between progress lines")
+    study_storage: str | None = option(None, "an Optuna storage URL for the studies (postgresql+psycopg://..., "
+                                             "mysql+pymysql://...): one study per model, <name>/<model>, shared "
+                                             "with other searches and optuna-dashboard; its password is not recorded "
+                                             "(resume reads PGPASSWORD or ~/.pgpass)", metavar="URL",
+                                       show="optuna.db in each run directory")
     resume: bool = option(False, "continue the search --storage-path/--name instead of starting one",
                           action="store_true", record=False)
 
@@ -134,7 +141,9 @@ class SearchOptions(DataOptions, FitOptions):
             _positive_int("--max-concurrent", self.max_concurrent)
         if not (_number(self.progress_seconds) and self.progress_seconds >= 0):
             raise OptionError(f"--progress-seconds must be ≥ 0; got {self.progress_seconds!r}")
-        if RAY_JOB_ENVIRONMENT in os.environ and not Path(self.storage_path).expanduser().is_absolute():
+        if is_uri(self.storage_path):
+            self.search_dir  # a URI no filesystem takes is refused here (never a local folder named after it)
+        elif RAY_JOB_ENVIRONMENT in os.environ and not Path(self.storage_path).expanduser().is_absolute():
             raise OptionError(f"--storage-path {self.storage_path} is relative, but this search runs as a Ray job, "
                               f"whose working directory is Ray's temporary copy of the project: results would "
                               f"vanish with the cluster; give an absolute path (on several nodes: one they share)")
@@ -145,12 +154,12 @@ class SearchOptions(DataOptions, FitOptions):
         if self.metric not in OBJECTIVES:
             raise OptionError(f"--metric must be one of {', '.join(OBJECTIVES)}; got {self.metric!r}")
         check_name(self.name)
-        if self.data is not None and not Path(self.data).expanduser().exists():
+        if self.data not in (None, EMBEDDED) and not Path(self.data).expanduser().exists():
             raise OptionError(f"--data: {self.data} does not exist")
         if self.concepts is not None and not Path(self.concepts).expanduser().is_file():
             raise OptionError(f"--concepts: {self.concepts} is not a file")
         needs_concepts = [name for name in self.models if REGISTRY[name].uses_concepts]
-        if needs_concepts and self.concepts is None and self.data is not None and not is_prepared(self.data):
+        if needs_concepts and self.concepts is None and self.data not in (None, EMBEDDED) and not is_prepared(self.data):
             raise OptionError(f"--model {needs_concepts[0]} needs a stock→concept table and {self.data} has none: "
                               f"pass --concepts FILE (CSV or Parquet with symbol and concept columns)")
         for segment, dates in self.segments.items():
@@ -158,20 +167,28 @@ class SearchOptions(DataOptions, FitOptions):
                 raise OptionError(f"--{segment}: expected START:END dates; got {dates!r}")
         if self.pretrained is not None and not (isinstance(self.pretrained, str) and self.pretrained):
             raise OptionError(f"--pretrained must be pretrain, none or a file; got {self.pretrained!r}")
+        if self.study_storage is not None and "://" not in str(self.study_storage):
+            raise OptionError(f"--study-storage {self.study_storage}: expected an Optuna storage URL "
+                              f"(postgresql+psycopg://user@host/db, mysql+pymysql://..., sqlite:///path)")
         if self.uses_base_file and not Path(self.pretrained).expanduser().is_file():
             raise OptionError(f"--pretrained: {Path(self.pretrained).expanduser()} does not exist")
 
     @property
-    def search_dir(self) -> Path:
-        """``storage_path/name``: one run directory per model inside it."""
-        return Path(self.storage_path).expanduser().resolve() / self.name
+    def search_dir(self) -> Location:
+        """``storage_path/name`` (a local path or a URI): one run directory per model inside it."""
+        try:
+            return Location.of(self.storage_path) / self.name
+        except StorageError as error:
+            raise OptionError(f"--storage-path {error}") from None
 
-    def run_dir(self, model: str) -> Path:
+    def run_dir(self, model: str) -> Location:
         return self.search_dir / model
 
     def to_dict(self) -> dict[str, Any]:
         """What a run's manifest records (``--resume`` is not part of a search)."""
         out = recorded(self)
+        if self.study_storage:
+            out["study_storage"] = without_password(self.study_storage)
         for segment in SEGMENTS:
             out[segment] = list(out[segment]) if out[segment] is not None else None
         return out
@@ -201,6 +218,17 @@ class SearchOptions(DataOptions, FitOptions):
             if data.get(segment) is not None:
                 data[segment] = tuple(data[segment])
         return cls(**data)
+
+
+def without_password(url: str) -> str:
+    """A storage URL as a run records it: without its password (libpq takes it from ``PGPASSWORD`` or
+    ``~/.pgpass``, MySQL clients from their option files), so a shared run directory holds no secret."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{parts.username or ''}@{parts.hostname or ''}{port}", parts.path, parts.query,
+                       parts.fragment))
 
 
 def space_origin(source: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from alphatune import models
 from alphatune.search.cluster import check_named_address
-from alphatune.search.options import OptionError, SearchOptions
+from alphatune.search.options import OptionError, SearchOptions, without_password
 from alphatune.search.rundir import MANIFEST, RunDirError, check_not_held, check_writable
 from alphatune.spaces import Space
 
@@ -46,6 +46,8 @@ def check(options: SearchOptions) -> Checked:
         if (options.run_dir(model) / MANIFEST).exists():
             raise RunDirError(f"{options.run_dir(model)} already holds a search; resume it (--resume / resume) or "
                               f"pick --name")
+    if options.study_storage:
+        check_study_storage(options)
     ds = options.spec().open()
     check_dataset(ds, options.models)
     return Checked(options.load_spaces(), ds)
@@ -58,3 +60,33 @@ def check_dataset(ds: Any, model_names: list[str]) -> None:
             models.get_spec(name).check_dataset(ds)
         except ValueError as error:
             raise OptionError(f"--model {error}") from None
+
+
+def check_study_storage(options: SearchOptions) -> None:
+    """``--study-storage`` must answer within seconds, take Optuna's tables, and not hold this search's studies
+    yet (``OptionError`` naming it otherwise)."""
+    import socket
+    from urllib.parse import urlsplit
+    url = options.study_storage
+    parts = urlsplit(url)
+    if parts.hostname:
+        port = parts.port or {"postgresql": 5432, "mysql": 3306}.get(parts.scheme.split("+")[0])
+        if port is not None:
+            try:
+                with socket.create_connection((parts.hostname, port), timeout=5):
+                    pass
+            except OSError as error:
+                reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+                raise OptionError(f"--study-storage {without_password(url)}: nothing answers at {parts.hostname}:{port} "
+                                  f"({reason})") from None
+    import optuna
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
+    except Exception as error:  # a driver missing, a refused login, a database that does not exist, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OptionError(f"--study-storage {without_password(url)}: {first}") from None
+    taken = [f"{options.name}/{model}" for model in options.models if f"{options.name}/{model}" in existing]
+    if taken:
+        raise OptionError(f"--study-storage {without_password(url)} already holds the study {taken[0]}: resume that "
+                          f"search, or pick --name")

@@ -13,7 +13,8 @@ and keeps them in its run directories.
   checkpoint) and ``base_<lstm|gru>.pkl`` (a plain state_dict with Qlib's ``LSTMModel``/``GRUModel`` names,
   for ``model_path`` in ``best_qlib.yaml``).
 * a path: that file (our checkpoint, or a Qlib ``.pkl`` state_dict) is the base. It must exist and load as an
-  LSTM/GRU state_dict before anything starts; a plain-state_dict copy goes into the run directory as above.
+  LSTM/GRU state_dict before anything starts; it is copied into the run directory (every node reads it there),
+  with a plain-state_dict copy beside it as above.
 * ``none``: every trial starts from random weights.
 
 Shape rule: one base serves every trial, so a trial whose ``base_model``, ``d_feat``, ``hidden_size`` or
@@ -25,7 +26,6 @@ trial shape would cost as much as the trials). Qlib itself can only load the def
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,7 +35,8 @@ import torch
 from alphatune import models
 from alphatune.models.bases import KINDS, Base, bases_from_dicts, read_base
 from alphatune.models.options import NONE, PRETRAIN
-from alphatune.search.rundir import dump_yaml, read_yaml
+from alphatune.search.rundir import RunDir, as_run_dir, dump_yaml, read_yaml
+from alphatune.storage import Location
 from alphatune.spaces import Conditional, Space
 
 
@@ -58,7 +59,13 @@ def _save_plain(state: dict[str, torch.Tensor], target: Path) -> None:
     torch.save({key: value for key, value in state.items() if key.startswith(("rnn.", "fc_out."))}, target)
 
 
-def pretrain(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | None, device: str,
+def _recorded(run_dir: RunDir, name: str) -> str:
+    """Where the trials read a base file of the run: the run directory's root (a local path or a URI; the driver
+    writes it into its working copy, which ``RunDir.push`` puts there)."""
+    return str(run_dir.root / name)
+
+
+def pretrain(kind: str, ds: Any, run_dir: RunDir, max_epochs: int, seed: int | None, device: str,
              label: str, out: TextIO, speed: dict[str, Any] | None = None) -> Base:
     """Train the ``kind`` base (``models.bases.pretrain_base``: registry defaults, ``n_epochs`` capped at
     ``max_epochs``) on ``ds``; save ``base_<kind>.pt`` and ``.pkl`` in ``run_dir``; print a line when it starts
@@ -73,8 +80,8 @@ def pretrain(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | Non
     trainer, fit = models.pretrain_base(kind, ds, d_feat=defaults.d_feat, hidden_size=defaults.hidden_size,
                                         num_layers=defaults.num_layers, max_epochs=max_epochs, seed=seed,
                                         device=device, **(speed or {}))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path, qlib_path = run_dir / f"base_{name}.pt", run_dir / f"base_{name}.pkl"
+    run_dir.work.mkdir(parents=True, exist_ok=True)
+    path, qlib_path = run_dir.work / f"base_{name}.pt", run_dir.work / f"base_{name}.pkl"
     trainer.save(path)
     _save_plain(trainer.net.state_dict(), qlib_path)
     best = next((m for m in fit.history if m.epoch == fit.best_epoch), fit.history[-1])
@@ -83,29 +90,31 @@ def pretrain(kind: str, ds: Any, run_dir: Path, max_epochs: int, seed: int | Non
               f"saved {path.name}, {qlib_path.name}\n")
     out.flush()
     _, shape = read_base(path)
-    return Base(*shape, path=str(path), qlib_path=str(qlib_path))
+    return Base(*shape, path=_recorded(run_dir, path.name), qlib_path=_recorded(run_dir, qlib_path.name))
 
 
-def copy_base(base: Base, run_dir: Path) -> Base:
+def copy_base(base: Base, run_dir: RunDir) -> Base:
     """The same base for another model's run directory (one base per search; each run directory whole)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path, qlib_path = run_dir / Path(base.path).name, run_dir / Path(base.qlib_path).name
-    shutil.copyfile(base.path, path)
-    shutil.copyfile(base.qlib_path, qlib_path)
-    return Base(base.kind, base.d_feat, base.hidden_size, base.num_layers, str(path), str(qlib_path))
+    run_dir.work.mkdir(parents=True, exist_ok=True)
+    names = [Location.of(base.path).name, Location.of(base.qlib_path).name]
+    for source, name in zip((base.path, base.qlib_path), names):
+        (run_dir.work / name).write_bytes(Location.of(source).read_bytes())
+    return Base(base.kind, base.d_feat, base.hidden_size, base.num_layers, _recorded(run_dir, names[0]),
+                _recorded(run_dir, names[1]))
 
 
-def given_base(path: str | Path, run_dir: Path) -> Base:
-    """A base from a user's file: trials load the file itself; its plain state_dict goes to ``run_dir``."""
-    path = Path(path).expanduser().resolve()
+def given_base(path: str | Path, run_dir: RunDir) -> Base:
+    """A base from a user's file, copied into the run directory (every node reads it there) with its plain
+    state_dict beside it."""
     state, shape = read_base(path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    qlib_path = run_dir / f"base_{shape[0].lower()}.pkl"
-    _save_plain(state, qlib_path)
-    return Base(*shape, path=str(path), qlib_path=str(qlib_path))
+    run_dir.work.mkdir(parents=True, exist_ok=True)
+    name = f"base_{shape[0].lower()}"
+    (run_dir.work / f"{name}.pt").write_bytes(Location.of(path).read_bytes())
+    _save_plain(state, run_dir.work / f"{name}.pkl")
+    return Base(*shape, path=_recorded(run_dir, f"{name}.pt"), qlib_path=_recorded(run_dir, f"{name}.pkl"))
 
 
-def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max_epochs: int, seed: int | None,
+def prepare_bases(run_dir: RunDir, space: Space, setting: str | None, ds: Any, max_epochs: int, seed: int | None,
                   device: str, trained: dict[str, Base], out: TextIO,
                   speed: dict[str, Any] | None = None) -> dict[str, Base]:
     """The bases of one model's search (kind → ``Base``), made before its trials start.
@@ -134,12 +143,12 @@ def prepare_bases(run_dir: Path, space: Space, setting: str | None, ds: Any, max
 BASES_FILE = "bases.yaml"
 
 
-def write_bases(run_dir: Path, bases: dict[str, Base]) -> None:
+def write_bases(run_dir: RunDir | Location | Path, bases: dict[str, Base]) -> None:
     """Record the run's bases (``bases.yaml``) so that a resumed search and the export see the same ones."""
-    dump_yaml({kind: base.to_dict() for kind, base in bases.items()}, Path(run_dir) / BASES_FILE)
+    dump_yaml({kind: base.to_dict() for kind, base in bases.items()}, as_run_dir(run_dir).work / BASES_FILE)
 
 
-def read_bases(run_dir: Path) -> dict[str, Base]:
+def read_bases(run_dir: RunDir | Location | Path) -> dict[str, Base]:
     """The run's bases from ``bases.yaml``; empty when the run has none (random start, or a row model)."""
-    path = Path(run_dir) / BASES_FILE
+    path = as_run_dir(run_dir).work / BASES_FILE
     return bases_from_dicts(read_yaml(path)) if path.is_file() else {}

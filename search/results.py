@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from alphatune.search import tune_state
-from alphatune.search.ledger import LedgerTrial, read_ledger
+from alphatune.search.ledger import LEDGER, LedgerTrial, read_ledger
 from alphatune.search.objective import Objective, finite, objective
-from alphatune.search.rundir import Manifest, RunDirError
-from alphatune.search.trial import MODEL_FILE, trial_dir, trial_hyperparameters
+from alphatune.search.rundir import Manifest, RunDir, RunDirError, as_run_dir
+from alphatune.search.trial import MODEL_FILE, trial_hyperparameters
+from alphatune.storage import Location
 
 OUTCOMES = ("running", "finished", "pruned", "failed")
 
@@ -49,7 +50,7 @@ class TrialRecord:
     best_epoch: int
     best_valid_ic: float
     best_valid_loss: float
-    checkpoint: Path | None
+    checkpoint: Location | None  # its best model, where the driver can read it (None: it has none there)
     pretrained: str | None = None  # the base file the trial started from, "none (...)", or None (not reported)
     optuna_trial: int | None = None
     precision: str | None = None   # what it trained in (float32, bfloat16, float16); None: not reported
@@ -59,7 +60,7 @@ class TrialRecord:
         return self.best_valid_ic if metric == "valid_ic" else self.best_valid_loss
 
 
-def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Path | None) -> TrialRecord:
+def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Location | None) -> TrialRecord:
     metric = manifest.options.metric
     result = trial.last_result
     try:
@@ -75,22 +76,19 @@ def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Path | None) -> 
         pretrained=result.get("pretrained"), optuna_trial=trial.optuna_trial, precision=result.get("precision"))
 
 
-def read_trials(run_dir: Path, manifest: Manifest) -> list[TrialRecord]:
-    """Every trial of the run, in the order they started. Raises ``RunDirError`` when the run has no record of
-    its trials yet."""
-    run_dir = Path(run_dir)
-    trials = read_ledger(run_dir)
+def read_trials(run_dir: RunDir | Location | Path, manifest: Manifest) -> list[TrialRecord]:
+    """Every trial of the run, in the order they started, with its checkpoint where the driver can read it. Raises
+    ``RunDirError`` when the run has no record of its trials yet."""
+    run_dir = as_run_dir(run_dir)
+    trials = read_ledger(run_dir.work)
     if trials is not None:
-        return [_record(manifest, trial, _checkpoint(trial_dir(run_dir, trial.trial_id) / MODEL_FILE))
-                for trial in trials]
-    older = tune_state.read_tune_trials(run_dir)
+        readable = run_dir.checkpoints()
+        return [_record(manifest, trial, run_dir.trial(trial.trial_id) / MODEL_FILE
+                        if trial.trial_id in readable else None) for trial in trials]
+    older = tune_state.read_tune_trials(run_dir.work)
     if older is None:
-        raise RunDirError(f"{run_dir}: no record of any trial yet ({run_dir / 'trials.jsonl'} does not exist)")
-    return [_record(manifest, trial, checkpoint) for trial, checkpoint in older]
-
-
-def _checkpoint(path: Path) -> Path | None:
-    return path if path.is_file() else None
+        raise RunDirError(f"{run_dir}: no record of any trial yet ({run_dir / LEDGER} does not exist)")
+    return [_record(manifest, trial, Location.of(checkpoint) if checkpoint else None) for trial, checkpoint in older]
 
 
 def best_trial(records: list[TrialRecord], metric: str) -> TrialRecord | None:
@@ -99,6 +97,24 @@ def best_trial(records: list[TrialRecord], metric: str) -> TrialRecord | None:
     goal = objective(metric)
     eligible = [r for r in records if r.outcome != "failed" and r.checkpoint is not None and finite(r.best(metric))]
     return min(eligible, key=lambda r: goal.sort_key(r.best(metric))) if eligible else None
+
+
+def unreadable_better(records: list[TrialRecord], best: TrialRecord | None, metric: str, run_dir: RunDir
+                      ) -> list[str]:
+    """What an export must say of trials it passes over: a trial with a better value than the winner (or any scored
+    trial, when there is no winner) whose best model the driver cannot read (written where the driver does not see:
+    a node without the run directory)."""
+    goal = objective(metric)
+    notes = []
+    for record in records:
+        value = record.best(metric)
+        if record.checkpoint is None and record.outcome != "failed" and finite(value) and (
+                best is None or goal.better(value, best.best(metric))):
+            notes.append(f"trial {record.trial_id} ({metric} {value:.4f}"
+                         + (f", better than the winner's {best.best(metric):.4f}" if best is not None else "")
+                         + f") is passed over: its model {run_dir.trial(record.trial_id) / MODEL_FILE} cannot be read "
+                           f"(written on a node that does not see the run directory?)")
+    return notes
 
 
 def summary_table(records: list[TrialRecord], space_params: list[str], metric: str) -> str:

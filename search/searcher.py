@@ -31,6 +31,7 @@ from alphatune.search.objective import Objective, finite
 from alphatune.search.scheduler import CONTINUES
 from alphatune.search.study import SearchStudy, trial_seed
 from alphatune.search.trial import report_fields
+from alphatune.storage import Location
 
 OPTUNA_TRIAL = "optuna_trial"  # the key of a trial's Optuna number in its Tune config
 
@@ -48,10 +49,10 @@ class Continuation:
 class StudySearcher(Searcher):
     """Tune's searcher over a ``SearchStudy`` (see the module doc). ``continuations`` are handed out first."""
 
-    def __init__(self, study: SearchStudy, ledger: Ledger, run_dir: Path, samples: int, seed: int | None,
+    def __init__(self, study: SearchStudy, ledger: Ledger, run_root: Location | Path, samples: int, seed: int | None,
                  continuations: list[Continuation] | None = None) -> None:
         super().__init__(metric=study.goal.best, mode=study.goal.mode)
-        self.study, self.ledger, self.run_dir = study, ledger, Path(run_dir)
+        self.study, self.ledger, self.run_root = study, ledger, Location.of(run_root)
         self.samples, self.seed = samples, seed
         self.continuations = list(continuations or [])
         space = study.space
@@ -84,7 +85,7 @@ class StudySearcher(Searcher):
         self.numbers[trial_id], self.recorded[trial_id] = number, set(epochs)
         self.ledger.created(trial_id, number, config, continues)
         self.study.set_attrs(number, ray_trial_id=trial_id,
-                             tensorboard_run=str(self.run_dir / TENSORBOARD_DIR / trial_id),
+                             tensorboard_run=str(self.run_root / TENSORBOARD_DIR / trial_id),
                              **({"seed": config["seed"]} if "seed" in config else {}),
                              **({"continues": continues} if continues else {}))
         return {**config, OPTUNA_TRIAL: number, **({CONTINUES: continues} if continues else {})}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,16 +61,33 @@ def storage_url(run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
 
 
+@dataclass(frozen=True)
+class StudyPlace:
+    """Where a run's study lives: an Optuna storage URL and the study's name in it."""
+
+    url: str
+    name: str
+
+    @classmethod
+    def of_run(cls, run_dir: Path, model: str, shared: str | None = None, search: str = "") -> "StudyPlace":
+        """The run directory's own ``optuna.db`` (study named after the model), or, with ``shared``
+        (``--study-storage``), that storage with the study named ``<search>/<model>``."""
+        if shared:
+            return cls(shared, f"{search}/{model}")
+        return cls(storage_url(run_dir), model)
+
+
 class SearchStudy:
     """One model's Optuna study as a search uses it: asked for new points, told how trials ended, given every
     epoch's value, through Optuna's public API (``Study.ask``/``tell`` and the storage interface)."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, space: Space, goal: Objective,
-                 sampler: optuna.samplers.BaseSampler | None = None) -> None:
+                 sampler: optuna.samplers.BaseSampler | None = None, name: str | None = None) -> None:
         self.storage, self.space, self.goal = storage, space, goal
-        self.study = optuna.create_study(study_name=space.model, storage=storage, sampler=sampler,
+        self.name = name or space.model
+        self.study = optuna.create_study(study_name=self.name, storage=storage, sampler=sampler,
                                          direction=goal.direction, load_if_exists=True)
-        self.study_id = storage.get_study_id_from_name(space.model)
+        self.study_id = storage.get_study_id_from_name(self.name)
         if not self.study.metric_names:  # optuna-dashboard names the objective instead of "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -79,9 +97,11 @@ class SearchStudy:
 
     @classmethod
     def in_run(cls, run_dir: Path, space: Space, goal: Objective,
-               sampler: optuna.samplers.BaseSampler | None = None) -> "SearchStudy":
-        """The study kept in the run directory (``optuna.db``), created or loaded."""
-        return cls(optuna.storages.RDBStorage(storage_url(run_dir)), space, goal, sampler)
+               sampler: optuna.samplers.BaseSampler | None = None, where: StudyPlace | None = None) -> "SearchStudy":
+        """The run's study, created or loaded: in the run directory (``optuna.db``), or where ``where`` says
+        (``--study-storage``)."""
+        where = where or StudyPlace.of_run(run_dir, space.model)
+        return cls(optuna.storages.RDBStorage(where.url), space, goal, sampler, where.name)
 
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)

@@ -7,7 +7,10 @@ ASHA and Optuna judge. After every epoch the trial
 1. when the epoch is the best so far, writes the model to ``RUN/trials/<trial id>/model.pt`` (``Trainer.save``:
    what ``best.yaml`` points to and ``models.load_checkpoint`` reads), and hands the trainer's whole training
    state to a writer thread (``StateWriter``) that saves it as ``state.pt`` while training goes on (atomically:
-   a kill leaves the previous state whole; a trial's last state is on disk before its last report);
+   a kill leaves the previous state whole; a trial's last state is written before its last report). Both go
+   through the storage layer (``alphatune.storage``): to a local or shared path, or straight into object
+   storage, from whichever node the trial runs on; a node that cannot see the run directory refuses to train
+   (``check_visible``), so no result is written where the driver cannot read it;
 2. reports to Tune (``tune.report``): ``epoch``, ``train_loss``, ``valid_loss``, ``valid_ic``, ``seconds`` (the
    epoch's training and validation time), the kept epoch and its numbers (``best_epoch``, ``best_valid_loss``,
    ``best_valid_ic``), ``final`` (no epoch follows by the trial's own budget or early stopping, so a trial that
@@ -32,14 +35,12 @@ carries it, so the driver records the trial as failed. It is not raised as an er
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import shutil
+import socket
 import threading
 import time
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,26 +50,22 @@ from alphatune import models
 from alphatune.search.objective import finite, objective
 from alphatune.models.bases import bases_from_dicts, choose
 from alphatune.models.fitting import initial_network
+from alphatune.search.rundir import MANIFEST, RunDir, RunDirError
 from alphatune.search.scheduler import CONTINUES
+from alphatune.storage import Location, save_tensors
 from alphatune.spaces import Space
 
-TRIALS_DIR = "trials"
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
 REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_epoch", "best_valid_loss",
             "best_valid_ic", "final")
 # What the run's ledger keeps of a report: the epoch's numbers and how the trial runs.
-KEPT = (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid")
+KEPT = (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid", "node_ip")
 
 
 def report_fields(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a trial's report (as Tune hands it on) that the run's ledger keeps."""
     return {key: result[key] for key in KEPT if key in result}
-
-
-def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
-    """Where trial ``trial_id`` of a run keeps its training state and best model."""
-    return Path(run_dir) / TRIALS_DIR / trial_id
 
 
 class StateWriter:
@@ -80,7 +77,7 @@ class StateWriter:
     the state on disk is at most one epoch behind the last report."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[dict[str, Any], Path] | None] = queue.Queue(maxsize=1)
+        self._jobs: queue.Queue[tuple[dict[str, Any], Location] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="alphatune-state-writer", daemon=True)
         self._thread.start()
@@ -90,8 +87,8 @@ class StateWriter:
             job = self._jobs.get()
             try:
                 if job is not None and self._error is None:
-                    state, path = job
-                    _save_atomically(lambda temporary: torch.save(state, temporary), path)
+                    state, where = job
+                    save_tensors(state, where)
             except BaseException as error:  # a full disk: raised in the training thread at the next submit or flush
                 self._error = error
             finally:
@@ -99,9 +96,9 @@ class StateWriter:
             if job is None:
                 return
 
-    def submit(self, state: dict[str, Any], path: Path) -> None:
+    def submit(self, state: dict[str, Any], where: Location) -> None:
         self._raise()
-        self._jobs.put((state, path))
+        self._jobs.put((state, where))
 
     def flush(self) -> None:
         """Wait until every submitted state is written; raise the writer's error, if any."""
@@ -118,16 +115,21 @@ class StateWriter:
             raise error
 
 
-def _save_atomically(save: Any, path: Path) -> None:
-    """``save(temporary)`` beside ``path``, then rename it over ``path``: a reader, or a trial restarted after a
-    kill or a full disk, sees the old file or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def check_visible(run: RunDir) -> None:
+    """Refuse to train on a node that cannot see the run directory (its manifest is what the driver wrote first):
+    its results would be lost to the driver. ``RunDirError`` naming the node and the run."""
+    if not (run.root / MANIFEST).is_file():
+        raise RunDirError(f"node {node_address()} cannot see the run directory {run}: a local --storage-path must be "
+                          f"storage every node mounts (NFS), or use object storage (s3://...)")
+
+
+def node_address() -> str:
+    """This node's address as Ray knows it (the host name outside Ray)."""
     try:
-        save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        import ray
+        return ray.util.get_node_ip_address()
+    except Exception:  # not inside Ray
+        return socket.gethostname()
 
 
 def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int
@@ -156,20 +158,22 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
     for name in ("ray.train", "ray.tune"):  # their INFO lines are noise in the driver's output
         logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = trial_id or tune.get_context().get_trial_id()
-    directory = trial_dir(run_dir, trial_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    taken_over = trial_dir(run_dir, str(config.get(CONTINUES) or ""))
-    if config.get(CONTINUES) and not (directory / STATE_FILE).exists() and (taken_over / STATE_FILE).is_file():
-        for name in (STATE_FILE, MODEL_FILE):  # a trial interrupted before Tune recorded it: go on from its state
+    run = RunDir.at(run_dir)
+    check_visible(run)
+    directory = run.trial(trial_id)
+    taken_over = run.trial(str(config.get(CONTINUES) or "-"))
+    if config.get(CONTINUES) and not (directory / STATE_FILE).is_file() and (taken_over / STATE_FILE).is_file():
+        for name in (STATE_FILE, MODEL_FILE):  # a trial interrupted before: go on from its state
             if (taken_over / name).is_file():
-                shutil.copyfile(taken_over / name, directory / name)
+                (directory / name).write_bytes((taken_over / name).read_bytes())
     hyperparameters = trial_hyperparameters(space, config, metric, max_epochs)
     extra: dict[str, Any] = {}
     base_path = None
     if models.get_spec(space.model).pretrained_base:
         base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters.to_dict())
 
-    saved = models.read_training_state(directory / STATE_FILE, device) if (directory / STATE_FILE).is_file() else None
+    saved = models.read_training_state(str(directory / STATE_FILE), device) \
+        if (directory / STATE_FILE).is_file() else None
     # A trial going on from its saved state gets its weights from there, not from the base.
     net = initial_network(hyperparameters, pretrained=base_path if saved is None else None)
     with warnings.catch_warnings():  # a refused amp is said once by the driver; each trial reports its precision
@@ -192,7 +196,7 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
         final = broken or epoch.final
         if not broken:  # the model first (on its own epochs, at once: the export may read it), then the state
             if epoch.best_epoch == epoch.epoch:
-                _save_atomically(trainer.save, directory / MODEL_FILE)
+                trainer.save(str(directory / MODEL_FILE))
             writer.submit(trainer.training_state(), directory / STATE_FILE)
         if final:  # the last state is on disk before Tune hears the trial ended
             writer.flush()

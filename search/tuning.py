@@ -15,12 +15,14 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import ray
 from ray import tune
+from ray.tune import Callback
 
 from alphatune import spaces
 from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
@@ -30,23 +32,24 @@ from alphatune.search.objective import objective
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base
 from alphatune.search.resume import close_abandoned, reconcile
-from alphatune.search.rundir import TENSORBOARD_DIR
+from alphatune.search.rundir import TENSORBOARD_DIR, RunDir, as_run_dir
 from alphatune.search.scheduler import SuccessiveHalving
 from alphatune.search.searcher import StudySearcher
-from alphatune.search.study import SearchStudy, make_sampler
+from alphatune.search.study import SearchStudy, StudyPlace, make_sampler
 from alphatune.search.trial import train_trial
+from alphatune.storage import Location
 
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions, run_dir: Path,
+def trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions, run_dir: RunDir,
               bases: dict[str, Base] | None = None) -> Any:
     """The trial function bound to the shared dataset, this model's space, run directory and pretrained bases,
     with its resources."""
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir),
+    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir.root),
                                  max_epochs=options.max_epochs, metric=options.metric,
                                  threads=max(1, int(options.cpus_per_trial)), device=device,
                                  speed=options.speed(device),
@@ -106,8 +109,35 @@ def _tune_environment() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dataset_ref: ray.ObjectRef,
-                 stream: TextIO | None = None, bases: dict[str, Base] | None = None) -> None:
+class RunSync(Callback):
+    """Puts the driver's files of a run in object storage into the bucket (``RunDir.push``: the study's snapshot,
+    then the ledger, then TensorBoard's files): after every ended trial, at most every ``seconds`` while trials
+    run, and when the search stops. Not used for a local run, where the driver writes in place."""
+
+    def __init__(self, run_dir: RunDir, seconds: float = 10.0) -> None:
+        self.run_dir, self.seconds = run_dir, seconds
+        self.last = time.monotonic()
+
+    def _push(self) -> None:
+        self.run_dir.push()
+        self.last = time.monotonic()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self.last >= self.seconds:
+            self._push()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._push()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._push()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._push()
+
+
+def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options: SearchOptions,
+                 dataset_ref: ray.ObjectRef, stream: TextIO | None = None, bases: dict[str, Base] | None = None) -> None:
     """Run, or go on with, one model's search in ``run_dir`` (which holds its manifest), until every sample has
     ended or the search is interrupted (Ctrl-C: the trials stop where they are, to be continued by the next call).
 
@@ -115,15 +145,19 @@ def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dat
     object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
     benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
     ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``driver.report``."""
+    run_dir = as_run_dir(run_dir)
     goal = objective(options.metric)
-    ledger = Ledger(run_dir)
-    study = SearchStudy.in_run(run_dir, space, goal, make_sampler(options.sampler, options.seed, options.samples))
-    plan = reconcile(run_dir, study, ledger)
-    searcher = StudySearcher(study, ledger, run_dir, options.samples, options.seed, plan.continuations)
+    ledger = Ledger(run_dir.work)
+    study = SearchStudy.in_run(run_dir.work, space, goal, make_sampler(options.sampler, options.seed, options.samples),
+                               StudyPlace.of_run(run_dir.work, space.model, options.study_storage, options.name))
+    plan = reconcile(run_dir.work, study, ledger)
+    searcher = StudySearcher(study, ledger, run_dir.root, options.samples, options.seed, plan.continuations)
     scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor)
     scheduler.replay(plan.results)
     callbacks = [WorkerEvents(ledger), ProgressPrinter(space.model, goal, options.progress_seconds, stream),
-                 TensorBoardLogger(run_dir / TENSORBOARD_DIR, space, goal)]
+                 TensorBoardLogger(run_dir.work / TENSORBOARD_DIR, space, goal)]
+    if not run_dir.is_local:
+        callbacks.append(RunSync(run_dir))
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
         tuner = tune.Tuner(
@@ -136,5 +170,6 @@ def search_model(run_dir: Path, space: spaces.Space, options: SearchOptions, dat
                                       failure_config=tune.FailureConfig(max_failures=options.max_failures)))
         tuner.fit()
     if searcher.all_handed_out() and not searcher.live():
-        close_abandoned(run_dir, study, ledger)
+        close_abandoned(run_dir.work, study, ledger)
     ledger.close()
+    run_dir.push()

@@ -19,8 +19,8 @@ PACKAGES = {"alphatune": "alphatune", "alphatune.datasets": "datasets", "alphatu
             "alphatune.spaces": "spaces", "alphatune.evaluation": "evaluation", "alphatune.search": "search"}
 # What each package may import (docs/design.md); alphatune.arguments is the shared command-line helper.
 ALLOWED = {
-    "alphatune.datasets": {"alphatune.arguments"},
-    "alphatune.models": {"alphatune", "alphatune.arguments"},
+    "alphatune.datasets": {"alphatune.arguments", "alphatune.storage"},
+    "alphatune.models": {"alphatune", "alphatune.arguments", "alphatune.storage"},
     "alphatune.spaces": {"alphatune.models"},
     "alphatune.evaluation": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.datasets",
                              "alphatune.models", "alphatune.spaces"},

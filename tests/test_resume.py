@@ -74,7 +74,8 @@ def test_a_driver_killed_between_the_ledger_and_optuna_resumes_with_one_truth(tm
     ledger says and never runs again, t2 is taken over by a new Tune trial (same Optuna trial, values and seed),
     and only the third sample is new."""
     first = searcher(tmp_path)
-    t1, t2 = first.suggest("t1"), first.suggest("t2")
+    first.suggest("t1")
+    t2 = first.suggest("t2")
     first.on_trial_result("t1", result(1, 0.10, False))
     first.on_trial_result("t2", result(1, 0.05, False))
     first.ledger.result("t1", result(2, 0.20, True))  # what the kill interrupted: the ledger written ...

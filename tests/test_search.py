@@ -39,6 +39,7 @@ from alphatune.search.options import RAY_JOB_ENVIRONMENT, SAMPLERS, OptionError,
 from alphatune.search.results import read_trials
 from alphatune.search.rundir import read_manifest
 from alphatune.search.study import make_sampler, trial_seed
+from servers import postgres_server, postgres_unavailable
 from tensorboard_client import hparams_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def scalars(event_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_session, planted_dir, tmp_path) -> None:
     options = tiny_options(tmp_path, planted_dir)
-    [run_dir] = driver.run(options)
+    [run_dir] = map(Path, driver.run(options))
 
     manifest = read_manifest(run_dir)
     records = read_trials(run_dir, manifest)
@@ -193,7 +194,7 @@ def test_a_nan_trial_is_cut_at_once_recorded_failed_not_retried_and_the_search_g
     data = tmp_path / "nan-data"
     datasets.save(ds, data)
     options = tiny_options(tmp_path, data, samples=3, max_failures=2)
-    [run_dir] = driver.run(options)
+    [run_dir] = map(Path, driver.run(options))
 
     records = read_trials(run_dir, read_manifest(run_dir))
     assert len(records) == 3
@@ -249,7 +250,7 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
                           "default: {lr: 1.0e-2, dropout: 0.0}\n")
     options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1, sampler="tpe")
     options.space_files["hist"] = str(hist_space)
-    run_dirs = driver.run(options)
+    run_dirs = [Path(run_dir) for run_dir in driver.run(options)]
     assert [path.name for path in run_dirs] == ["lstm", "hist"]
     for run_dir in run_dirs:
         best = yaml.safe_load((run_dir / "best.yaml").read_text())
@@ -414,7 +415,7 @@ def test_a_search_with_a_fixed_seed_gives_the_results_recorded_before_the_rewrit
         "lr: {type: categorical, choices: [1.0e-2, 1.0e-7]}", "lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}"))
     options = tiny_options(tmp_path, planted_dir, space_files={"lstm": str(space)}, samples=5, sampler="tpe",
                            seed=11, name="recorded")
-    [run_dir] = driver.run(options)
+    [run_dir] = map(Path, driver.run(options))
     study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     ledger = {trial.trial_id: trial for trial in read_ledger(run_dir)}
     got = []
@@ -445,7 +446,7 @@ def test_resume_export_and_evaluate_of_a_crafted_run_directory_run_nothing(ray_s
     """A run directory is data: with payloads in every pickle Tune writes (tuner.pkl, the searcher's state, the
     trainable, the cloudpickled fields of the experiment state), resume, export and evaluate load none of them."""
     options = tiny_options(tmp_path, planted_dir, samples=2, max_epochs=1, name="crafted")
-    [run_dir] = driver.run(options)
+    [run_dir] = map(Path, driver.run(options))
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Touch(str(marker)))
     tune_dir = run_dir / "tune"
@@ -475,3 +476,26 @@ def test_a_search_whose_every_trial_failed_exits_non_zero_with_that_line(ray_ses
     assert search_main(argv) == 1
     assert "[lstm] no trial has a finite valid_ic and a checkpoint: nothing to export" in capsys.readouterr().out
     assert search_main(["export", str(tmp_path / "runs" / "nan")]) == 1
+
+
+@pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
+def test_the_studies_can_live_in_a_shared_postgresql_server(ray_session, planted_dir, tmp_path) -> None:
+    """--study-storage: a real PostgreSQL server holds the study (``<name>/<model>``), the run directory no
+    optuna.db; resume finds it there; another search of the same name is refused before it starts."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    with postgres_server(tmp_path / "pg") as url:
+        args = ["--space", str(space), "--data", str(planted_dir), "--samples", "3", "--max-epochs", "1",
+                "--max-concurrent", "1", "--study-storage", url, "--name", "shared"]
+        assert search_main(["run", *args, "--storage-path", str(tmp_path / "runs")]) == 0
+        run_dir = tmp_path / "runs" / "shared" / "lstm"
+        study = optuna.load_study(study_name="shared/lstm", storage=url)
+        assert len(study.trials) == 3 and all(trial.state.is_finished() for trial in study.trials)
+        assert study.metric_names == ["valid_ic"] and not (run_dir / "optuna.db").exists()
+        assert read_manifest(run_dir).options.study_storage == url.replace("postgres:@", "postgres@")  # no password
+        ledger = {trial.trial_id for trial in read_ledger(run_dir)}
+        assert {trial.user_attrs["ray_trial_id"] for trial in study.trials} == ledger
+        assert search_main(["resume", str(run_dir)]) == 0  # finds every trial ended in PostgreSQL
+        assert len(optuna.load_study(study_name="shared/lstm", storage=url).trials) == 3
+        assert search_main(["run", *args, "--storage-path", str(tmp_path / "elsewhere")]) == 2
+    assert not (tmp_path / "elsewhere").exists()

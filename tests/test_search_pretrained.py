@@ -63,7 +63,7 @@ def gats_run(tmp_path_factory) -> tuple[Path, str]:
     cluster.start_ray(num_cpus=2)
     try:
         with log.open("w") as stream:
-            [run_dir] = driver.run(options, stream)
+            [run_dir] = map(Path, driver.run(options, stream))
     finally:
         ray.shutdown()
     return run_dir, log.read_text()

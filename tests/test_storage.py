@@ -1,0 +1,186 @@
+"""Runs that live where clusters keep them, against real servers on 127.0.0.1: an S3-compatible server (moto's
+server mode, real HTTP to the real pyarrow and boto3 clients) and a Ray cluster whose second node does not see
+the driver's storage path (its own mount namespace; needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alphatune.storage import Lease, Location, StorageError
+from planted import TINY_SPACE
+from servers import can_unshare, s3_server, two_node_cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server(("runs", "other")) as server:
+        saved = {key: os.environ.get(key) for key in server.env}
+        os.environ.update(server.env)  # the pyarrow clients of this process, and every process it starts
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def test_a_location_is_written_read_listed_and_checked_alike_on_disk_and_in_a_bucket(s3, tmp_path) -> None:
+    for root in (Location.of(tmp_path / "runs"), Location.of("s3://runs/unit")):
+        assert (root / "a" / "b.txt").exists() is False
+        (root / "a" / "b.txt").write_text("one")
+        (root / "a" / "b.txt").write_text("two")   # replaced whole
+        (root / "c.bin").write_bytes(b"\x00\x01")
+        assert (root / "a" / "b.txt").read_text() == "two" and (root / "c.bin").read_bytes() == b"\x00\x01"
+        assert [child.name for child in root.children()] == ["a", "c.bin"]
+        assert root.files() == ["a/b.txt", "c.bin"] and (root / "a").is_dir() and not (root / "a").is_file()
+        assert root.unwritable() is None
+        (root / "c.bin").delete()
+        assert root.files() == ["a/b.txt"]
+        with pytest.raises(FileNotFoundError):
+            (root / "missing").read_bytes()
+    assert str(Location.of("s3://runs/unit/")) == "s3://runs/unit"
+
+
+def test_a_location_that_cannot_be_used_says_why_in_one_line(s3, tmp_path, monkeypatch) -> None:
+    with pytest.raises(StorageError, match=r"^s3x://runs: not a storage location this machine can use"):
+        Location.of("s3x://runs")
+    assert Location.of("s3://nowhere/x").unwritable() == "the bucket nowhere does not exist"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard: nothing listens
+    assert Location.of("s3://runs/x").unwritable() == "the endpoint 127.0.0.1:9 does not answer (connection refused)"
+
+
+def test_one_writer_per_run_in_a_bucket_a_second_is_refused_and_a_dead_holders_lease_expires(s3) -> None:
+    where = Location.of("s3://runs/lease/.writer.lease")
+    first = Lease(where, ttl=2.0)
+    first.acquire("s3://runs/lease")
+    with pytest.raises(StorageError, match=rf"^s3://runs/lease is being written by pid {os.getpid()} on "):
+        Lease(where, ttl=2.0).acquire("s3://runs/lease")
+    first._stop.set()  # the holder dies: it renews no more
+    first._thread.join()
+    time.sleep(2.2)
+    second = Lease(where, ttl=2.0)
+    second.acquire("s3://runs/lease")  # expired: taken over
+    assert second.holder()["token"] == second.token
+    second.release()
+    assert not where.exists()
+
+
+def alphatune(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alphatune", *args], cwd=cwd, env=env or os.environ.copy(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("s3x://runs/x", "--storage-path s3x://runs/x: not a storage location this machine can use"),
+    ("s3://nowhere/x", "--storage-path s3://nowhere/x/n: cannot write there (the bucket nowhere does not exist)"),
+])
+def test_a_storage_uri_that_cannot_be_used_is_one_line_and_never_a_local_folder(s3, uri, message, tmp_path) -> None:
+    script = ("import json, sys\nfrom alphatune.cli import main\n"
+              f"code = main(['search', 'run', '--storage-path', {uri!r}, '--name', 'n'])\n"
+              "print(json.dumps([code, 'torch' in sys.modules, 'ray' in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [2, False, False], done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}"), line
+    assert not list(tmp_path.iterdir())  # no folder named s3x: or s3: beside it
+
+
+def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3, tmp_path) -> None:
+    """The whole run lives in the bucket: trials write their files there, the driver puts its ledger, study and
+    TensorBoard files there; a driver killed mid-search resumes from the bucket alone (its local copy deleted),
+    export and evaluate read and write there."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    env = {**os.environ, "ALPHATUNE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1",
+           "ALPHATUNE_LEASE_SECONDS": "4"}
+    args = ["search", "run", "--space", str(space), "--samples", "4", "--max-epochs", "2", "--max-concurrent", "1",
+            "--sampler", "random", "--seed", "5", "--storage-path", "s3://runs/team", "--name", "killed",
+            "--progress-seconds", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "alphatune", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in driver.stdout:
+        if " trial " in line and (" finished " in line or " pruned " in line):
+            break
+    deadline = time.monotonic() + 60  # the driver puts its records into the bucket after every ended trial
+    while time.monotonic() < deadline and '"event": "end"' not in _text(s3, "runs", "team/killed/lstm/trials.jsonl"):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its private Ray, at once
+    driver.wait(timeout=60)
+    keys = s3.keys("runs", "team/killed/lstm/")
+    assert "team/killed/lstm/search.yaml" in keys and "team/killed/lstm/trials.jsonl" in keys
+    assert any(key.endswith("/model.pt") for key in keys) and "team/killed/lstm/best.yaml" not in keys
+    import shutil
+    shutil.rmtree(tmp_path / "cache")  # another machine: nothing but the bucket
+    time.sleep(4.5)  # the dead driver's lease (4 s here) has expired
+
+    resumed = alphatune("search", "resume", "s3://runs/team/killed", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "s3://runs/team/killed/lstm/best.yaml" in resumed.stdout
+    best = yaml.safe_load(s3.client().get_object(Bucket="runs", Key="team/killed/lstm/best.yaml")["Body"].read())
+    assert best["checkpoint"].startswith("s3://runs/team/killed/lstm/trials/") and "provisional" not in best
+    keys = s3.keys("runs", "team/killed/lstm/")
+    ledger = s3.client().get_object(Bucket="runs", Key="team/killed/lstm/trials.jsonl")["Body"].read().decode()
+    ended = [json.loads(line)["trial"] for line in ledger.splitlines() if '"event": "end"' in line]
+    assert len(ended) == 4 and all(f"team/killed/lstm/trials/{trial}/state.pt" in keys for trial in ended)
+    assert any(key.startswith("team/killed/lstm/tensorboard/") for key in keys) and "team/killed/lstm/optuna.db" in keys
+
+    exported = alphatune("search", "export", "s3://runs/team/killed", env=env)
+    assert exported.returncode == 0 and "s3://runs/team/killed/lstm/best_qlib.yaml" in exported.stdout
+    evaluated = alphatune("evaluate", "s3://runs/team/killed/lstm/best.yaml", "--epochs", "1", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert {"team/killed/lstm/evaluation.yaml", "team/killed/lstm/evaluation_ic.png",
+            "team/killed/lstm/evaluation_returns.png"} <= set(s3.keys("runs", "team/killed/lstm/"))
+
+
+@pytest.mark.skipif(can_unshare() is not None, reason=f"a node in its own mount namespace: {can_unshare()}")
+def test_a_node_that_cannot_see_the_storage_path_is_refused_by_name_and_a_bucket_serves_both_nodes(s3,
+                                                                                                   tmp_path) -> None:
+    """Two Ray nodes; the second sees an empty folder of its own at the storage path (a forgotten NFS mount). A
+    local --storage-path is refused before any trial, naming that node; the same cluster with s3:// finishes with
+    every trial's files in the bucket."""
+    storage = tmp_path / "shared"
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    with two_node_cluster(storage, extra_env=s3.env) as cluster:
+        env = {**cluster.env, "ALPHATUNE_CACHE": str(tmp_path / "cache")}
+        common = ["--space", str(space), "--samples", "4", "--max-epochs", "1", "--sampler", "random",
+                  "--address", cluster.address]
+        refused = alphatune("search", "run", *common, "--storage-path", str(storage), "--name", "local", env=env)
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert re.match(rf"^error: node \S+ \(id [0-9a-f]{{12}}\) cannot see the run directory {storage}/local: ", line)
+        done = alphatune("search", "run", *common, "--storage-path", "s3://other/two", "--name", "nodes", env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    keys = s3.keys("other", "two/nodes/lstm/")
+    ledger = s3.client().get_object(Bucket="other", Key="two/nodes/lstm/trials.jsonl")["Body"].read().decode()
+    trials = {json.loads(line)["trial"] for line in ledger.splitlines() if '"event": "end"' in line}
+    assert len(trials) == 4 and all(f"two/nodes/lstm/trials/{trial}/model.pt" in keys for trial in trials)
+
+
+def _text(s3, bucket: str, key: str) -> str:
+    try:
+        return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except s3.client().exceptions.NoSuchKey:
+        return ""
+
+
+def test_a_study_storage_url_is_recorded_without_its_password() -> None:
+    from alphatune.search.options import without_password
+    assert without_password("postgresql+psycopg://alice:s3cret@db.example:5432/optuna?sslmode=require") == (
+        "postgresql+psycopg://alice@db.example:5432/optuna?sslmode=require")
+    assert without_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
