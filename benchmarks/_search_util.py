@@ -230,13 +230,13 @@ class PeakMemory(threading.Thread):
 
 # --- results ----------------------------------------------------------------------------------------------------
 
-def trial_reports(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Trial id → every result it reported, in order, from the Tune experiment's ``result.json`` files."""
-    out = {}
-    for path in sorted((Path(run_dir) / "tune").glob("trial_*/result.json")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        out[path.parent.name.removeprefix("trial_")] = rows
-    return out
+def trial_reports(run_dir: Any) -> dict[str, list[dict[str, Any]]]:
+    """Trial id → every epoch it reported, in order, from the run's own ledger (``trials.jsonl``): each row has
+    the epoch's numbers, ``seconds`` of training, ``started_at`` / ``reported_at`` (Unix times), ``pid`` and
+    ``node_ip`` of the worker."""
+    from alphatune.search.ledger import read_ledger
+    from alphatune.search.rundir import as_run_dir
+    return {trial.trial_id: trial.results for trial in read_ledger(as_run_dir(run_dir).work) or []}
 
 
 def load_average() -> str:

@@ -11,7 +11,7 @@ scale, for a GPU machine): train 2010-2016, valid 2017-2018, test 2019-2020.
 
     python benchmarks/bench_evaluate.py --models all --samples 16 --seeds 3           # hours of CPU
     python benchmarks/bench_evaluate.py --models lstm,gru --max-epochs 4 --eval-epochs 6   # a CPU-sized budget
-    python benchmarks/bench_evaluate.py --models lstm --samples 2 --max-epochs 1 --eval-epochs 1 --seeds 1  # check
+    python benchmarks/bench_evaluate.py --smoke   # a tiny search and evaluation of the embedded data; no record
 
 GATs, HIST and IGMTF start both evaluated configs from the base their search pretrained (best.yaml's
 ``bases``), where the config's sizes fit it. The table is rewritten after every model, so an interrupted run
@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -37,11 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from alphatune import models  # noqa: E402
-from benchmarks.report import markdown_table, write_section  # noqa: E402
+from benchmarks.report import SMOKE_HELP, SMOKE_SEGMENTS, markdown_table, write_section  # noqa: E402
 
 WINDOWS = {
     "quick": {"train": "2016-01-01:2016-12-31", "valid": "2017-01-01:2017-06-30", "test": "2017-07-01:2017-12-31"},
     "full": {"train": "2010-01-01:2016-12-31", "valid": "2017-01-01:2018-12-31", "test": "2019-01-01:2020-12-31"},
+    "smoke": {name: f"{start}:{end}" for name, (start, end) in SMOKE_SEGMENTS.items()},  # the embedded data
 }
 SEARCH_TIMING = "bench_search_seconds.json"  # the search's wall time, beside its best.yaml
 COLUMNS = [("IC", "IC"), ("Rank IC", "Rank IC"), ("annualized_return", "Ann. excess return"),
@@ -50,9 +53,8 @@ COLUMNS = [("IC", "IC"), ("Rank IC", "Rank IC"), ("annualized_return", "Ann. exc
 
 def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
     """Run one model's search; return its best.yaml and the wall time in seconds."""
-    window = WINDOWS[args.window]
     command = [sys.executable, "-m", "alphatune", "search", "run", "--model", model, "--data", str(args.data),
-               "--train", window["train"], "--valid", window["valid"], "--test", window["test"],
+               *(f"--{name}={start}:{end}" for name, (start, end) in args.segments.items()),
                "--samples", str(args.samples), "--storage-path", str(args.storage_path), "--name", args.name,
                "--gpus-per-trial", str(args.gpus_per_trial)]
     if args.max_epochs is not None:
@@ -117,7 +119,7 @@ def epochs_cell(config: dict[str, Any]) -> str:
     return ", ".join(f"{run['best_epoch']}/{run['epochs']}" for run in config["runs"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="all", help="comma-separated registry names, or 'all'")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/cn_csi300")
@@ -138,7 +140,18 @@ def main() -> None:
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
     parser.add_argument("--storage-path", type=Path, default=ROOT / "runs")
     parser.add_argument("--name", default=f"bench-evaluate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    args = parser.parse_args()
+    parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    args = parser.parse_args(argv)
+    args.segments = {name: tuple(span.split(":")) for name, span in WINDOWS[args.window].items()}
+    if args.smoke:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-evaluate-smoke-"))
+        try:
+            return main(["--models", "lstm", "--data", "embedded", "--samples", "2", "--max-epochs", "1",
+                         "--seeds", "1", "--eval-epochs", "1", "--storage-path", str(scratch), "--no-record",
+                         "--window", "smoke"])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     names = list(models.REGISTRY) if args.models == "all" else [m.strip() for m in args.models.split(",")]
     unknown = [name for name in names if name not in models.REGISTRY]
     if unknown:
@@ -158,8 +171,11 @@ def main() -> None:
         print(markdown_table(header, rows[-2:]), flush=True)
         print(f"[bench_evaluate] {model}: load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
               flush=True)
-        write_section("bench_evaluate", "Searched vs Qlib default config on the test segment",
-                      report(args, record["benchmark"], header, rows, names[done:]))
+        if not args.no_record:
+            write_section("bench_evaluate", "Searched vs Qlib default config on the test segment",
+                          report(args, record["benchmark"], header, rows, names[done:]))
+    print(report(args, record["benchmark"], header, rows, []))
+    return 0
 
 
 def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: list[list[str]],
@@ -190,4 +206,4 @@ def report(args: argparse.Namespace, benchmark: str, header: list[str], rows: li
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

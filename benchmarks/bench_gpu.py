@@ -416,7 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write bench_gpu.json and bench_gpu.md here, after every part")
     parser.add_argument("--no-record", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--render-from", type=Path, help="measure nothing: render (and record) a bench_gpu.json")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP + " (every part, LSTM only, on "
+                        "this machine's device)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        return main(["--models", "lstm", "--source", "embedded", "--epochs", "1", "--no-qlib", "--processes", "1",
+                     "--concurrency-seconds", "1", "--search-samples", "2", "--search-epochs", "1", "--no-record"])
     if args.render_from:
         results = json.loads(args.render_from.read_text())
         record(results, None, not args.no_record)

@@ -25,7 +25,7 @@ measures nothing and only re-renders a run's ``--json`` results (the rows keep t
 recorded table's raw results are ``benchmarks/results/bench_models.json``.
 
     python benchmarks/bench_models.py [--models lstm gru ...] [--epochs 2] [--threads 1] [--no-record]
-                                      [--json OUT.json] [--keep-from EARLIER.json]
+                                      [--json OUT.json] [--keep-from EARLIER.json] [--smoke]
 """
 
 from __future__ import annotations
@@ -80,14 +80,15 @@ def run_qlib(name: str, data: Path, scratch: Path, args: argparse.Namespace, bas
     return result
 
 
-def run_ours(name: str, ds: datasets.PreparedDataset, init: Path, base: Path | None, args: argparse.Namespace,
-             **options: Any) -> dict[str, Any]:
-    """Fit our network from the initial weights in ``init`` (Qlib's network's, or ours) and the base (GATs, HIST,
-    IGMTF); ``options`` go to the training config (default device: CPU). Per-epoch wall (trainer) and CPU
-    seconds, and the curves."""
+def run_ours(name: str, ds: datasets.PreparedDataset, init: Path | None, base: Path | None,
+             args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """Fit our network from the initial weights in ``init`` (Qlib's network's; ``None``: our own fresh ones) and
+    the base (GATs, HIST, IGMTF); ``options`` go to the training config (default device: CPU). Per-epoch wall
+    (trainer) and CPU seconds, and the curves."""
     spec = models.REGISTRY[name]
     net = models.build(name)
-    models.load_qlib_weights(net, init)
+    if init is not None:
+        models.load_qlib_weights(net, init)
     if spec.pretrained_base and base is not None:
         models.load_base(net, base)
     cfg = models.train_config(name, **{"n_epochs": args.epochs, "seed": args.seed, "device": "cpu", **options})
@@ -306,9 +307,22 @@ def render(results: dict[str, dict[str, Any]], kept: dict[str, dict[str, Any]], 
         curve_table(shown)])
 
 
+def smoke(args: argparse.Namespace) -> int:
+    """``--smoke``: our side only (no Qlib here), one epoch of LSTM (or ``--models``) from its own fresh weights on
+    two weeks of the embedded data; prints seconds per epoch and records nothing."""
+    ds = datasets.DataSpec(**report.SMOKE_SEGMENTS).open(progress=False)
+    rows = []
+    for name in args.models:
+        ours = run_ours(name, ds, None, None, args, eval_train=False)
+        rows.append([name, f"{mean_of(ours['epochs'], 'seconds'):.2f}", fmt(ours["epochs"][-1]["valid_loss"])])
+    print("Smoke run, ours only (Qlib's side needs its virtualenv: benchmarks/qlib_env.sh)\n\n"
+          + report.markdown_table(["model", "ours s/epoch", "valid loss"], rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", choices=MODELS, help="default: all (--smoke: lstm)")
     parser.add_argument("--source", type=Path, default=CN_CSI300, help="a Qlib data directory")
     parser.add_argument("--train", nargs=2, default=["2016-01-01", "2016-02-29"])
     parser.add_argument("--valid", nargs=2, default=["2016-03-01", "2016-03-15"])
@@ -325,8 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-from", type=Path,
                         help="measure nothing: render (and record) the results of an earlier run's --json file")
     parser.add_argument("--note", help="a sentence saying why rows are kept (shown only if some are)")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP + " (ours only, one epoch each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.epochs, args.models = 1, args.models or ["lstm"]
+        return smoke(args)
+    args.models = args.models or list(MODELS)
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise SystemExit("this CPU has no oneDNN bf16 kernels: the trainer would ignore amp=True, so the amp "
                          "column would be full precision in disguise")

@@ -7,7 +7,7 @@ trials. Random + full training: Optuna's random sampler, ``--grace-epochs`` = ``
 rung below the budget and every trial trains to the end. Each pair runs with the same sampler seed; pass
 several ``--seeds`` to see how much one search varies.
 
-    python benchmarks/bench_search_asha.py [--samples 12] [--max-epochs 8] [--seeds 0] [--no-record]
+    python benchmarks/bench_search_asha.py [--samples 12] [--max-epochs 8] [--seeds 0] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ STRATEGIES = {"ASHA + TPE": {"sampler": "tpe", "pruning": True},
               "random, full training": {"sampler": "random", "pruning": False}}
 
 
-def search(strategy: str, seed: int, samples: int, max_epochs: int, scratch: Path) -> dict:
-    """One search on the embedded data; returns its best validation IC, epochs spent, outcomes and wall time."""
-    from alphatune.search import cluster, driver
+def search(strategy: str, seed: int, samples: int, max_epochs: int, scratch: Path,
+           segments: dict[str, tuple[str, str]] | None = None) -> dict:
+    """One search on the embedded data (its bare-run windows, or ``segments``); returns its best validation IC,
+    epochs spent, outcomes and wall time."""
+    from alphatune.search import driver
     from alphatune.search.options import SearchOptions
     from alphatune.search.results import best_trial, read_trials
     from alphatune.search.rundir import read_manifest
@@ -59,7 +61,8 @@ def search(strategy: str, seed: int, samples: int, max_epochs: int, scratch: Pat
     options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, samples=samples,
                             max_epochs=max_epochs, grace_epochs=1 if settings["pruning"] else max_epochs,
                             reduction_factor=2, cpus_per_trial=1, sampler=settings["sampler"], seed=seed,
-                            storage_path=str(scratch / "runs"), name=name, progress_seconds=3600)
+                            storage_path=str(scratch / "runs"), name=name, progress_seconds=3600,
+                            **(segments or {}))
     started = time.perf_counter()
     [run_dir] = driver.run(options, stream=io.StringIO())
     seconds = time.perf_counter() - started
@@ -77,16 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=8, help="epochs a trial may train at most")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampler seeds (one pair each)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP)
     args = parser.parse_args(argv)
+    segments = None
+    if args.smoke:
+        args.samples, args.max_epochs, args.seeds, args.no_record = 2, 2, [0], True
+        segments = report.SMOKE_SEGMENTS
 
-    from alphatune.search import cluster, driver
+    from alphatune.search import cluster
     scratch = util.scratch_dir("alphatune-asha-")
     cluster.start_ray(num_cpus=2)
     rows = []
     try:
         for seed in args.seeds:
             for strategy in STRATEGIES:
-                result = search(strategy, seed, args.samples, args.max_epochs, scratch)
+                result = search(strategy, seed, args.samples, args.max_epochs, scratch, segments)
                 print(json.dumps(result), file=sys.stderr)
                 rows.append(result)
     finally:

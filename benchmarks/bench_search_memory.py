@@ -17,7 +17,7 @@ Memory is sampled every 0.5 s over the whole node (the driver process and all it
 with the object store, agents, trial workers): the sum of PSS (shared pages split among the processes that map
 them, i.e. what the node really holds) and, for comparison, the sum of RSS (shared pages counted per process).
 
-    python benchmarks/bench_search_memory.py [--trials 1 2 4] [--no-record]
+    python benchmarks/bench_search_memory.py [--trials 1 2 4] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -85,12 +85,14 @@ class LoadedInTrial:
         return (load_into_memory, (self.path,)) if self.copy else (datasets.load, (self.path,))
 
 
-def measure(variant: str, trials: int, data: Path) -> dict:
+def measure(variant: str, trials: int, data: Path, settle_seconds: float = 5.0) -> dict:
     """Child process: one search of ``trials`` concurrent one-epoch trials; returns the node's peak memory."""
     import ray
     from alphatune import datasets
-    from alphatune.search import driver
+    from alphatune.search.ledger import read_ledger
     from alphatune.search.options import SearchOptions
+    from alphatune.search.rundir import Manifest, RunDir, write_manifest
+    from alphatune.search.tuning import search_model
 
     scratch = util.scratch_dir("alphatune-mem-")
     space_file = scratch / "space.yaml"
@@ -103,13 +105,15 @@ def measure(variant: str, trials: int, data: Path) -> dict:
     space = options.load_spaces()["lstm"]
     ray.init(num_cpus=trials, include_dashboard=False, _temp_dir=str(scratch / "ray"), logging_level="WARNING")
     try:
-        time.sleep(5)  # let the node's processes settle before the idle sample
+        time.sleep(settle_seconds)  # let the node's processes settle before the idle sample
         idle_pss, idle_rss, _ = util.node_memory_mb((os.getpid(),))
         putting = util.PeakMemory((os.getpid(),))
         putting.start()
         started = time.perf_counter()
         ds = datasets.load(data)
         arrays_mb = prepared_bytes(ds) / 2**20
+        manifest = Manifest(model="lstm", options=options, space=space,
+                            data=datasets.DataSpec.of(ds, options.concepts).to_dict())
         if variant == "object store":
             reference = ray.put(ds)
         else:
@@ -118,18 +122,18 @@ def measure(variant: str, trials: int, data: Path) -> dict:
         putting.stop()
         training = util.PeakMemory((os.getpid(),))
         training.start()
-        run_dir = options.run_dir("lstm")
-        run_dir.mkdir(parents=True)
+        run_dir = RunDir.at(options.run_dir("lstm"))
+        write_manifest(run_dir, manifest)
         with open(os.devnull, "w") as quiet:
-            grid = driver.search_model(run_dir, space, options, reference, quiet)
+            search_model(run_dir, space, options, reference, quiet)
         seconds = time.perf_counter() - started
         training.stop()
-        errors = [str(result.error) for result in grid if result.error is not None]
+        errors = [trial.error for trial in read_ledger(run_dir.work) if trial.error]
         if errors:
             raise RuntimeError(f"{len(errors)} trials failed: {errors[0][:2000]}")
         reports = util.trial_reports(run_dir)
-        starts = [rows[0]["timestamp"] - rows[0]["time_total_s"] for rows in reports.values()]
-        ends = [rows[-1]["timestamp"] for rows in reports.values()]
+        starts = [rows[0]["started_at"] for rows in reports.values()]
+        ends = [rows[-1]["reported_at"] for rows in reports.values()]
     finally:
         ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -145,25 +149,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="prepared dataset directory (prepared from ../shared/data/cn_csi300 when missing)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP + " (one trial, the variant "
+                        "that loads the data inside the trial)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "TRIALS"), help=argparse.SUPPRESS)
+    parser.add_argument("--settle", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        result = measure(args.child[0], int(args.child[1]), args.data)
+        result = measure(args.child[0], int(args.child[1]), args.data, args.settle)
         print(json.dumps(result))
         return 0
 
-    from alphatune.search.data import is_prepared
-    if not is_prepared(args.data):
-        from alphatune import datasets
+    from alphatune import datasets
+    from alphatune.datasets.sources import is_prepared
+    variants, smoke_dir = VARIANTS, None
+    if args.smoke:
+        smoke_dir = util.scratch_dir("alphatune-mem-smoke-")
+        args.data, args.trials, args.no_record, args.settle = smoke_dir / "data", [1], True, 0.0
+        variants = ("disk, read into memory",)
+        datasets.save(datasets.DataSpec(**report.SMOKE_SEGMENTS).open(progress=False), args.data)
+    elif not is_prepared(args.data):
         if not CN_CSI300.is_dir():
             raise SystemExit(f"{CN_CSI300}: not found; pass --data with a prepared dataset directory")
         datasets.prepare(str(CN_CSI300), out=args.data, progress=False, **SEGMENTS)
     rows = []
-    for trials in args.trials:
-        for variant in VARIANTS:
-            result = util.child_json([__file__, "--data", str(args.data), "--child", variant, str(trials)])
-            print(json.dumps(result), file=sys.stderr)
-            rows.append(result)
+    try:
+        for trials in args.trials:
+            for variant in variants:
+                result = util.child_json([__file__, "--data", str(args.data), "--settle", str(args.settle),
+                                          "--child", variant, str(trials)])
+                print(json.dumps(result), file=sys.stderr)
+                rows.append(result)
+    finally:
+        if smoke_dir is not None:
+            shutil.rmtree(smoke_dir, ignore_errors=True)
 
     arrays_mb = rows[0]["arrays_mb"]
     single = {r["variant"]: r["peak_pss_mb"] - r["idle_pss_mb"] for r in rows if r["trials"] == min(args.trials)}

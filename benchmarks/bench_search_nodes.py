@@ -13,7 +13,7 @@ of a hidden-48 LSTM) alone, then in two processes set up first and then started 
 (shared caches, memory bandwidth, clocks), so two nodes on this machine can at best reach
 2 × (time alone / time two at once) of one node's rate.
 
-    python benchmarks/bench_search_nodes.py [--samples 12] [--max-epochs 2] [--no-record]
+    python benchmarks/bench_search_nodes.py [--samples 12] [--max-epochs 2] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ default: {hidden_size: 32, lr: 1.0e-3}
 """
 
 
-def measure(nodes: int, samples: int, max_epochs: int, token: Path) -> dict:
+def measure(nodes: int, samples: int, max_epochs: int, token: Path,
+            segments: dict[str, tuple[str, str]] | None = None) -> dict:
     """Child process (started in ``auth_environment(token)``): start the cluster, run one search as its driver,
     stop the cluster."""
     import ray
@@ -59,7 +60,8 @@ def measure(nodes: int, samples: int, max_epochs: int, token: Path) -> dict:
         options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, samples=samples,
                                 max_epochs=max_epochs, grace_epochs=max_epochs, cpus_per_trial=1,
                                 sampler="random", seed=0, storage_path=str(cluster.scratch / "runs"),
-                                name="nodes", address=f"127.0.0.1:{cluster.port}", progress_seconds=3600)
+                                name="nodes", address=f"127.0.0.1:{cluster.port}", progress_seconds=3600,
+                                **(segments or {}))
         alive = [node for node in ray.nodes() if node["Alive"]]
         started = time.perf_counter()
         [run_dir] = driver.run(options, stream=io.StringIO())
@@ -73,15 +75,15 @@ def measure(nodes: int, samples: int, max_epochs: int, token: Path) -> dict:
             "worker_processes": len(trial_nodes)}
 
 
-def epoch_seconds(start_at: float, epochs: int = 3) -> float:
+def epoch_seconds(start_at: float, epochs: int = 3, segments: dict[str, tuple[str, str]] | None = None) -> float:
     """Child process: mean seconds per epoch of a one-layer hidden-48 LSTM (batch 2048, 1 thread) on the
-    embedded data's bare-run windows. Everything is set up first; training starts at Unix time ``start_at``, so
+    embedded data's bare-run windows (or ``segments``). Everything is set up first; training starts at Unix time ``start_at``, so
     two children started together train at the same time."""
     import torch
     from alphatune import models
     from alphatune.datasets import DataSpec
     torch.set_num_threads(1)
-    ds = DataSpec().open(progress=False)
+    ds = DataSpec(**(segments or {})).open(progress=False)
     net, config = models.from_hyperparameters("lstm", {"hidden_size": 48, "num_layers": 1, "dropout": 0.0,
                                                        "batch_size": 2048, "n_epochs": epochs, "early_stop": epochs,
                                                        "seed": 0})
@@ -91,11 +93,12 @@ def epoch_seconds(start_at: float, epochs: int = 3) -> float:
     return sum(m.seconds for m in fit.history) / len(fit.history)
 
 
-def contention(set_up_seconds: float = 30.0) -> dict[str, float]:
+def contention(set_up_seconds: float = 30.0, smoke: bool = False) -> dict[str, float]:
     """Seconds per epoch of ``epoch_seconds`` alone, then of two such processes training at the same moment
     (their mean)."""
     def start(start_at: float) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, __file__, "--epoch-child", str(start_at)], cwd=ROOT,
+        return subprocess.Popen([sys.executable, __file__, "--epoch-child", str(start_at),
+                                 *(["--smoke"] if smoke else [])], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def seconds(children: list[subprocess.Popen]) -> list[float]:
@@ -119,34 +122,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=12, help="trials per search")
     parser.add_argument("--max-epochs", type=int, default=2, help="epochs every trial trains")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP + " (two nodes only, two trials)")
     parser.add_argument("--child", type=int, choices=(1, 2), help=argparse.SUPPRESS)
     parser.add_argument("--token", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--epoch-child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    segments = report.SMOKE_SEGMENTS if args.smoke else None
     if args.epoch_child is not None:
-        print(json.dumps(epoch_seconds(args.epoch_child)))
+        print(json.dumps(epoch_seconds(args.epoch_child, 1 if args.smoke else 3, segments)))
         return 0
     if args.child:
-        print(json.dumps(measure(args.child, args.samples, args.max_epochs, args.token)))
+        print(json.dumps(measure(args.child, args.samples, args.max_epochs, args.token, segments)))
         return 0
+    if args.smoke:
+        args.samples, args.max_epochs, args.no_record = 2, 1, True
 
     rows = []
     scratch = util.scratch_dir("alphatune-nodes-")
     try:
         token = util.new_token(scratch)
-        for nodes in (1, 2):
+        for nodes in (2,) if args.smoke else (1, 2):
             result = util.child_json([__file__, "--child", str(nodes), "--token", str(token), "--samples",
-                                      str(args.samples), "--max-epochs", str(args.max_epochs)],
+                                      str(args.samples), "--max-epochs", str(args.max_epochs),
+                                      *(["--smoke"] if args.smoke else [])],
                                      env=util.auth_environment(token))
             print(json.dumps(result), file=sys.stderr)
             rows.append(result)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    machine = contention()
+    machine = contention(3.0 if args.smoke else 30.0, args.smoke)
     print(json.dumps(machine), file=sys.stderr)
     ceiling = 2 * machine["alone_s"] / machine["together_s"]
 
-    one, two = rows
+    one, two = rows[0], rows[-1]
     per_hour = {r["nodes"]: 3600 * r["trials"] / r["wall_s"] for r in rows}
     speedup = per_hour[two["nodes"]] / per_hour[one["nodes"]]
     table = report.markdown_table(

@@ -22,7 +22,7 @@ place it on one of the 2 slots, and the overhead splits exactly into:
 
 The per-trial scheduling overhead is *between trials* + *in trials, not training*.
 
-    python benchmarks/bench_search_overhead.py [--samples 32] [--no-record]
+    python benchmarks/bench_search_overhead.py [--samples 32] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ default: {{hidden_size: {low}, lr: 1.0e-3}}
 HIDDEN_RANGES = ((8, 16), (32, 64))
 
 
-def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epochs: int) -> dict:
+def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epochs: int,
+            segments: dict[str, tuple[str, str]] | None = None) -> dict:
     """Child process: one search; returns its wall clock span, every trial's span and training seconds, and the
     trial outcomes."""
     import ray
@@ -71,7 +72,7 @@ def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epoch
     options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, samples=samples,
                             max_epochs=max_epochs, grace_epochs=1, reduction_factor=2, cpus_per_trial=1,
                             sampler="tpe", seed=0, reuse_actors=reuse_actors, storage_path=str(scratch / "runs"),
-                            name="overhead", progress_seconds=3600)
+                            name="overhead", progress_seconds=3600, **(segments or {}))
     cluster.start_ray(num_cpus=CONCURRENCY)
     try:
         started = time.time()
@@ -125,20 +126,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--render-from", type=Path, help="measure nothing: render the searches' JSON lines (what "
                         "a run prints to stderr, one per search) from this file")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP + " (two trials, one length)")
     parser.add_argument("--child", choices=("reuse", "fresh"), help=argparse.SUPPRESS)
     parser.add_argument("--hidden", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child == "reuse", tuple(args.hidden), args.samples, args.max_epochs)))
+        print(json.dumps(measure(args.child == "reuse", tuple(args.hidden), args.samples, args.max_epochs,
+                                 report.SMOKE_SEGMENTS if args.smoke else None)))
         return 0
+    hidden_ranges = HIDDEN_RANGES
+    if args.smoke:
+        args.samples, args.max_epochs, args.no_record, hidden_ranges = 2, 1, True, HIDDEN_RANGES[:1]
 
     rows = []
     if args.render_from:
         rows = [json.loads(line) for line in args.render_from.read_text().splitlines() if line.startswith("{")]
-    for low, high in HIDDEN_RANGES if not rows else ():
+        hidden_ranges = tuple(dict.fromkeys(tuple(r["hidden"]) for r in rows))
+    for low, high in hidden_ranges if not rows else ():
         for child in ("reuse", "fresh"):
             result = util.child_json([__file__, "--child", child, "--hidden", str(low), str(high), "--samples",
-                                      str(args.samples), "--max-epochs", str(args.max_epochs)])
+                                      str(args.samples), "--max-epochs", str(args.max_epochs),
+                                      *(["--smoke"] if args.smoke else [])])
             print(json.dumps(result), file=sys.stderr)
             rows.append(result)
 
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
           share(r, parts["between trials"] + parts["in trials, not training"]), f"{60 * r['trials'] / r['wall_s']:.1f}"]
          for r, parts in ((r, breakdown(r)) for r in rows)])
     verdicts = []
-    for low, high in HIDDEN_RANGES:
+    for low, high in hidden_ranges:
         reuse, fresh = (r for r in rows if r["hidden"] == [low, high])
         share_on, share_off = (1 - r["training_s"] / (CONCURRENCY * r["wall_s"]) for r in (reuse, fresh))
         parts = breakdown(reuse)

@@ -8,6 +8,7 @@ The tables report the largest daily differences and both risk analyses, for Qlib
 tiny account where lot rounding, minimum costs and cash clipping bind.
 
     python benchmarks/check_backtest_vs_qlib.py [--data DIR] [--qlib-venv DIR]
+    python benchmarks/check_backtest_vs_qlib.py --smoke   # no Qlib: our side on the embedded data
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import markdown_table, write_section  # noqa: E402
+from benchmarks.report import SMOKE_HELP, SMOKE_SEGMENTS, markdown_table, write_section  # noqa: E402
 from alphatune.datasets import MarketData  # noqa: E402
 from alphatune.evaluation.backtest import BacktestConfig, backtest  # noqa: E402
 
@@ -137,11 +138,31 @@ def compare(data: Path, qlib_venv: Path, start: str, end: str, account: float) -
             + markdown_table(["quantity", "largest absolute difference (account in CNY)"], table))
 
 
-def main() -> None:
+def smoke() -> int:
+    """``--smoke``: our side only (no Qlib here): the same momentum predictions on the embedded data's test month,
+    backtested by ``evaluation.backtest`` with a tiny account; prints the risk analysis."""
+    from alphatune.datasets import DataSpec
+    ds = DataSpec(**SMOKE_SEGMENTS).open(progress=False)
+    test = ds.segment("test")
+    rows = pd.Series(True, index=test.index())
+    prediction = momentum_prediction(ds.market, rows)
+    start, end = SMOKE_SEGMENTS["test"]
+    ours = backtest(prediction, ds.market, start, end, BacktestConfig(account=3e5), benchmark_name=ds.benchmark)
+    print(markdown_table(["quantity", "ours"], [[key, f"{ours.risk[key]:.6f}"] for key in
+                                                ("mean", "std", "annualized_return", "information_ratio",
+                                                 "max_drawdown")]))
+    return 0 if len(ours.daily) > 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/cn_csi300")
     parser.add_argument("--qlib-venv", type=Path, default=Path(os.environ.get("QLIB_VENV", "/work/qlib-venv")))
-    args = parser.parse_args()
+    parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (our side only: no Qlib)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        return smoke()
     # Qlib's settings, then a tiny account over a year: lot rounding, minimum costs and cash clipping bind.
     cases = [("2017-07-01", "2017-12-31", 1e8), ("2017-01-01", "2017-12-31", 3e5)]
     body = ("Same predictions (a noisy 5-day momentum score for every CSI300 member with stored data) on "
@@ -149,8 +170,10 @@ def main() -> None:
             "its own virtualenv.\n\n"
             + "\n\n".join(compare(args.data, args.qlib_venv, *case) for case in cases))
     print(body)
-    write_section("check_backtest_vs_qlib", "Backtest: ours vs Qlib on the same predictions", body)
+    if not args.no_record:
+        write_section("check_backtest_vs_qlib", "Backtest: ours vs Qlib on the same predictions", body)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
