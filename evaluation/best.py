@@ -4,7 +4,9 @@ A ``Best`` is a search's winner: the model and its full hyperparameters, the dat
 kept epoch's validation numbers, which trial it was and where its checkpoint is, how its trials trained
 (``training``: the speed options as they really ran), the search's budget (``search``), for GATs, HIST and IGMTF
 the base it started from, and whether the search had ended when it was written (``provisional``, with how many
-trials were unfinished: a resumed search writes it again). ``Best.read`` checks a file with YAML only (nothing
+trials were unfinished: a resumed search writes it again); with a confirmation, the configurations trained again on
+new seeds and the winner against Qlib's default (``confirmation``), and the search's odds of overfitting
+(``overfitting``). ``Best.read`` checks a file with YAML only (nothing
 heavy, nothing executed) and names the file and the field at fault; files of earlier versions are upgraded on
 reading (``format`` 1: ``data.path``, ``validation.score``, no ``search.threads``). Readers keep what they do not
 know out of their way: unknown keys are ignored.
@@ -65,6 +67,74 @@ class SearchBudget:
 
 
 @dataclass(frozen=True)
+class ConfirmedRun:
+    """One seed of a confirmed configuration: its value of the objective at its kept epoch (``None``: it failed,
+    ``error`` says why), its epochs, and where its model is (``checkpoint``)."""
+
+    seed: int
+    value: float | None
+    best_epoch: int | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+    checkpoint: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmedConfig:
+    """A configuration the confirmation trained again: which search trial tried it (``trial``; ``default`` when
+    the search never did), whether it is Qlib's published config, its single-seed ``search_value``, the full
+    hyperparameters without the seed, what GATs/HIST/IGMTF started from, and every seed's run."""
+
+    trial: str
+    default: bool
+    search_value: float | None
+    hyperparameters: dict[str, Any]
+    runs: list[ConfirmedRun]
+    pretrained: str | None = None
+    mean: float | None = None
+    std: float | None = None
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The search's top ``top`` configurations and Qlib's default trained again on the same new ``seeds``:
+    ``winner`` (the best mean) and ``search_winner`` (the best single-seed trial) name configs by ``trial``;
+    ``against_default`` is the paired comparison of the winner with the default (``search.overfitting.Paired``:
+    seeds, mean_difference, standard_error, ahead, beyond_noise, verdict); ``complete``: every run has ended."""
+
+    metric: str
+    seeds: list[int]
+    top: int
+    configs: list[ConfirmedConfig]
+    winner: str | None
+    search_winner: str | None
+    complete: bool
+    against_default: dict[str, Any] | None = None
+
+    def config(self, trial: str) -> ConfirmedConfig | None:
+        return next((config for config in self.configs if config.trial == trial), None)
+
+
+@dataclass(frozen=True)
+class Overfitting:
+    """The search's odds of overfitting (``search.overfitting``): PBO by CSCV over the trials' daily validation IC
+    (``None`` with ``pbo_note`` saying why), the bar the best of N trials reaches by chance (``bar``: trials, mean,
+    std, expected_max_z, bar, search_best, clears), and the files beside best.yaml that show them."""
+
+    pbo: float | None
+    pbo_note: str | None = None
+    blocks: int | None = None
+    splits: int | None = None
+    trials: int | None = None
+    days: int | None = None
+    logits: dict[str, float] | None = None   # min, quartiles, max of the splits' logits
+    bar: dict[str, Any] | None = None
+    daily_valid_ic: str | None = None
+    plot: str | None = None
+
+
+@dataclass(frozen=True)
 class Best:
     """A search's winner, as best.yaml holds it (see the module doc)."""
 
@@ -81,6 +151,8 @@ class Best:
     training: Training = field(default_factory=Training)
     provisional: bool = False                # written while trials were still unfinished
     unfinished: int = 0
+    confirmation: Confirmation | None = None
+    overfitting: Overfitting | None = None
     format: int = FORMAT
 
     @property
@@ -94,7 +166,7 @@ class Best:
             metric = self.validation.metric
             out["validation"] = {"metric": metric, metric: getattr(self.validation, metric),
                                  **{key: value for key, value in out["validation"].items() if key != "metric"}}
-        for key in ("pretrained", "bases"):
+        for key in ("pretrained", "bases", "confirmation", "overfitting"):
             if out[key] is None:
                 del out[key]
         out["training"] = {key: value for key, value in out["training"].items()
@@ -122,12 +194,15 @@ class Best:
             kept = KeptEpoch(**_known(KeptEpoch, validation, f"{where}: validation"))  # format 1's score dropped
         search = _known(SearchBudget, data.get("search") or {}, f"{where}: search")
         training = _known(Training, data.get("training") or {}, f"{where}: training")
+        confirmation = _confirmation(data.get("confirmation"), f"{where}: confirmation")
+        overfitting = (Overfitting(**_known(Overfitting, data["overfitting"], f"{where}: overfitting"))
+                       if data.get("overfitting") is not None else None)
         return cls(model=data["model"], hyperparameters=dict(data["hyperparameters"]), data=spec.to_dict(),
                    validation=kept, trial_id=_text(data.get("trial_id")), optuna_trial=data.get("optuna_trial"),
                    checkpoint=_text(data.get("checkpoint")), pretrained=data.get("pretrained"),
                    bases=data.get("bases"), search=SearchBudget(**search), training=Training(**training),
                    provisional=bool(data.get("provisional", False)), unfinished=int(data.get("unfinished") or 0),
-                   format=FORMAT)
+                   confirmation=confirmation, overfitting=overfitting, format=FORMAT)
 
     @classmethod
     def read(cls, path: str | Path | Location) -> "Best":
@@ -144,6 +219,26 @@ class Best:
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
             raise EvaluationError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
         return cls.from_dict(data, str(path))
+
+
+def _confirmation(data: Any, where: str) -> Confirmation | None:
+    """best.yaml's ``confirmation`` (``None`` when absent); ``EvaluationError`` naming the field at fault."""
+    if data is None:
+        return None
+    fields = _known(Confirmation, data, where)
+    configs = []
+    for i, config in enumerate(fields.get("configs") or []):
+        entry = _known(ConfirmedConfig, config, f"{where}.configs[{i}]")
+        try:
+            entry["runs"] = [ConfirmedRun(**_known(ConfirmedRun, run, f"{where}.configs[{i}].runs[{j}]"))
+                             for j, run in enumerate(entry.get("runs") or [])]
+            configs.append(ConfirmedConfig(**entry))
+        except TypeError as error:
+            raise EvaluationError(f"{where}.configs[{i}]: {error}") from None
+    try:
+        return Confirmation(**{**fields, "configs": configs})
+    except TypeError as error:
+        raise EvaluationError(f"{where}: {error}") from None
 
 
 def _known(cls: type, values: Any, where: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Evaluate a search's winner as Qlib does, side by side with the model's Qlib default config.
 
 ``alphatune evaluate RUN/best.yaml [--data DIR] [--seeds K]`` retrains the searched config and Qlib's
-default config, each with seeds 0..K-1 (early stopping on the valid segment), predicts the test segment and
-scores it: IC, ICIR, Rank IC, Rank ICIR against the raw label
+default config, each with K seeds (early stopping on the valid segment, both on the searched config's metric, the
+search's objective), predicts the test segment and scores it: IC, ICIR, Rank IC, Rank ICIR against the raw label
 (``evaluation.signal``) and Qlib's top-k dropout backtest against the benchmark (``evaluation.backtest``). It prints a
 table (mean ± std over seeds; std with ddof 1, none for one seed), writes the same numbers to
 ``evaluation.yaml`` beside ``best.yaml`` and two plots: ``evaluation_returns.png`` (cumulative excess return with
@@ -12,6 +12,11 @@ Both configs train under the search's epoch budget (best.yaml ``search.max_epoch
 otherwise (a number, or ``own``: each config's own ``n_epochs``), with the search trials' torch thread count
 (``search.threads``) unless ``threads`` says otherwise, and a progress line per seed and epoch. The run says which
 budget it used, and ``evaluation.yaml`` records it.
+
+The seeds are the search's confirmation seeds first (best.yaml ``confirmation``), then 0, 1, 2, ...; where the
+confirmation trained the very same thing (same full hyperparameters under the same epoch cap, same start, same
+data), its model is scored instead of training it again, and the table shows the confirmation's validation value
+next to the test numbers. Without a confirmation the seeds are 0..K-1.
 
 GATs, HIST and IGMTF start both configs from the search's pretrained base recorded in best.yaml (``bases``),
 each when its ``base_model`` and sizes match the base (else from random weights, said in the log and in
@@ -37,7 +42,7 @@ from alphatune import models
 from alphatune import spaces
 from alphatune.datasets import DataSpec, is_prepared
 from alphatune.models.registry import get_spec
-from alphatune.evaluation.best import Best
+from alphatune.evaluation.best import Best, ConfirmedConfig, ConfirmedRun
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.storage import Location
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
@@ -53,7 +58,8 @@ LABELS = {"annualized_return": "Annualized Return", "information_ratio": "Inform
 
 @dataclass
 class Run:
-    """One trained model scored on the test segment."""
+    """One trained model scored on the test segment (``reused``: its model is the confirmation's, not trained
+    here)."""
 
     seed: int
     metrics: dict[str, float]
@@ -62,15 +68,18 @@ class Run:
     seconds: float
     signal: SignalMetrics
     portfolio: BacktestReport
+    reused: bool = False
 
 
 @dataclass
 class ConfigResult:
-    """All seeds of one configuration."""
+    """All seeds of one configuration, and its confirmation (the search's runs of the same config on the same
+    seeds, when there were any)."""
 
     hyperparameters: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     pretrained: str | None = None  # GATs/HIST/IGMTF: the base file it started from, or "none (...)"
+    confirmed: ConfirmedConfig | None = None
 
     def mean(self, key: str) -> float:
         return statistics.fmean(run.metrics[key] for run in self.runs)
@@ -127,9 +136,7 @@ def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: 
                     progress: Callable[[models.EpochMetrics], None] | None = None) -> Run:
     """Train one seed (early stopping on valid, best weights restored), predict the test segment, score it.
     ``epochs`` caps ``n_epochs`` (``None``: the config's own); ``progress`` sees every epoch."""
-    hp = {**hyperparameters, "seed": seed}
-    if epochs is not None:
-        hp["n_epochs"] = min(int(hp.get("n_epochs", models.REGISTRY[model].defaults["n_epochs"])), epochs)
+    hp = {**_capped(model, hyperparameters, epochs), "seed": seed}
     began = time.perf_counter()
     callback = (lambda metrics, _: progress(metrics)) if progress is not None else None
     trainer, fit = models.fit(model, ds, hp, callback=callback, **options)
@@ -139,14 +146,65 @@ def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: 
     return Run(seed, metrics, fit.best_epoch, len(fit.history), time.perf_counter() - began, signal, portfolio)
 
 
-def format_table(results: dict[str, ConfigResult]) -> str:
-    """A plain-text table: one row per metric, one column per configuration (mean ± std)."""
+def score_confirmed(model: str, run: ConfirmedRun, ds: datasets.PreparedDataset, config: BacktestConfig,
+                    device: str) -> Run:
+    """A confirmation run's model (its kept epoch), predicting the test segment and scored like a trained one."""
+    _, hyperparameters, net = models.load_checkpoint(run.checkpoint, device)
+    trainer = models.Trainer(net, models.train_config(models.get_spec(model).hyperparameters(hyperparameters),
+                                                      device=device))
+    signal, portfolio = score(trainer.predict(ds, "test"), ds, config)
+    metrics = {**signal.summary, **{key: portfolio.risk[key] for key in METRICS[4:]}}
+    return Run(run.seed, metrics, run.best_epoch or 0, run.epochs or 0, run.seconds or 0.0, signal, portfolio,
+               reused=True)
+
+
+def confirmed_runs(best: Best, hyperparameters: dict[str, Any], cap: int | None, pretrained: str | None,
+                   same_data: bool) -> ConfirmedConfig | None:
+    """The confirmation's config that trained exactly what this evaluation would (the same full hyperparameters
+    under the same epoch cap, the same start, the same data); ``None`` when there is none."""
+    if best.confirmation is None or not same_data:
+        return None
+    wanted = full_config(best.model, _capped(best.model, hyperparameters, cap))
+    for config in best.confirmation.configs:
+        if full_config(best.model, config.hyperparameters) == wanted and (config.pretrained or None) == (
+                pretrained or None):
+            return config
+    return None
+
+
+def evaluation_seeds(best: Best, count: int) -> list[int]:
+    """The seeds an evaluation trains: the confirmation's first (its models are reused where they match), then
+    0, 1, 2, ... (those not among them); without a confirmation 0..count-1."""
+    confirmed = list(best.confirmation.seeds) if best.confirmation is not None else []
+    extra = (seed for seed in range(count + len(confirmed)) if seed not in confirmed)
+    return (confirmed + [next(extra) for _ in range(max(0, count - len(confirmed)))])[:count]
+
+
+def _capped(model: str, hyperparameters: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+    if epochs is None:
+        return dict(hyperparameters)
+    return {**hyperparameters, "n_epochs": min(int(hyperparameters.get("n_epochs",
+                                                                       models.REGISTRY[model].defaults["n_epochs"])),
+                                               epochs)}
+
+
+def format_table(results: dict[str, ConfigResult], metric: str | None = None) -> str:
+    """A plain-text table: one row per metric, one column per configuration (mean ± std); with a confirmation,
+    first its validation ``metric`` (mean ± std over its seeds) for the configs it confirmed."""
     def cell(result: ConfigResult, key: str) -> str:
         std = result.std(key)
         return f"{result.mean(key):.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
-    rows = [["metric", *results]] + [[LABELS.get(key, key), *(cell(r, key) for r in results.values())]
-                                     for key in METRICS]
+    def confirmed(result: ConfigResult) -> str:
+        config = result.confirmed
+        if config is None or config.mean is None:
+            return "-"
+        return f"{config.mean:.4f}" + (f" ± {config.std:.4f}" if config.std is not None else "")
+
+    rows = [["metric", *results]]
+    if metric is not None and any(result.confirmed is not None for result in results.values()):
+        rows.append([f"{metric} (confirmation)", *(confirmed(r) for r in results.values())])
+    rows += [[LABELS.get(key, key), *(cell(r, key) for r in results.values())] for key in METRICS]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in rows]
     return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
@@ -182,8 +240,13 @@ def evaluation_record(best_path: Location, model: str, ds: datasets.PreparedData
                             **({"pretrained": result.pretrained} if result.pretrained is not None else {}),
                             "mean": {key: result.mean(key) for key in METRICS},
                             "std": {key: result.std(key) for key in METRICS},
+                            **({"confirmation": {"mean": result.confirmed.mean, "std": result.confirmed.std,
+                                                 "seeds": [run.seed for run in result.confirmed.runs]}}
+                               if result.confirmed is not None else {}),
                             "runs": [{"seed": run.seed, "best_epoch": run.best_epoch, "epochs": run.epochs,
-                                      "seconds": round(run.seconds, 1), **run.metrics} for run in result.runs]}
+                                      "seconds": round(run.seconds, 1),
+                                      **({"reused": "confirmation"} if run.reused else {}), **run.metrics}
+                                     for run in result.runs]}
                     for label, result in results.items()},
     })
 
@@ -253,19 +316,35 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
     if reason is not None:
         raise EvaluationError(f"{out}: cannot write evaluation.yaml there ({reason}); give --out DIR")
     ds = open_dataset(best, data, concepts)
-    configs = {"searched": dict(best.hyperparameters), "default": default_hyperparameters(model)}
+    seed_list = evaluation_seeds(best, seeds)
+    # Both early-stop on the searched config's metric (the search's objective): they differ in configuration only.
+    same_metric = {"metric": best.hyperparameters["metric"]} if "metric" in best.hyperparameters else {}
+    configs = {"searched": dict(best.hyperparameters), "default": {**default_hyperparameters(model), **same_metric}}
     results = {label: ConfigResult(hp) for label, hp in configs.items()}
     same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
     for label, result in results.items():
         if label == "default" and same:
             result.runs, result.pretrained = results["searched"].runs, results["searched"].pretrained
+            result.confirmed = results["searched"].confirmed
             log(f"{model} default: the searched config is Qlib's default; its runs are reused")
             continue
         run_options = dict(options)
         if get_spec(model).pretrained_base:
             result.pretrained = _start(model, result.hyperparameters, best, best_path, run_options)
             log(f"{model} {label}: starts from {result.pretrained}")
-        for seed in range(seeds):
+        result.confirmed = confirmed_runs(best, result.hyperparameters, cap, result.pretrained,
+                                          same_data=data is None and concepts is None)
+        reusable = {run.seed: run for run in (result.confirmed.runs if result.confirmed else [])
+                    if run.checkpoint is not None and Location.of(run.checkpoint).is_file()}
+        for seed in seed_list:
+            if seed in reusable:
+                run = score_confirmed(model, reusable[seed], ds, config, options.get("device", "cpu"))
+                result.runs.append(run)
+                log(f"{model} {label} seed {seed}: the confirmation's model, reused ({run.epochs} epochs, best "
+                    f"{run.best_epoch}), IC {run.metrics['IC']:.4f}, annualized excess "
+                    f"{run.metrics['annualized_return']:.4f}")
+                continue
+
             def progress(metrics: models.EpochMetrics, label: str = label, seed: int = seed) -> None:
                 log(f"{model} {label} seed {seed} epoch {metrics.epoch}: train loss {metrics.train_loss:.4f}, "
                     f"valid loss {metrics.valid_loss:.4f}, valid IC {metrics.valid_ic:.4f} ({metrics.seconds:.1f} s)")
@@ -291,7 +370,7 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
                   title=f"{model}: daily IC on the test segment, mean of {seeds} seed(s)")
     start, end = ds.segments["test"]
     log(f"\n{model} on the test segment {start}..{end}, {seeds} seed(s); portfolio: excess return with cost "
-        f"over {benchmark}\n" + format_table(results))
+        f"over {benchmark}\n" + format_table(results, best.confirmation.metric if best.confirmation else None))
     log(f"\nwrote {out / 'evaluation.yaml'}, {out / 'evaluation_returns.png'}, {out / 'evaluation_ic.png'}")
     return record
 

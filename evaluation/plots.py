@@ -51,3 +51,22 @@ def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path | Location, title: 
         axes.plot(series.index, series.rolling(ROLLING_DAYS, min_periods=1).mean(), color=line.get_color(),
                   label=f"{label}: {ROLLING_DAYS}-day mean (IC {series.mean():.4f})")
     _save(figure, axes, "IC (Pearson, prediction vs raw label)", title, path)
+
+
+def plot_overfitting(logits: "list[float] | pd.Series", pbo: float, path: Path | Location, title: str) -> None:
+    """The CSCV logits of a search (``search.overfitting.cscv``): a histogram with the median line (λ = 0); PBO,
+    the share left of it, in the legend."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    values = pd.Series(list(logits), dtype="float64")
+    axes.hist(values, bins=min(30, max(5, len(values) // 3)), color="tab:blue", alpha=0.75,
+              label=f"{len(values)} splits; PBO {pbo:.2f} (share with λ < 0)")
+    axes.axvline(0.0, color="tab:red", linewidth=1.2, label="median out of sample (λ = 0)")
+    axes.set_xlabel("λ = logit of the in-sample best trial's out-of-sample relative rank")
+    axes.set_ylabel("splits")
+    axes.set_title(title)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
+    plt.close(figure)
+    Location.of(path).write_bytes(image.getvalue())

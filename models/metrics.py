@@ -72,6 +72,10 @@ def mean_daily_ic(pred: torch.Tensor, label: torch.Tensor, day_offsets: torch.Te
     Qlib averages every day's IC, so one degenerate day (a single stock, a constant prediction) makes its whole
     score NaN; here such days are left out of the mean instead, and the score is NaN only when no day counts.
     """
-    ic = daily_ic(pred, label, day_offsets)
+    return mean_of_defined(daily_ic(pred, label, day_offsets))
+
+
+def mean_of_defined(ic: torch.Tensor) -> float:
+    """Mean of the finite entries of a daily series (``mean_daily_ic``'s rule); NaN when there are none."""
     ic = ic[torch.isfinite(ic)]
     return float(ic.mean()) if len(ic) else math.nan

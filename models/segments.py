@@ -25,6 +25,7 @@ class Segment:
     instrument_index: torch.Tensor  # int64 [rows]
     offsets: np.ndarray             # int64 [days + 1], CPU, for slicing
     offsets_device: torch.Tensor    # the same on the device, for the metrics
+    dates: np.ndarray               # datetime64 [days], the date of each day kept
 
     @property
     def n_rows(self) -> int:
@@ -51,6 +52,7 @@ def load_segment(ds: Any, name: str, device: torch.device, labelled_only: bool) 
     arrays = ds.segment(name)
     features, labels = arrays.features, arrays.labels
     instruments, offsets = arrays.instrument_index, np.asarray(arrays.day_offsets, dtype=np.int64)
+    dates = np.asarray(arrays.dates)
     if len(labels) == 0:
         raise ValueError(f"segment {name!r} has no rows")
     if labelled_only:
@@ -59,10 +61,11 @@ def load_segment(ds: Any, name: str, device: torch.device, labelled_only: bool) 
             if not finite.any():
                 raise ValueError(f"segment {name!r} has no row with a finite label")
             kept_before = np.concatenate([[0], np.cumsum(finite)])
+            dates = dates[np.diff(kept_before[offsets]) > 0]
             offsets = np.unique(kept_before[offsets])
             features, labels, instruments = features[finite], labels[finite], instruments[finite]
     return Segment(name, to_tensor(features, np.float32, device), to_tensor(labels, np.float32, device),
-                   to_tensor(instruments, np.int64, device), offsets, to_tensor(offsets, np.int64, device))
+                   to_tensor(instruments, np.int64, device), offsets, to_tensor(offsets, np.int64, device), dates)
 
 
 def day_chunks(offsets: np.ndarray, max_rows: int) -> list[tuple[int, int]]:

@@ -48,7 +48,7 @@ from alphatune.models.config import TrainConfig
 from alphatune.models.days import DayModel
 from alphatune.models.epochs import Callback, EpochMetrics, FitResult
 from alphatune.models.hyperparameters import Hyperparameters
-from alphatune.models.metrics import daily_mse, masked_mse, mean_daily_ic
+from alphatune.models.metrics import daily_ic, daily_mse, masked_mse, mean_of_defined
 from alphatune.models.precision import Precision
 from alphatune.models.segments import Segment, day_chunks, load_segment
 from alphatune.models.state import FitState, restore, snapshot
@@ -80,6 +80,7 @@ class Trainer:
         self._static: StaticStep | None = None
         self._generator = torch.Generator()
         self._fit: FitState | None = None
+        self._daily_ic: dict[str, pd.Series] = {}
 
     # ------------------------------------------------------------------ training
 
@@ -239,8 +240,15 @@ class Trainer:
             parts.append(self._forward(self.net, seg, rows, seg.offsets[first:stop + 1] - seg.offsets[first]))
         return torch.cat(parts)
 
+    def daily_ic(self, segment: str = "valid") -> pd.Series:
+        """The IC of every day of ``segment`` (``valid``, or ``train`` with ``eval_train``) as the last epoch
+        evaluated it (during ``fit``'s callback: that epoch), indexed by date; NaN on a day where it is undefined
+        (``models.metrics.daily_ic``). Its mean over the defined days is the epoch's ``valid_ic``. ``KeyError``
+        before any epoch has evaluated ``segment``."""
+        return self._daily_ic[segment]
+
     def _evaluate(self, seg: Segment) -> tuple[float, float]:
-        """(loss, mean daily IC) of the network on ``seg``.
+        """(loss, mean daily IC) of the network on ``seg``; the daily IC is kept (``daily_ic``).
 
         Loss as Qlib's ``test_epoch``: rows mode, the mean over the full ``batch_size`` batches in row order (the
         remainder dropped; a segment smaller than one batch is one batch); day mode, the mean of the daily MSEs.
@@ -253,8 +261,11 @@ class Trainer:
             loss = float(batch_mse.mean())
         else:
             loss = float(daily_mse(pred, seg.labels, seg.offsets_device).mean())
-        ic = mean_daily_ic(pred, seg.labels, seg.offsets_device) if bool(torch.isfinite(pred).all()) else math.nan
-        return loss, ic
+        daily = (daily_ic(pred, seg.labels, seg.offsets_device) if bool(torch.isfinite(pred).all())
+                 else torch.full((seg.n_days,), math.nan, dtype=torch.float64))
+        self._daily_ic[seg.name] = pd.Series(daily.cpu().numpy(), index=pd.DatetimeIndex(seg.dates, name="date"),
+                                             name="ic")
+        return loss, mean_of_defined(daily)
 
     def _score(self, loss: float, ic: float) -> float:
         return -loss if self.config.metric == "loss" else ic

@@ -18,8 +18,8 @@ from typing import TextIO
 import ray
 import torch
 
+from alphatune.search import confirm, odds, preflight, results
 from alphatune.search import export as exporting
-from alphatune.search import preflight, results
 from alphatune.search.callbacks import write_experiment
 from alphatune.search.cluster import check_gpus, check_named_address, slot_plan, start_ray
 from alphatune.datasets import DataSpec
@@ -85,6 +85,7 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
             out.flush()
             with disk_guard(run_dir.work, f"continue with: alphatune search resume {run_dir.parent}"):
                 search_model(run_dir, space, options, dataset_ref, stream, bases)
+                _confirm(run_dir, dataset_ref, bases, out)
                 report(run_dir, out, writer="search run")
             searched.append(run_dir)
             if _interrupted(run_dir, out):
@@ -118,14 +119,26 @@ def has_winner(run_dir: RunDir | Location | Path) -> bool:
     return results.best_trial(results.read_trials(run_dir, manifest), manifest.options.metric) is not None
 
 
+def _confirm(run_dir: RunDir, dataset_ref: ray.ObjectRef, bases: dict[str, Base] | None, out: TextIO) -> None:
+    """The confirmation of a search whose trials have all ended (``search.confirm``); nothing while some have not."""
+    manifest = read_manifest(run_dir)
+    records = results.read_trials(run_dir, manifest)
+    if _unfinished(manifest, records) == 0:
+        confirm.confirm(run_dir, manifest, dataset_ref, {kind: base.to_dict() for kind, base in (bases or {}).items()},
+                        records, out)
+
+
 def _interrupted(run_dir: RunDir, out: TextIO) -> bool:
-    """Whether the search of ``run_dir`` stopped with trials unfinished (Ctrl-C); says how to resume it."""
+    """Whether the search of ``run_dir`` stopped with trials or confirmation runs unfinished (Ctrl-C); says how to
+    resume it."""
     left = unfinished(run_dir)
-    if left:
-        out.write(f"[{run_dir.name}] interrupted with {left} trials unfinished; continue with:\n"
+    runs = confirm.unfinished_runs(run_dir, read_manifest(run_dir)) if not left else 0
+    if left or runs:
+        what = f"{left} trials" if left else f"{runs} confirmation runs"
+        out.write(f"[{run_dir.name}] interrupted with {what} unfinished; continue with:\n"
                   f"  alphatune search resume {run_dir.parent}\n")
         out.flush()
-    return bool(left)
+    return bool(left or runs)
 
 
 def resume(path: str | Path | Location, stream: TextIO | None = None,
@@ -168,7 +181,9 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
         with disk_guard(run_dir.work, f"continue with: alphatune search resume {run_dir.parent}"):
             out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
             out.flush()
-            search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, read_bases(run_dir))
+            bases = read_bases(run_dir)
+            search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, bases)
+            _confirm(run_dir, dataset_ref, bases, out)
             report(run_dir, out, writer="search resume")
         if _interrupted(run_dir, out):
             break
@@ -196,12 +211,33 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
         out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
         out.flush()
         return None
-    exported = exporting.write_exports(run_dir, manifest, best, dict(counts), qlib_data=qlib_data, schedule=schedule,
-                                       writer=writer, unfinished=_unfinished(manifest, records), out_dir=out_dir)
+    target = Location.of(out_dir) if out_dir is not None else Location.of(run_dir.work)
+    overfitting = odds.overfitting(run_dir, records, metric, target)
+    out.write(f"[{manifest.model}] " + odds.describe(overfitting, metric).replace("\n", f"\n[{manifest.model}] ") + "\n")
+    confirmation = confirm.summary(run_dir, manifest, records)
+    winner, line = best, (f"best trial {best.trial_id} (Optuna trial {best.optuna_trial}): {metric} "
+                          f"{best.best(metric):.4f} at its kept epoch {best.best_epoch}")
+    if confirmation is not None:
+        out.write(f"[{manifest.model}] confirmation on {len(confirmation.seeds)} new seeds ({metric} at each run's "
+                  f"kept epoch):\n{confirm.table(confirmation)}\n")
+        chosen = confirm.winner_record(confirmation, records, metric) if confirmation.complete else None
+        config = confirmation.config(confirmation.winner) if confirmation.winner else None
+        if chosen is not None and config is not None:
+            winner = chosen
+            searched = "not tried" if config.search_value is None else f"{config.search_value:.4f}"
+            line = (f"winner {config.trial}: best mean {metric} {config.mean:.4f} over {len(confirmation.seeds)} "
+                    f"seeds (in the search, on one seed: {searched})")
+            if confirmation.against_default is not None:
+                line += f"\n  against Qlib's default: {confirmation.against_default['verdict']}"
+        elif not confirmation.complete:
+            line += " (single seed: the confirmation is unfinished)"
+    left = _unfinished(manifest, records) + confirm.unfinished_runs(run_dir, manifest)
+    exported = exporting.write_exports(run_dir, manifest, winner, dict(counts), qlib_data=qlib_data, schedule=schedule,
+                                       writer=writer, unfinished=left, out_dir=out_dir, confirmation=confirmation,
+                                       overfitting=overfitting)
     if out_dir is None:
         run_dir.push()
-    out.write(f"[{manifest.model}] best trial {best.trial_id} (Optuna trial {best.optuna_trial}): {metric} "
-              f"{best.best(metric):.4f} at its kept epoch {best.best_epoch}\n  {exported.best}\n  {exported.qlib}\n")
+    out.write(f"[{manifest.model}] {line}\n  {exported.best}\n  {exported.qlib}\n")
     for note in exported.notes:
         out.write(f"  note: {note}\n")
     place = StudyPlace.of_run(run_dir.work, manifest.model, manifest.options.study_storage, manifest.options.name)

@@ -29,7 +29,7 @@ from typing import Any
 from alphatune import models
 from alphatune.datasets import is_qlib_dir
 from alphatune.evaluation.backtest import BacktestConfig
-from alphatune.evaluation.best import Best, KeptEpoch, SearchBudget, Training
+from alphatune.evaluation.best import Best, Confirmation, KeptEpoch, Overfitting, SearchBudget, Training
 from alphatune.search.options import SCHEDULES, OptionError, SearchOptions, space_origin
 from alphatune.search.pretrained import read_bases
 from alphatune.search.results import TrialRecord
@@ -53,8 +53,11 @@ class Exported:
 
 
 def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], run_dir: RunDir,
-                unfinished: int = 0) -> Best:
-    """The ``Best`` of a run (best.yaml's content); ``unfinished`` trials make it provisional."""
+                unfinished: int = 0, confirmation: Confirmation | None = None,
+                overfitting: Overfitting | None = None) -> Best:
+    """The ``Best`` of a run (best.yaml's content): the winner ``best`` (the confirmed winner when the
+    confirmation is complete), the ``confirmation`` and ``overfitting`` reports; ``unfinished`` trials or
+    confirmation runs make it provisional."""
     options = manifest.options
     metric = options.metric
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
@@ -69,7 +72,8 @@ def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], r
         search=SearchBudget(run_dir=str(run_dir), space_file=space_origin(manifest.space.source),
                             samples=options.samples, max_epochs=options.max_epochs, objective=metric,
                             sampler=options.sampler, threads=max(1, int(options.cpus_per_trial)), trials=counts),
-        training=training_record(options, best, device), provisional=unfinished > 0, unfinished=unfinished)
+        training=training_record(options, best, device), provisional=unfinished > 0, unfinished=unfinished,
+        confirmation=confirmation, overfitting=overfitting)
 
 
 def training_record(options: SearchOptions, best: TrialRecord, device: str) -> Training:
@@ -215,21 +219,23 @@ def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provide
 
 def write_exports(run_dir: RunDir | Location | Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
                   qlib_data: str | None = None, schedule: str = "search", writer: str = "search export",
-                  unfinished: int = 0, out_dir: Path | None = None) -> Exported:
+                  unfinished: int = 0, out_dir: Path | None = None, confirmation: Confirmation | None = None,
+                  overfitting: Overfitting | None = None) -> Exported:
     """Write ``best.yaml`` and ``best_qlib.yaml`` into ``out_dir``, or into the run directory (its driver files:
     ``RunDir.push`` puts them into object storage); ``writer`` is the command doing it (their headers say so);
-    ``unfinished`` trials make best.yaml provisional."""
+    ``unfinished`` trials or confirmation runs make best.yaml provisional."""
     run_dir = as_run_dir(run_dir)
     target = Path(out_dir) if out_dir is not None else run_dir.work
     provider = provider_of(manifest.data, qlib_data)
     document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider.uri, schedule)
-    record = best_record(manifest, best, counts, run_dir, unfinished)
-    header = (f"# provisional: written while {unfinished} trial(s) of this search were unfinished; `alphatune search "
-              f"resume {run_dir.parent}` finishes them and writes it again\n") if unfinished else ""
+    record = best_record(manifest, best, counts, run_dir, unfinished, confirmation, overfitting)
+    header = (f"# provisional: written while {unfinished} trial(s) or confirmation run(s) of this search were "
+              f"unfinished; `alphatune search resume {run_dir.parent}` finishes them and writes it again\n"
+              ) if unfinished else ""
     dump_yaml(record.to_dict(), target / BEST, header=header)
     dump_yaml(document, target / BEST_QLIB, header=_header(manifest, document, schedule, provider, writer))
     where = Location.of(out_dir) if out_dir is not None else run_dir.root
     notes = [provider.warning] if provider.warning else []
     if unfinished:
-        notes.append(f"best.yaml is provisional: {unfinished} trial(s) unfinished")
+        notes.append(f"best.yaml is provisional: {unfinished} trial(s) or confirmation run(s) unfinished")
     return Exported(where / BEST, where / BEST_QLIB, notes)

@@ -8,7 +8,10 @@ One JSON object per line, appended by the driver (``Ledger``) as the search goes
 * ``{"event": "start", "trial": ID, "time": T}`` each time a worker starts it (again after a retry);
 * ``{"event": "result", "trial": ID, ...the trial's report (search.trial)...}`` after every epoch;
 * ``{"event": "end", "trial": ID, "status": "TERMINATED" | "ERROR", "time": T}`` when it ends, and
-  ``{"event": "error", "trial": ID, "error": "..."}`` with the exception's last line when it raised.
+  ``{"event": "error", "trial": ID, "error": "..."}`` with the exception's last line when it raised;
+* after the search, ``{"event": "confirmation", "seeds": [...], "candidates": [...], "time": T}`` once, the
+  confirmation's plan (``search.confirm``), then ``{"event": "confirmed", "run": ID, ...its last report or
+  "error"...}`` as each of its runs ends (``read_confirmation`` reads them).
 
 The searcher writes a trial's results and end here *before* it tells Optuna (``search.searcher``), so after any
 kill the ledger holds everything the study holds, and ``search.resume`` brings the study up to it. Appending whole
@@ -120,6 +123,31 @@ def read_ledger(run_dir: str | Path) -> list[LedgerTrial] | None:
         return parse_ledger(lines)
 
 
+def read_confirmation(run_dir: str | Path) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The confirmation's plan (``None``: none started) and its ended runs (run id → its last ``confirmed``
+    entry, NaN for null) from ``run_dir``'s ledger."""
+    path = Path(run_dir) / LEDGER
+    plan, runs = None, {}
+    if not path.is_file():
+        return plan, runs
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("event") == "confirmation" and plan is None:
+                plan = entry
+            elif entry.get("event") == "confirmed" and isinstance(entry.get("run"), str):
+                runs[entry["run"]] = {key: _number(value) if key in _NUMBERS else value for key, value in entry.items()}
+    return plan, runs
+
+
+_NUMBERS = ("valid_ic", "valid_loss", "best_valid_ic", "best_valid_loss", "seconds")
+
+
 class Ledger:
     """Appends events to a run's ``trials.jsonl`` (see the module doc), one flushed line each."""
 
@@ -131,10 +159,7 @@ class Ledger:
         return {**self.__dict__, "_file": None}
 
     def append(self, event: str, trial_id: str, **fields: Any) -> None:
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(plain({"event": event, "trial": trial_id, **fields}), allow_nan=False) + "\n")
-        self._file.flush()
+        self._write({"event": event, "trial": trial_id, **fields})
 
     def created(self, trial_id: str, number: int, config: dict[str, Any], continues: str | None) -> None:
         self.append("trial", trial_id, optuna_trial=number, config=config, continues=continues, time=time.time())
@@ -144,6 +169,18 @@ class Ledger:
 
     def ended(self, trial_id: str, status: str, **fields: Any) -> None:
         self.append("end", trial_id, status=status, time=time.time(), **fields)
+
+    def confirmation(self, plan: dict[str, Any]) -> None:
+        self._write({"event": "confirmation", **plan, "time": time.time()})
+
+    def confirmed(self, run_id: str, **fields: Any) -> None:
+        self._write({"event": "confirmed", "run": run_id, **fields, "time": time.time()})
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(json.dumps(plain(entry), allow_nan=False) + "\n")
+        self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:

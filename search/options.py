@@ -74,6 +74,10 @@ class SearchOptions(DataOptions, FitOptions):
     max_epochs: int = option(6, "epochs a trial may train at most")
     grace_epochs: int = option(1, "epochs before ASHA may stop a trial")
     reduction_factor: float = option(2.0, "ASHA keeps 1/R of the trials at each rung")
+    confirm: int = option(2, "after the search, train its top K configurations and Qlib's default again on "
+                             "--confirm-seeds new seeds each; the winner is the best mean (0: no confirmation)",
+                          metavar="K")
+    confirm_seeds: int = option(3, "new seeds per confirmed configuration", metavar="S")
     metric: str = option("valid_ic", "the objective: the validation metric that picks each trial's kept epoch, "
                                      "what ASHA and Optuna judge, and the winner", choices=tuple(OBJECTIVES))
     sampler: str = option("tpe", "Optuna's sampler", choices=SAMPLERS)
@@ -149,6 +153,9 @@ class SearchOptions(DataOptions, FitOptions):
                               f"vanish with the cluster; give an absolute path (on several nodes: one they share)")
         if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < -1:
             raise OptionError(f"--max-failures must be ≥ 0 (or -1 for unlimited); got {self.max_failures!r}")
+        for flag, value, least in (("--confirm", self.confirm, 0), ("--confirm-seeds", self.confirm_seeds, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise OptionError(f"{flag} must be a whole number ≥ {least}; got {value!r}")
         if self.sampler not in SAMPLERS:
             raise OptionError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
         if self.metric not in OBJECTIVES:

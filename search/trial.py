@@ -1,11 +1,14 @@
 """The trial function: the one place where a model, the shared dataset and Ray Tune meet.
 
+``train_run`` is the search's one training path: a Tune trial (``train_trial``) and a confirmation run
+(``search.confirm``) both train through it, into a directory of the run (``trials/<id>/``, ``confirm/<id>/``).
 A trial trains one configuration with the shared trainer, whose ``metric`` is the search objective's
 (``search.objective``): the trainer's early stopping, best epoch and restored weights follow the same metric that
 ASHA and Optuna judge. After every epoch the trial
 
 1. when the epoch is the best so far, writes the model to ``RUN/trials/<trial id>/model.pt`` (``Trainer.save``:
-   what ``best.yaml`` points to and ``models.load_checkpoint`` reads), and hands the trainer's whole training
+   what ``best.yaml`` points to and ``models.load_checkpoint`` reads) and that epoch's IC on every validation day
+   to ``valid_ic.json`` (``write_daily_ic``: what the overfitting report reads), and hands the trainer's whole training
    state to a writer thread (``StateWriter``) that saves it as ``state.pt`` while training goes on (atomically:
    a kill leaves the previous state whole; a trial's last state is written before its last report). Both go
    through the storage layer (``alphatune.storage``): to a local or shared path, or straight into object
@@ -34,12 +37,15 @@ carries it, so the driver records the trial as failed. It is not raised as an er
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import queue
 import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -52,11 +58,12 @@ from alphatune.models.bases import bases_from_dicts, choose
 from alphatune.models.fitting import initial_network
 from alphatune.search.rundir import MANIFEST, RunDir, RunDirError
 from alphatune.search.scheduler import CONTINUES
-from alphatune.storage import Location, save_tensors
+from alphatune.storage import Location, StorageError, save_tensors
 from alphatune.spaces import Space
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
+DAILY_IC_FILE = "valid_ic.json"
 REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_epoch", "best_valid_loss",
             "best_valid_ic", "final")
 # What the run's ledger keeps of a report: the epoch's numbers and how the trial runs.
@@ -154,62 +161,105 @@ def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: 
     the trainer's ``amp``, ``graphs`` and ``tf32``. ``trial_id`` defaults to Tune's id of the running trial.
     """
     started_at = time.time()
-    torch.set_num_threads(max(1, threads))
-    for name in ("ray.train", "ray.tune"):  # their INFO lines are noise in the driver's output
-        logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = trial_id or tune.get_context().get_trial_id()
     run = RunDir.at(run_dir)
     check_visible(run)
     directory = run.trial(trial_id)
     taken_over = run.trial(str(config.get(CONTINUES) or "-"))
     if config.get(CONTINUES) and not (directory / STATE_FILE).is_file() and (taken_over / STATE_FILE).is_file():
-        for name in (STATE_FILE, MODEL_FILE):  # a trial interrupted before: go on from its state
+        for name in (STATE_FILE, MODEL_FILE, DAILY_IC_FILE):  # a trial interrupted before: go on from its state
             if (taken_over / name).is_file():
                 (directory / name).write_bytes((taken_over / name).read_bytes())
-    hyperparameters = trial_hyperparameters(space, config, metric, max_epochs)
+    train_run(trial_hyperparameters(space, config, metric, max_epochs), directory, dataset=dataset, metric=metric,
+              threads=threads, device=device, speed=speed, bases=bases, report=tune.report, started_at=started_at)
+
+
+def train_run(hyperparameters: models.Hyperparameters, directory: Location, *, dataset: Any, metric: str,
+              threads: int, device: str, speed: dict[str, Any] | None = None,
+              bases: dict[str, dict[str, Any]] | None = None, report: Callable[[dict[str, Any]], None],
+              started_at: float | None = None) -> dict[str, Any]:
+    """The one training path of a search, for its trials and its confirmation runs alike: train
+    ``hyperparameters`` on ``dataset``, keep the run's files in ``directory`` (see the module doc) and hand every
+    epoch's report to ``report`` (Tune's for a trial). A run whose ``state.pt`` is there goes on from it; one whose
+    state is final only reports its last epoch again. Returns the last report."""
+    started_at = time.time() if started_at is None else started_at
+    torch.set_num_threads(max(1, threads))
+    for name in ("ray.train", "ray.tune"):  # their INFO lines are noise in the driver's output
+        logging.getLogger(name).setLevel(logging.WARNING)
     extra: dict[str, Any] = {}
     base_path = None
-    if models.get_spec(space.model).pretrained_base:
+    if models.get_spec(hyperparameters.model).pretrained_base:
         base_path, extra["pretrained"] = choose(bases_from_dicts(bases), hyperparameters.to_dict())
 
     saved = models.read_training_state(str(directory / STATE_FILE), device) \
         if (directory / STATE_FILE).is_file() else None
-    # A trial going on from its saved state gets its weights from there, not from the base.
+    # A run going on from its saved state gets its weights from there, not from the base.
     net = initial_network(hyperparameters, pretrained=base_path if saved is None else None)
     with warnings.catch_warnings():  # a refused amp is said once by the driver; each trial reports its precision
         warnings.filterwarnings("ignore", message="amp asked for")
         trainer = models.Trainer(net, models.train_config(hyperparameters, device=device, **(speed or {})),
                                  hyperparameters)
     extra["precision"] = trainer.precision.dtype
+    last: dict[str, Any] = {}
+
+    def send(epoch: dict[str, Any]) -> None:
+        last.clear()
+        last.update(_report(epoch, extra, started_at, report))
+
     if saved is not None and saved["history"]:
         # The saved epoch's report may have been lost with the process that wrote the state: report it again (a
-        # repeated report changes nothing downstream). A state already final means the trial had ended.
-        _report(saved["history"][-1], extra, started_at)
+        # repeated report changes nothing downstream). A state already final means the run had ended.
+        send(saved["history"][-1])
         if saved["history"][-1]["final"]:
-            return
+            return dict(last)
     search_metric = objective(metric).name
 
     writer = StateWriter()
 
-    def report(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:
+    def after_epoch(epoch: models.EpochMetrics, trainer: models.Trainer) -> bool:
         broken = not finite(getattr(epoch, search_metric))
         final = broken or epoch.final
         if not broken:  # the model first (on its own epochs, at once: the export may read it), then the state
             if epoch.best_epoch == epoch.epoch:
                 trainer.save(str(directory / MODEL_FILE))
+                write_daily_ic(trainer.daily_ic("valid"), epoch.epoch, directory / DAILY_IC_FILE)
             writer.submit(trainer.training_state(), directory / STATE_FILE)
         if final:  # the last state is on disk before Tune hears the trial ended
             writer.flush()
-        _report({**asdict(epoch), "final": final}, extra, started_at)
+        send({**asdict(epoch), "final": final})
         return final
 
     try:
-        trainer.fit(dataset, callback=report, resume=saved)
+        trainer.fit(dataset, callback=after_epoch, resume=saved)
     finally:
         writer.close()
+    return dict(last)
 
 
-def _report(epoch: dict[str, Any], extra: dict[str, Any], started_at: float) -> None:
+def write_daily_ic(daily: Any, epoch: int, where: Location) -> None:
+    """Write a run's kept epoch's daily validation IC (``Trainer.daily_ic``: a date-indexed Series) to ``where``
+    as JSON: ``epoch``, ``dates`` (ISO), ``ic`` (null on a day where it is undefined)."""
+    where.write_text(json.dumps({"epoch": int(epoch), "dates": [str(day.date()) for day in daily.index],
+                                 "ic": [float(v) if math.isfinite(v) else None for v in daily.to_numpy()]}))
+
+
+def read_daily_ic(where: Location) -> dict[str, Any] | None:
+    """What ``write_daily_ic`` wrote; ``None`` when there is none (no kept epoch yet) or it is unreadable."""
+    try:
+        data = json.loads(where.read_text())
+    except (OSError, ValueError, StorageError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("dates"), list) or not isinstance(data.get("ic"), list) \
+            or len(data["dates"]) != len(data["ic"]):
+        return None
+    return data
+
+
+def _report(epoch: dict[str, Any], extra: dict[str, Any], started_at: float,
+            report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     result = {key: epoch[key] for key in REPORTED}
     result = {key: float(value) if isinstance(value, float) else value for key, value in result.items()}
-    tune.report({**result, **extra, "started_at": started_at, "reported_at": time.time()})
+    result = {**result, **extra, "started_at": started_at, "reported_at": time.time()}
+    report(result)
+    return result
+

@@ -28,7 +28,7 @@ def tiny_search(tmp_path_factory) -> list[str]:
     datasets.save(planted_dataset(n_days=60, n_stocks=30, seed=4), root / "data")
     (root / "space.yaml").write_text(TINY_SPACE)
     return ["run", "--space", str(root / "space.yaml"), "--data", str(root / "data"), "--samples", "2",
-            "--max-epochs", "1", "--sampler", "random", "--progress-seconds", "1"]
+            "--max-epochs", "1", "--sampler", "random", "--progress-seconds", "1", "--confirm", "0"]
 
 
 @pytest.fixture
@@ -239,7 +239,8 @@ def test_a_read_only_run_is_exported_and_evaluated_elsewhere_and_its_resume_is_o
     space.write_text(TINY_SPACE)
     env = search_env(ray_tmpdir)
     searched = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--space", str(space),
-                               "--samples", "2", "--max-epochs", "1", "--storage-path", str(tmp_path / "runs"),
+                               "--samples", "2", "--max-epochs", "1", "--confirm", "0",
+                               "--storage-path", str(tmp_path / "runs"),
                                "--name", "shared"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-2000:]
     run_dir = tmp_path / "runs" / "shared" / "lstm"

@@ -183,7 +183,7 @@ def test_ray_job_submit_runs_a_search_on_the_head_and_writes_best_yaml(local_hea
 
     submitted = ray_job(local_head, "submit", "--working-dir", ".", "--",
                         "python", "-m", "alphatune", "search", "run", "--space", str(space), "--data", str(data),
-                        "--samples", "3", "--max-epochs", "2", "--sampler", "random", "--seed", "5",
+                        "--samples", "3", "--max-epochs", "2", "--confirm", "0", "--sampler", "random", "--seed", "5",
                         "--storage-path", str(runs), "--name", "job")
     output = submitted.stdout + submitted.stderr
     assert submitted.returncode == 0, output[-4000:]

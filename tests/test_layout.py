@@ -102,7 +102,7 @@ def test_the_command_and_a_search_run_beside_foreign_packages_of_the_same_names(
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "igmtf" in listed.stdout
     searched = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--space", str(tmp_path / "space.yaml"),
-                               "--data", str(tmp_path / "data"), "--samples", "2", "--max-epochs", "1",
+                               "--data", str(tmp_path / "data"), "--samples", "2", "--max-epochs", "1", "--confirm", "0",
                                "--storage-path", str(tmp_path / "runs"), "--name", "beside"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-3000:]

@@ -70,7 +70,7 @@ def tiny_options(tmp_path: Path, data: Path, **overrides) -> SearchOptions:
     space.write_text(TINY_SPACE)
     settings = dict(models=["lstm"], space_files={"lstm": str(space)}, data=str(data), samples=4, max_epochs=3,
                     grace_epochs=1, reduction_factor=2, sampler="random", seed=5, max_concurrent=1,
-                    storage_path=str(tmp_path / "runs"), name="tiny", progress_seconds=60.0)
+                    storage_path=str(tmp_path / "runs"), name="tiny", progress_seconds=60.0, confirm=0)
     settings.update(overrides)
     return SearchOptions(**settings)
 
@@ -220,6 +220,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["run", "--data", "/nonexistent/data"], "--data: /nonexistent/data does not exist"),
     (["run", "--model", "lstm,gru", "--space", "x.yaml"], "with several models, write MODEL=FILE"),
     (["run", "--resume"], "--resume needs --name"),
+    (["run", "--confirm", "-1"], "--confirm must be a whole number ≥ 0; got -1"),
+    (["run", "--confirm-seeds", "0"], "--confirm-seeds must be a whole number ≥ 1; got 0"),
     (["export", "/nonexistent/run"], "no run directory here"),
 ])
 def test_bad_arguments_are_refused_in_one_line_before_anything_starts(args, message, capsys, tmp_path,
@@ -472,7 +474,7 @@ def test_a_search_whose_every_trial_failed_exits_non_zero_with_that_line(ray_ses
     datasets.save(ds, tmp_path / "nan-data")
     (tmp_path / "space.yaml").write_text(TINY_SPACE)
     argv = ["run", "--space", str(tmp_path / "space.yaml"), "--data", str(tmp_path / "nan-data"), "--samples", "2",
-            "--max-epochs", "1", "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"), "--name", "nan"]
+            "--max-epochs", "1", "--confirm", "0", "--max-concurrent", "1", "--storage-path", str(tmp_path / "runs"), "--name", "nan"]
     assert search_main(argv) == 1
     assert "[lstm] no trial has a finite valid_ic and a checkpoint: nothing to export" in capsys.readouterr().out
     assert search_main(["export", str(tmp_path / "runs" / "nan")]) == 1
@@ -485,7 +487,7 @@ def test_the_studies_can_live_in_a_shared_postgresql_server(ray_session, planted
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     with postgres_server(tmp_path / "pg") as url:
-        args = ["--space", str(space), "--data", str(planted_dir), "--samples", "3", "--max-epochs", "1",
+        args = ["--space", str(space), "--data", str(planted_dir), "--samples", "3", "--max-epochs", "1", "--confirm", "0",
                 "--max-concurrent", "1", "--study-storage", url, "--name", "shared"]
         assert search_main(["run", *args, "--storage-path", str(tmp_path / "runs")]) == 0
         run_dir = tmp_path / "runs" / "shared" / "lstm"
@@ -499,3 +501,90 @@ def test_the_studies_can_live_in_a_shared_postgresql_server(ray_session, planted
         assert len(optuna.load_study(study_name="shared/lstm", storage=url).trials) == 3
         assert search_main(["run", *args, "--storage-path", str(tmp_path / "elsewhere")]) == 2
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_search_confirms_its_best_configs_and_the_default_on_new_seeds_and_resumes_without_retraining(
+        ray_session, planted_dir, tmp_path, capsys) -> None:
+    from alphatune.evaluation import evaluate
+    from alphatune.search.confirm import confirmation_seeds
+    from alphatune.search.ledger import read_confirmation
+    from alphatune.search.odds import read_daily
+    from alphatune.storage import Location
+
+    options = tiny_options(tmp_path, planted_dir, samples=4, max_epochs=2, confirm=2, confirm_seeds=2, name="confirmed")
+    [run_dir] = driver.run(options)
+    work = run_dir.work
+    plan, runs = read_confirmation(work)
+    records = {record.trial_id: record for record in read_trials(run_dir, read_manifest(run_dir))}
+    ranked = sorted((r for r in records.values() if math.isfinite(r.best_valid_ic)), key=lambda r: -r.best_valid_ic)
+    keys = [candidate["trial"] for candidate in plan["candidates"]]
+    assert plan["seeds"] == confirmation_seeds(5, 2) and keys[0] == ranked[0].trial_id
+    assert sum(candidate["default"] for candidate in plan["candidates"]) == 1 and len(runs) == 2 * len(keys)
+
+    best = Best.read(work / "best.yaml")
+    confirmation = best.confirmation
+    assert confirmation.complete and confirmation.seeds == plan["seeds"] and confirmation.search_winner == keys[0]
+    for config in confirmation.configs:
+        values = [run.value for run in config.runs]
+        assert config.mean == pytest.approx(float(np.mean(values)))
+        for run in config.runs:  # its value is the mean of its own daily validation IC
+            daily = json.loads((work / "confirm" / f"{config.trial}-seed{run.seed}" / "valid_ic.json").read_text())
+            assert np.nanmean([np.nan if v is None else v for v in daily["ic"]]) == pytest.approx(run.value, abs=1e-9)
+    winner = max(confirmation.configs, key=lambda config: config.mean)
+    assert confirmation.winner == winner.trial
+    assert evaluate.full_config("lstm", best.hyperparameters) == evaluate.full_config("lstm", winner.hyperparameters)
+    assert "verdict" in confirmation.against_default
+    printed = capsys.readouterr().out
+    assert f"winner {winner.trial}: best mean valid_ic {winner.mean:.4f} over 2 seeds" in printed
+    assert "probability of backtest overfitting" in printed and "against Qlib's default:" in printed
+
+    # the same training path: a confirmation run is what models.fit trains with its hyperparameters and seed
+    default = next(config for config in confirmation.configs if config.default)
+    seed = confirmation.seeds[1]
+    ds = datasets.load(planted_dir)
+    _, fit = models.fit("lstm", ds, {**default.hyperparameters, "seed": seed})
+    assert fit.best_score == pytest.approx(next(run.value for run in default.runs if run.seed == seed), abs=1e-9)
+
+    # the overfitting report: every trial's kept epoch's daily IC in one Parquet file, the mean its best valid IC
+    daily = read_daily(Location.of(work / "daily_valid_ic.parquet"))
+    assert set(daily.columns) == {r.trial_id for r in records.values() if math.isfinite(r.best_valid_ic)}
+    for trial_id in daily.columns:
+        assert daily[trial_id].mean() == pytest.approx(records[trial_id].best_valid_ic, abs=1e-9)
+    assert 0.0 <= best.overfitting.pbo <= 1.0 and best.overfitting.splits == 70
+    assert (work / "overfitting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # evaluate scores the confirmation's models where they match instead of training them again (the whole path,
+    # with a backtest, runs on the embedded data in test_storage); a confirmation model predicts what retraining does
+    assert evaluate.evaluation_seeds(best, 3) == [*confirmation.seeds, 0]
+    assert evaluate.confirmed_runs(best, best.hyperparameters, options.max_epochs, None, True).trial == winner.trial
+    assert evaluate.confirmed_runs(best, best.hyperparameters, 1, None, True) is None  # another epoch cap
+    assert evaluate.confirmed_runs(best, best.hyperparameters, options.max_epochs, None, False) is None  # other data
+    _, _, net = models.load_checkpoint(winner.runs[0].checkpoint)
+    reused = models.Trainer(net, models.train_config(models.get_spec("lstm").hyperparameters(
+        {**winner.hyperparameters, "seed": winner.runs[0].seed}))).predict(ds, "test")
+    trainer, _ = models.fit("lstm", ds, {**winner.hyperparameters, "seed": winner.runs[0].seed})
+    assert np.array_equal(reused.to_numpy(), trainer.predict(ds, "test").to_numpy())
+
+    # killed during the confirmation: the last two runs' ends never reached the ledger, one of them never started
+    lines = (work / "trials.jsonl").read_text().splitlines(keepends=True)
+    confirmed = [i for i, line in enumerate(lines) if '"event": "confirmed"' in line]
+    lost = [json.loads(lines[i])["run"] for i in confirmed[-2:]]
+    (work / "trials.jsonl").write_text("".join(line for i, line in enumerate(lines) if i not in confirmed[-2:]))
+    import shutil
+    shutil.rmtree(work / "confirm" / lost[1])
+    states = {path: path.stat().st_mtime_ns for path in (work / "confirm").glob("*/state.pt")}
+    assert unfinished_runs_of(run_dir) == 2
+    driver.resume(run_dir.parent)
+    printed = capsys.readouterr().out
+    assert f"2 of {len(runs)} runs to train" in printed
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in states.items())  # none trained again
+    assert (work / "confirm" / lost[1] / "state.pt").is_file()
+    _, again = read_confirmation(work)
+    assert set(again) == set(runs) and again[lost[0]]["best_valid_ic"] == pytest.approx(runs[lost[0]]["best_valid_ic"])
+    assert again[lost[1]]["best_valid_ic"] == pytest.approx(runs[lost[1]]["best_valid_ic"], abs=1e-9)  # same seed
+    assert Best.read(work / "best.yaml").confirmation.winner == confirmation.winner
+
+
+def unfinished_runs_of(run_dir) -> int:
+    from alphatune.search.confirm import unfinished_runs
+    return unfinished_runs(run_dir, read_manifest(run_dir))

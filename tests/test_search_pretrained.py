@@ -56,7 +56,7 @@ def gats_run(tmp_path_factory) -> tuple[Path, str]:
     datasets.save(planted_dataset(n_days=40, n_stocks=20, seed=3), data)
     space = root / "gats.yaml"
     space.write_text(GATS_SPACE)
-    options = SearchOptions(models=["gats"], space_files={"gats": str(space)}, data=str(data), samples=2,
+    options = SearchOptions(models=["gats"], space_files={"gats": str(space)}, data=str(data), samples=2, confirm=0,
                             max_epochs=1, grace_epochs=1, sampler="random", seed=2, max_concurrent=1,
                             storage_path=str(root / "runs"), name="base", progress_seconds=60.0)
     log = root / "log.txt"
@@ -178,7 +178,7 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
     space = tmp_path / "gats.yaml"
     space.write_text(GATS_SPACE.replace("choices: [1.0e-7, 2.0e-7]", "choices: [1.0e-3]").replace("1.0e-7}", "1.0e-3}"))
     base_file = _save(tmp_path / "base.pkl", models.build("lstm").state_dict())
-    options = SearchOptions(models=["gats"], space_files={"gats": str(space)}, data=str(data), samples=1,
+    options = SearchOptions(models=["gats"], space_files={"gats": str(space)}, data=str(data), samples=1, confirm=0,
                             max_epochs=4, grace_epochs=4, max_failures=2, sampler="random", seed=5,
                             storage_path=str(tmp_path / "runs"), name="retry", progress_seconds=60.0,
                             pretrained=str(base_file))

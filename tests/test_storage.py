@@ -108,8 +108,8 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
     space.write_text(TINY_SPACE)
     env = {**os.environ, "ALPHATUNE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1",
            "ALPHATUNE_LEASE_SECONDS": "4"}
-    args = ["search", "run", "--space", str(space), "--samples", "4", "--max-epochs", "2", "--max-concurrent", "1",
-            "--sampler", "random", "--seed", "5", "--storage-path", "s3://runs/team", "--name", "killed",
+    args = ["search", "run", "--space", str(space), "--samples", "4", "--max-epochs", "2", "--confirm", "1",
+            "--confirm-seeds", "1", "--max-concurrent", "1", "--sampler", "random", "--seed", "5", "--storage-path", "s3://runs/team", "--name", "killed",
             "--progress-seconds", "1"]
     driver = subprocess.Popen([sys.executable, "-m", "alphatune", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -138,13 +138,22 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
     ended = [json.loads(line)["trial"] for line in ledger.splitlines() if '"event": "end"' in line]
     assert len(ended) == 4 and all(f"team/killed/lstm/trials/{trial}/state.pt" in keys for trial in ended)
     assert any(key.startswith("team/killed/lstm/tensorboard/") for key in keys) and "team/killed/lstm/optuna.db" in keys
+    # the confirmation trained in the bucket too, and the overfitting report's files are there
+    assert best["confirmation"]["complete"] is True and best["overfitting"]["daily_valid_ic"] == "daily_valid_ic.parquet"
+    runs = [run for config in best["confirmation"]["configs"] for run in config["runs"]]
+    assert runs and all(run["checkpoint"].startswith("s3://runs/team/killed/lstm/confirm/") for run in runs)
+    assert all(run["checkpoint"].removeprefix("s3://runs/") in keys for run in runs)
+    assert {"team/killed/lstm/daily_valid_ic.parquet", "team/killed/lstm/overfitting.png"} <= set(keys)
 
     exported = alphatune("search", "export", "s3://runs/team/killed", env=env)
     assert exported.returncode == 0 and "s3://runs/team/killed/lstm/best_qlib.yaml" in exported.stdout
-    evaluated = alphatune("evaluate", "s3://runs/team/killed/lstm/best.yaml", "--epochs", "1", env=env)
+    evaluated = alphatune("evaluate", "s3://runs/team/killed/lstm/best.yaml", env=env)  # at the search's budget
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert {"team/killed/lstm/evaluation.yaml", "team/killed/lstm/evaluation_ic.png",
             "team/killed/lstm/evaluation_returns.png"} <= set(s3.keys("runs", "team/killed/lstm/"))
+    evaluation = yaml.safe_load(s3.client().get_object(Bucket="runs", Key="team/killed/lstm/evaluation.yaml")["Body"]
+                                .read())
+    assert evaluation["configs"]["searched"]["runs"][0]["reused"] == "confirmation"  # its model read from the bucket
 
 
 @pytest.mark.skipif(can_unshare() is not None, reason=f"a node in its own mount namespace: {can_unshare()}")
@@ -158,7 +167,7 @@ def test_a_node_that_cannot_see_the_storage_path_is_refused_by_name_and_a_bucket
     space.write_text(TINY_SPACE)
     with two_node_cluster(storage, extra_env=s3.env) as cluster:
         env = {**cluster.env, "ALPHATUNE_CACHE": str(tmp_path / "cache")}
-        common = ["--space", str(space), "--samples", "4", "--max-epochs", "1", "--sampler", "random",
+        common = ["--space", str(space), "--samples", "4", "--max-epochs", "1", "--confirm", "0", "--sampler", "random",
                   "--address", cluster.address]
         refused = alphatune("search", "run", *common, "--storage-path", str(storage), "--name", "local", env=env)
         assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]

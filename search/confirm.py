@@ -1,0 +1,289 @@
+"""Confirmation: after a search, its top configurations and Qlib's default are trained again on new seeds.
+
+A search tries each configuration once, on one seed, and the highest number it sees is partly luck. With
+``--confirm K --confirm-seeds S`` the driver, once every trial has ended, takes the K best configurations by the
+search's objective (one per distinct configuration) and Qlib's published config (the space's ``default``, the
+search's first point) and trains each again on the same S new seeds, at the search's epoch budget, with the trials'
+resources, as Ray tasks spread over the cluster. The winner is the best mean over the seeds; the winner and the
+default, trained on the same seeds, are compared pair by pair (``search.overfitting.paired``).
+
+Every run goes through the search's one training path (``search.trial.train_run``) into ``RUN/confirm/<run>/``
+(``<trial>-seed<S>``: ``model.pt``, ``state.pt``, ``valid_ic.json``), through the same storage layer. The plan
+(candidates and seeds) is written to the run's ledger once, before the first run starts, and each run's end as it
+ends (``search.ledger``): a search interrupted during its confirmation resumes it from there, without training a
+finished run again, and a run cut short goes on from its last epoch (its ``state.pt``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import numpy as np
+import ray
+
+from alphatune import models
+from alphatune.evaluation.best import Confirmation, ConfirmedConfig, ConfirmedRun
+from alphatune.search.cluster import concurrent_slots
+from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
+from alphatune.search.objective import finite, objective
+from alphatune.search.overfitting import paired
+from alphatune.search.results import TrialRecord, best_trial
+from alphatune.search.rundir import Manifest, RunDir
+from alphatune.search.trial import MODEL_FILE, check_visible, report_fields, train_run, trial_hyperparameters
+from alphatune.storage import Location
+
+CONFIRM_DIR = "confirm"
+DEFAULT = "default"          # the default's name when no trial of the search tried it
+_SEED_STREAM = 0x636F6E66    # "conf": keeps confirmation seeds apart from the trials' (search.study.trial_seed)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration to confirm: the search trial that tried it (or ``default``), its searched values, whether it
+    is Qlib's published config, and its single-seed value in the search (``None``: none)."""
+
+    trial: str
+    config: dict[str, Any]
+    default: bool
+    search_value: float | None
+
+
+def confirmation_seeds(search_seed: int | None, count: int) -> list[int]:
+    """``count`` training seeds for the confirmation: derived from the search's ``--seed`` (the same search
+    confirms on the same seeds), or drawn from the operating system's entropy without one. None of them is a
+    trial's seed unless by a 1-in-2³¹ coincidence."""
+    if search_seed is None:
+        return [int.from_bytes(os.urandom(4), "little") >> 1 for _ in range(count)]
+    return [int(np.random.SeedSequence([search_seed, _SEED_STREAM, i]).generate_state(1)[0] >> 1)
+            for i in range(count)]
+
+
+def run_id(trial: str, seed: int) -> str:
+    return f"{trial}-seed{seed}"
+
+
+def run_location(run_dir: RunDir, trial: str, seed: int) -> Location:
+    """Where the confirmation run of ``trial`` on ``seed`` keeps its files."""
+    return run_dir.root / CONFIRM_DIR / run_id(trial, seed)
+
+
+def candidates(records: list[TrialRecord], configs: dict[str, dict[str, Any]], manifest: Manifest,
+               top: int) -> list[Candidate]:
+    """The ``top`` best distinct configurations of the search by its objective (trials that did not fail, with a
+    finite value), then Qlib's default when it is not among them. ``configs``: each trial's searched values."""
+    space, goal = manifest.space, objective(manifest.options.metric)
+    default = {name: space.default[name] for name in space.params}
+    searched = lambda trial_id: {name: configs.get(trial_id, {}).get(name) for name in space.params}  # noqa: E731
+    scored = sorted((r for r in records if r.outcome != "failed" and finite(r.best(goal.name))
+                     and r.trial_id in configs), key=lambda r: goal.sort_key(r.best(goal.name)))
+    chosen: list[Candidate] = []
+    seen: list[dict[str, Any]] = []
+    for record in scored:
+        config = searched(record.trial_id)
+        if config in seen:
+            continue
+        seen.append(config)
+        if len(chosen) < top:
+            chosen.append(Candidate(record.trial_id, config, config == default, record.best(goal.name)))
+    if not any(candidate.default for candidate in chosen):
+        tried = [r for r in scored if searched(r.trial_id) == default] or \
+                [r for r in records if r.trial_id in configs and searched(r.trial_id) == default]
+        if tried:
+            value = tried[0].best(goal.name)
+            chosen.append(Candidate(tried[0].trial_id, default, True, value if finite(value) else None))
+        else:
+            chosen.append(Candidate(DEFAULT, default, True, None))
+    return chosen
+
+
+def _confirm_run(dataset_ref: list[Any], hyperparameters: models.Hyperparameters, run_dir: str, directory: str,
+                 **kwargs: Any) -> dict[str, Any]:
+    """A Ray task: one confirmation run, through the search's training path; returns its last report."""
+    run = RunDir.at(run_dir)
+    check_visible(run)
+    return train_run(hyperparameters, Location.of(directory), dataset=ray.get(dataset_ref[0]),
+                     report=lambda result: None, **kwargs)
+
+
+def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[str, Any] | None,
+            records: list[TrialRecord], out: TextIO) -> bool:
+    """Run (or go on with) the confirmation of a search whose trials have all ended; returns whether it is
+    complete (``False``: interrupted, Ctrl-C). Nothing to do with ``--confirm 0``."""
+    options, space = manifest.options, manifest.space
+    if options.confirm == 0:
+        return True
+    goal = objective(options.metric)
+    ledger = Ledger(run_dir.work)
+    plan, done = read_confirmation(run_dir.work)
+    if plan is None:
+        configs = {trial.trial_id: trial.config for trial in read_ledger(run_dir.work) or []}
+        chosen = candidates(records, configs, manifest, options.confirm)
+        plan = {"seeds": confirmation_seeds(options.seed, options.confirm_seeds), "top": options.confirm,
+                "candidates": [asdict(candidate) for candidate in chosen]}
+        ledger.confirmation(plan)
+        run_dir.push()
+    chosen = [Candidate(**candidate) for candidate in plan["candidates"]]
+    seeds = [int(seed) for seed in plan["seeds"]]
+    todo = [(candidate, seed) for candidate in chosen for seed in seeds
+            if run_id(candidate.trial, seed) not in done]
+    total = len(chosen) * len(seeds)
+    names = ", ".join(candidate.trial + (" (Qlib's default)" if candidate.default else "") for candidate in chosen)
+    out.write(f"[{space.model}] confirming {len(chosen)} configurations ({names}) on {len(seeds)} new seeds each: "
+              f"{len(todo)} of {total} runs to train, at most {options.max_epochs} epochs each\n")
+    out.flush()
+    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+    task = ray.remote(_confirm_run).options(
+        num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
+        max_retries=-1 if options.max_failures < 0 else options.max_failures, retry_exceptions=False)
+    common = {"metric": options.metric, "threads": max(1, int(options.cpus_per_trial)), "device": device,
+              "speed": options.speed(device), "bases": bases, "run_dir": str(run_dir.root)}
+    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    pending: dict[Any, tuple[Candidate, int]] = {}
+    finished = total - len(todo)
+    try:
+        while todo or pending:
+            while todo and len(pending) < slots:
+                candidate, seed = todo.pop(0)
+                hyperparameters = trial_hyperparameters(space, {**candidate.config, "seed": seed}, options.metric,
+                                                        options.max_epochs)
+                reference = task.remote([dataset_ref], hyperparameters,
+                                        directory=str(run_location(run_dir, candidate.trial, seed)), **common)
+                pending[reference] = (candidate, seed)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for reference in ready:
+                candidate, seed = pending.pop(reference)
+                name = run_id(candidate.trial, seed)
+                try:
+                    result = ray.get(reference)
+                except Exception as error:  # the run raised (its worker's traceback is in Ray's logs)
+                    message = str(error).strip().splitlines()[-1][:500] if str(error).strip() else type(error).__name__
+                    ledger.confirmed(name, trial=candidate.trial, seed=seed, error=message)
+                    line = f"failed: {message}"
+                else:
+                    ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result))
+                    line = (f"{goal.name} {result.get(goal.best, math.nan):.4f} at its kept epoch "
+                            f"{result.get('best_epoch')} of {result.get('epoch')}")
+                finished += 1
+                run_dir.push()
+                out.write(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]\n")
+                out.flush()
+    except KeyboardInterrupt:  # the driver says how to go on (unfinished_runs)
+        for reference in pending:
+            ray.cancel(reference, force=True)
+        return False
+    finally:
+        ledger.close()
+        run_dir.push()
+    return True
+
+
+def unfinished_runs(run_dir: RunDir, manifest: Manifest) -> int:
+    """How many confirmation runs have not ended (0 without ``--confirm`` or before the plan is made)."""
+    plan, done = read_confirmation(run_dir.work)
+    if manifest.options.confirm == 0 or plan is None:
+        return 0
+    return sum(run_id(candidate["trial"], int(seed)) not in done
+               for candidate in plan["candidates"] for seed in plan["seeds"])
+
+
+def summary(run_dir: RunDir, manifest: Manifest, records: list[TrialRecord]) -> Confirmation | None:
+    """The confirmation as best.yaml records it (``None`` when none was planned): every configuration's runs,
+    mean and standard deviation (ddof 1), the winner (best mean; among configurations with every seed when any has
+    them all), the search's single-seed winner, and the winner against the default on their common seeds."""
+    plan, done = read_confirmation(run_dir.work)
+    if plan is None:
+        return None
+    options, space = manifest.options, manifest.space
+    goal = objective(options.metric)
+    seeds = [int(seed) for seed in plan["seeds"]]
+    configs = []
+    for candidate in (Candidate(**entry) for entry in plan["candidates"]):
+        runs = []
+        for seed in seeds:
+            entry = done.get(run_id(candidate.trial, seed))
+            value = entry.get(goal.best) if entry is not None else None
+            value = float(value) if finite(value) else None
+            seconds = (entry["reported_at"] - entry["started_at"]) if entry and finite(entry.get("reported_at")) \
+                and finite(entry.get("started_at")) else None
+            runs.append(ConfirmedRun(
+                seed=seed, value=value, best_epoch=entry.get("best_epoch") if entry else None,
+                epochs=entry.get("epoch") if entry else None, seconds=round(seconds, 1) if seconds else None,
+                checkpoint=str(run_location(run_dir, candidate.trial, seed) / MODEL_FILE) if value is not None else None,
+                error=(entry.get("error") or (None if value is not None else f"non-finite {goal.name}"))
+                if entry is not None else "not run yet"))
+        values = [run.value for run in runs if run.value is not None]
+        hyperparameters = trial_hyperparameters(space, {**candidate.config, "seed": seeds[0]}, options.metric,
+                                                options.max_epochs).to_dict()
+        hyperparameters.pop("seed", None)
+        pretrained = next((done[run_id(candidate.trial, seed)].get("pretrained") for seed in seeds
+                           if run_id(candidate.trial, seed) in done), None)
+        configs.append(ConfirmedConfig(
+            trial=candidate.trial, default=candidate.default, search_value=candidate.search_value,
+            hyperparameters=hyperparameters, runs=runs, pretrained=pretrained,
+            mean=statistics.fmean(values) if values else None,
+            std=statistics.stdev(values) if len(values) > 1 else None))
+    complete = all(run.error != "not run yet" for config in configs for run in config.runs)
+    full = [config for config in configs if config.mean is not None and all(run.value is not None for run in config.runs)]
+    eligible = full or [config for config in configs if config.mean is not None]
+    winner = min(eligible, key=lambda config: goal.sort_key(config.mean)) if eligible else None
+    search_best = best_trial(records, options.metric)
+    return Confirmation(metric=goal.name, seeds=seeds, top=int(plan["top"]), configs=configs,
+                        winner=winner.trial if winner else None,
+                        search_winner=search_best.trial_id if search_best else None, complete=complete,
+                        against_default=_against_default(winner, configs, goal))
+
+
+def _against_default(winner: ConfirmedConfig | None, configs: list[ConfirmedConfig], goal: Any) -> dict[str, Any] | None:
+    default = next((config for config in configs if config.default), None)
+    if winner is None or default is None:
+        return None
+    if winner is default:
+        return {"seeds": sum(run.value is not None for run in winner.runs), "mean_difference": 0.0,
+                "standard_error": None, "ahead": 0, "beyond_noise": False,
+                "verdict": "the winner is Qlib's default config itself: the search found nothing better on these seeds"}
+    values = lambda config: {run.seed: run.value for run in config.runs if run.value is not None}  # noqa: E731
+    comparison = paired(values(winner), values(default), maximize=goal.mode == "max")
+    if comparison is None:
+        return None
+    return {"seeds": comparison.seeds, "mean_difference": comparison.mean,
+            "standard_error": comparison.standard_error, "ahead": comparison.ahead,
+            "beyond_noise": comparison.beyond_noise, "verdict": comparison.verdict(goal.name)}
+
+
+def table(confirmation: Confirmation) -> str:
+    """The printed summary: one row per configuration, its search value, every seed's value, mean ± std."""
+    rows = [["config", "search", *(f"seed {seed}" for seed in confirmation.seeds), "mean ± std", ""]]
+    for config in confirmation.configs:
+        mean = "-" if config.mean is None else f"{config.mean:.4f}" + (f" ± {config.std:.4f}" if config.std else "")
+        marks = [mark for mark, on in (("winner", config.trial == confirmation.winner),
+                                       ("search's best", config.trial == confirmation.search_winner)) if on]
+        rows.append([config.trial + (" (default)" if config.default else ""),
+                     "-" if config.search_value is None else f"{config.search_value:.4f}",
+                     *("-" if run.value is None else f"{run.value:.4f}" for run in config.runs), mean,
+                     ", ".join(marks)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def winner_record(confirmation: Confirmation, records: list[TrialRecord], metric: str) -> TrialRecord | None:
+    """The confirmed winner as the export writes it: its search trial (its kept epoch's numbers and model) when the
+    driver can read that trial's model, else its first confirmation run that has one; ``None`` without a winner."""
+    config = confirmation.config(confirmation.winner) if confirmation.winner else None
+    if config is None:
+        return None
+    trial = next((record for record in records if record.trial_id == config.trial), None)
+    if trial is not None and trial.checkpoint is not None:
+        return trial
+    run = next((run for run in config.runs if run.checkpoint is not None), None)
+    if run is None:
+        return None
+    value = {"valid_ic": math.nan, "valid_loss": math.nan, metric: run.value}
+    return TrialRecord(trial_id=run_id(config.trial, run.seed), outcome="finished",
+                       hyperparameters={**config.hyperparameters, "seed": run.seed}, epochs=run.epochs or 0,
+                       best_epoch=run.best_epoch or 0, best_valid_ic=value["valid_ic"],
+                       best_valid_loss=value["valid_loss"], checkpoint=Location.of(run.checkpoint),
+                       pretrained=config.pretrained)
