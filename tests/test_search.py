@@ -400,7 +400,9 @@ def test_a_runs_space_file_says_where_the_space_came_from_even_under_ray_job_sub
 
 # A search's results with a fixed --seed, recorded before the searcher, the scheduler and the trainer were
 # rewritten (2026-12-02): the same proposals, seeds, prunings and per-epoch numbers must come out of any later
-# version (the same on AVX-512 and on AVX2-only oneDNN, checked with ONEDNN_MAX_CPU_ISA=AVX2).
+# version (the same on AVX-512 and on AVX2-only oneDNN, checked with ONEDNN_MAX_CPU_ISA=AVX2). TPE's own
+# proposals differ between Optuna versions: past its startup trials the record holds for the Optuna it was made with.
+RECORDED_WITH_OPTUNA = "5.0"
 RECORDED = [  # Optuna number, lr, hidden_size, seed, state, valid_ic per epoch
     (0, 0.01, 8, 963191729, "COMPLETE", [0.540154, 0.696102, 0.754149]),
     (1, 0.000279608183384186, 4, 296233884, "PRUNED", [0.296416]),
@@ -425,11 +427,21 @@ def test_a_search_with_a_fixed_seed_gives_the_results_recorded_before_the_rewrit
         rows = ledger[trial.user_attrs["ray_trial_id"]].results
         got.append((trial.number, trial.params["lr"], trial.params["hidden_size"], trial.user_attrs["seed"],
                     trial.state.name, [row["valid_ic"] for row in rows]))
+    startup = 2  # Qlib's default and one random proposal (TPE's startup trials for 5 samples)
+    _assert_recorded(got[:startup], RECORDED[:startup])
+    assert [row[3] for row in got] == [row[3] for row in RECORDED]  # every trial's seed comes from --seed alone
+    if not optuna.__version__.startswith(RECORDED_WITH_OPTUNA):
+        pytest.skip(f"TPE's proposals after its {startup} startup trials depend on Optuna's version: recorded with "
+                    f"Optuna {RECORDED_WITH_OPTUNA}, this is {optuna.__version__} (the startup trials matched)")
+    _assert_recorded(got, RECORDED)
+
+
+def _assert_recorded(got: list[tuple], recorded: list[tuple]) -> None:
     assert [(number, hidden, seed, state) for number, _, hidden, seed, state, _ in got] == [
-        (number, hidden, seed, state) for number, _, hidden, seed, state, _ in RECORDED]
-    assert [row[1] for row in got] == pytest.approx([row[1] for row in RECORDED], rel=1e-9)
-    for (*_, ics), (*_, recorded) in zip(got, RECORDED):
-        assert ics == pytest.approx(recorded, abs=2e-6)
+        (number, hidden, seed, state) for number, _, hidden, seed, state, _ in recorded]
+    assert [row[1] for row in got] == pytest.approx([row[1] for row in recorded], rel=1e-9)
+    for (*_, ics), (*_, expected) in zip(got, recorded):
+        assert ics == pytest.approx(expected, abs=2e-6)
 
 
 class _Touch:
