@@ -38,7 +38,7 @@ params:
   dropout: {type: float, low: 0.0, high: 0.6}
   lr: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}
   batch_size: {type: categorical, choices: [256, 512, 800, 1024, 2048]}
-fixed: {d_feat: 6, n_epochs: 200, early_stop: 20, metric: loss, optimizer: adam, weight_decay: 0.0, seed: 0}
+fixed: {d_feat: 6, n_epochs: 200, early_stop: 20, optimizer: adam, weight_decay: 0.0, seed: 0}
 default: {hidden_size: 64, num_layers: 2, dropout: 0.0, lr: 1.0e-3, batch_size: 800}
 """
 STRATEGIES = {"ASHA + TPE": {"sampler": "tpe", "pruning": True},
