@@ -3,14 +3,14 @@ winner, the confirmed winner and Qlib's default, each over the confirmation's se
 
 One ``search.driver.run`` (TPE + ASHA, ``--samples`` trials, then the confirmation of the top ``--confirm``
 configurations and Qlib's default on ``--confirm-seeds`` new seeds each), on ``../shared/data/cn_csi300`` with
-train 2016, valid 2017-H1, test 2017-H2. Then every confirmation run's model (its kept epoch) predicts the test
-segment (``evaluation.evaluate.score_confirmed``, as ``alphatune evaluate`` reuses them): the test IC of the
+train 2016-Q4 (a quarter: a CPU budget), valid 2017-H1, test 2017-H2. Then every confirmation run's model (its
+kept epoch) predicts the test segment (``evaluation.evaluate.score_confirmed``, as ``alphatune evaluate`` reuses them): the test IC of the
 search's single-seed winner (its top trial, always among the confirmed), of the confirmed winner (best mean
 validation IC) and of Qlib's default, each as mean ± std over the same seeds. The search's and the
 confirmation's wall times come from the run's own ledger (the confirmation's plan is written when it starts).
 
     python benchmarks/bench_confirmation.py [--model gru] [--samples 32] [--confirm 4] [--confirm-seeds 5]
-                                            [--max-epochs 6] [--no-record] [--smoke]
+                                            [--max-epochs 3] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from benchmarks import _search_util as util  # noqa: E402
 from benchmarks import report  # noqa: E402
 
 CN_CSI300 = ROOT.parent / "shared" / "data" / "cn_csi300"
-SEGMENTS = {"train": ("2016-01-01", "2016-12-31"), "valid": ("2017-01-01", "2017-06-30"),
+SEGMENTS = {"train": ("2016-10-01", "2016-12-31"), "valid": ("2017-01-01", "2017-06-30"),
             "test": ("2017-07-01", "2017-12-31")}
 
 
@@ -59,6 +59,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         import ray
         ray.shutdown()
     plan, runs = read_confirmation(run_dir.work)
+    if plan is None or not runs:
+        raise SystemExit(f"{run_dir}: the search ended before its confirmation (interrupted?); nothing to measure")
     confirmation_started = plan["time"]
     confirmation_ended = max(entry["time"] for entry in runs.values())
     best = Best.read(run_dir / "best.yaml")
@@ -71,7 +73,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                 test_ic[run.seed] = score_confirmed(best.model, run, ds, BacktestConfig(), "cpu").metrics["IC"]
         scored[config.trial] = {"default": config.default, "search_value": config.search_value,
                                 "valid": {run.seed: run.value for run in config.runs}, "test_ic": test_ic}
-    return {"model": args.model, "samples": args.samples, "max_epochs": args.max_epochs, "seeds": best.confirmation.seeds,
+    return {"model": args.model, "segments": segments, "samples": args.samples, "max_epochs": args.max_epochs, "seeds": best.confirmation.seeds,
             "search_s": confirmation_started - started, "confirmation_s": confirmation_ended - confirmation_started,
             "total_s": ended - started, "winner": best.confirmation.winner,
             "search_winner": best.confirmation.search_winner, "against_default": best.confirmation.against_default,
@@ -111,9 +113,12 @@ def render(result: dict[str, Any], smoke: bool) -> str:
            f"{result['blocks']} blocks, {result['splits']} splits)" if result["pbo"] is not None
            else f"no PBO ({result['pbo_note']})")
     versus = result["against_default"] or {}
+    windows = result.get("segments", SEGMENTS)
+    data = ("the embedded data" if smoke else "cn_csi300") + " (" + ", ".join(
+        f"{name} {start} .. {end}" for name, (start, end) in windows.items()) + ")"
     return "\n\n".join([
         ("Smoke run (embedded data, a few days): checks the script, measures nothing. " if smoke else "")
-        + f"`{result['model']}`, {result['samples']}-trial TPE + ASHA search (at most {result['max_epochs']} epochs "
+        + f"`{result['model']}` on {data}, {result['samples']}-trial TPE + ASHA search (at most {result['max_epochs']} epochs "
         f"per trial; outcomes {result['trial_counts']}), then its top configurations and Qlib's default trained "
         f"again on {len(result['seeds'])} new seeds each (seeds {', '.join(map(str, result['seeds']))}), 2 CPUs, "
         f"one torch thread per trial. Test IC: each confirmation run's model (its kept epoch) on the test segment, "
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--confirm", type=int, default=4)
     parser.add_argument("--confirm-seeds", type=int, default=5)
-    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="the search's seed")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the private Ray node")
     parser.add_argument("--json", type=Path, help="also write the measured numbers here")
