@@ -56,7 +56,7 @@ def search(model: str, args: argparse.Namespace) -> tuple[Path, float]:
     command = [sys.executable, "-m", "alphatune", "search", "run", "--model", model, "--data", str(args.data),
                *(f"--{name}={start}:{end}" for name, (start, end) in args.segments.items()),
                "--samples", str(args.samples), "--storage-path", str(args.storage_path), "--name", args.name,
-               "--gpus-per-trial", str(args.gpus_per_trial)]
+               "--gpus-per-trial", str(args.gpus_per_trial), "--confirm", "0"]  # evaluate trains every seed itself
     if args.max_epochs is not None:
         command += ["--max-epochs", str(args.max_epochs)]
     if args.grace_epochs is not None:

@@ -256,7 +256,7 @@ def search_part(data_dir: Path, scratch: Path, args: argparse.Namespace, results
     from alphatune.search.ledger import read_ledger
     from alphatune.search.options import SearchOptions
     cuda = torch.cuda.is_available()
-    options = SearchOptions(models=["lstm"], data=str(data_dir), samples=args.search_samples,
+    options = SearchOptions(models=["lstm"], confirm=0, data=str(data_dir), samples=args.search_samples,
                             max_epochs=args.search_epochs, cpus_per_trial=args.search_cpus_per_trial,
                             gpus_per_trial=args.search_gpus_per_trial if cuda else 0.0, seed=args.seed,
                             storage_path=str(scratch / "runs"), name="bench-gpu", progress_seconds=30.0)

@@ -58,7 +58,7 @@ def search(strategy: str, seed: int, samples: int, max_epochs: int, scratch: Pat
     space_file = scratch / "space.yaml"
     space_file.write_text(SPACE)
     name = f"{settings['sampler']}-{seed}"
-    options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, samples=samples,
+    options = SearchOptions(models=["lstm"], confirm=0, space_files={"lstm": str(space_file)}, samples=samples,
                             max_epochs=max_epochs, grace_epochs=1 if settings["pruning"] else max_epochs,
                             reduction_factor=2, cpus_per_trial=1, sampler=settings["sampler"], seed=seed,
                             storage_path=str(scratch / "runs"), name=name, progress_seconds=3600,

@@ -97,7 +97,7 @@ def measure(variant: str, trials: int, data: Path, settle_seconds: float = 5.0) 
     scratch = util.scratch_dir("alphatune-mem-")
     space_file = scratch / "space.yaml"
     space_file.write_text(SPACE)
-    options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, data=str(data), samples=trials,
+    options = SearchOptions(models=["lstm"], confirm=0, space_files={"lstm": str(space_file)}, data=str(data), samples=trials,
                             max_epochs=1, grace_epochs=1, cpus_per_trial=1, max_concurrent=trials,
                             sampler="random", seed=0, storage_path=str(scratch / "runs"), name="memory",
                             progress_seconds=3600)

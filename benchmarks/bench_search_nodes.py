@@ -57,7 +57,7 @@ def measure(nodes: int, samples: int, max_epochs: int, token: Path,
     with util.LocalCluster(head_cpus=1, token_path=token, worker_cpus=(1,) * (nodes - 1)) as cluster:
         space_file = cluster.scratch / "space.yaml"
         space_file.write_text(SPACE)
-        options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, samples=samples,
+        options = SearchOptions(models=["lstm"], confirm=0, space_files={"lstm": str(space_file)}, samples=samples,
                                 max_epochs=max_epochs, grace_epochs=max_epochs, cpus_per_trial=1,
                                 sampler="random", seed=0, storage_path=str(cluster.scratch / "runs"),
                                 name="nodes", address=f"127.0.0.1:{cluster.port}", progress_seconds=3600,

@@ -69,7 +69,7 @@ def measure(reuse_actors: bool, hidden: tuple[int, int], samples: int, max_epoch
     scratch = util.scratch_dir("alphatune-overhead-")
     space_file = scratch / "space.yaml"
     space_file.write_text(SPACE.format(low=hidden[0], high=hidden[1]))
-    options = SearchOptions(models=["lstm"], space_files={"lstm": str(space_file)}, samples=samples,
+    options = SearchOptions(models=["lstm"], confirm=0, space_files={"lstm": str(space_file)}, samples=samples,
                             max_epochs=max_epochs, grace_epochs=1, reduction_factor=2, cpus_per_trial=1,
                             sampler="tpe", seed=0, reuse_actors=reuse_actors, storage_path=str(scratch / "runs"),
                             name="overhead", progress_seconds=3600, **(segments or {}))

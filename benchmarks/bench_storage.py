@@ -41,7 +41,7 @@ def search(storage: str, data: Path, scratch: Path, trials: int, epochs: int) ->
     from alphatune.search.ledger import read_ledger
     from alphatune.search.options import SearchOptions
     (scratch / "space.yaml").write_text(SPACE)
-    options = SearchOptions(models=["lstm"], space_files={"lstm": str(scratch / "space.yaml")}, data=str(data),
+    options = SearchOptions(models=["lstm"], confirm=0, space_files={"lstm": str(scratch / "space.yaml")}, data=str(data),
                             samples=trials, max_epochs=epochs, grace_epochs=epochs, max_concurrent=1,
                             sampler="random", seed=0, storage_path=storage, name="storage", progress_seconds=3600)
     cluster.start_ray(num_cpus=2)

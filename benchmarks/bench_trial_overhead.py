@@ -74,7 +74,7 @@ def search(ds_dir: Path, scratch: Path, trials: int, epochs: int) -> list[dict]:
     from alphatune.search.ledger import read_ledger
     from alphatune.search.options import SearchOptions
     (scratch / "space.yaml").write_text(SPACE)
-    options = SearchOptions(models=["lstm"], space_files={"lstm": str(scratch / "space.yaml")}, data=str(ds_dir),
+    options = SearchOptions(models=["lstm"], confirm=0, space_files={"lstm": str(scratch / "space.yaml")}, data=str(ds_dir),
                             samples=trials, max_epochs=epochs, grace_epochs=epochs, max_concurrent=1,
                             sampler="random", seed=0, storage_path=str(scratch / "runs"), name="overhead",
                             progress_seconds=3600)

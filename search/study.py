@@ -88,6 +88,8 @@ class SearchStudy:
         self.study = optuna.create_study(study_name=self.name, storage=storage, sampler=sampler,
                                          direction=goal.direction, load_if_exists=True)
         self.study_id = storage.get_study_id_from_name(self.name)
+        self._ids: dict[int, int] = {}           # Optuna number -> storage id: fixed once the trial exists
+        self._reported: dict[int, set[int]] = {}  # a running trial's steps in the storage, read at its first report
         if not self.study.metric_names:  # optuna-dashboard names the objective instead of "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -110,7 +112,9 @@ class SearchStudy:
         return self.storage.get_trial(self._id(number))
 
     def _id(self, number: int) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        if number not in self._ids:
+            self._ids[number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        return self._ids[number]
 
     def drawn(self) -> int:
         """How many samples the study has handed out (an enqueued point not yet asked for is not one)."""
@@ -132,17 +136,24 @@ class SearchStudy:
 
     def report(self, number: int, value: float, step: int) -> bool:
         """Record ``value`` at ``step`` of a running trial, once (a step already there is left as it is); returns
-        whether it was recorded."""
-        frozen = self.trial(number)
-        if frozen.state != TrialState.RUNNING or step in frozen.intermediate_values:
+        whether it was recorded. The trial's state and steps are read from the storage at its first report only
+        (one writer per run: later steps are the ones this object wrote), which keeps a report to one write."""
+        if number not in self._reported:
+            frozen = self.trial(number)
+            if frozen.state != TrialState.RUNNING:
+                return False
+            self._reported[number] = set(frozen.intermediate_values)
+        if step in self._reported[number]:
             return False
         self.storage.set_trial_intermediate_value(self._id(number), step, value)
+        self._reported[number].add(step)
         return True
 
     def tell(self, number: int, outcome: str, value: float | None) -> None:
         """End a running trial as the search saw it end: ``finished`` COMPLETE with ``value`` (the best over all its
         epochs), ``pruned`` PRUNED (Optuna keeps its last intermediate value, the best so far), ``failed`` FAIL (a
         NaN told as COMPLETE would be refused and leave the trial RUNNING). A trial already ended is left alone."""
+        self._reported.pop(number, None)
         if self.trial(number).state.is_finished():
             return
         if outcome == "finished" and value is not None:
