@@ -20,9 +20,7 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -36,20 +34,14 @@ import yaml
 
 from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
+from servers import VENV_BIN, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 # Answers of a fresh head that is not ready to take a job yet: its node agent is still starting, or the first
 # working-dir upload raced the agent (the job then fails before the entrypoint runs).
 NOT_READY = ("No available agent", "try again later", "Failed to download runtime_env", "Connection refused",
              "ConnectionError", "Failed to connect")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
