@@ -232,12 +232,12 @@ def test_bad_arguments_are_refused_in_one_line_before_anything_starts(args, mess
     assert message in stderr
     ours = [line for line in stderr.strip().splitlines() if not RAY_WORKER_LINE.match(line)]
     assert len(ours) == 1, stderr
+    assert not list(tmp_path.iterdir()), "something was created before the refusal"
 
 
 # A line Ray forwards from a worker of this process's shared test cluster (an earlier test's trial, exiting): it
 # reaches this process's stderr whenever it arrives, and is no part of what the command printed.
 RAY_WORKER_LINE = re.compile(r"^(\x1b\[\d+m)?\((\w+ )?pid=\d+")
-    assert not list(tmp_path.iterdir()), "something was created before the refusal"
 
 
 def test_a_bad_space_file_is_refused_by_the_real_cli_with_its_line(tmp_path) -> None:
