@@ -182,8 +182,9 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
                             max_epochs=4, grace_epochs=4, max_failures=2, sampler="random", seed=5,
                             storage_path=str(tmp_path / "runs"), name="retry", progress_seconds=60.0,
                             pretrained=str(base_file))
-    run_dir = options.run_dir("gats")
+    run_dir = options.run_dir("gats").local
     killed: list[int] = []
+    poisoned: list[Path] = []
 
     def poison_base_then_kill_worker() -> None:
         deadline = time.monotonic() + 240
@@ -191,9 +192,11 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
             trials = read_ledger(run_dir) or []
             if trials and list((run_dir / "trials").glob("*/state.pt")):
                 rows = trials[0].results
-                if rows:
-                    _save(base_file, {key: torch.full_like(value, math.nan)
-                                      for key, value in models.read_state_dict(base_file).items()})
+                if rows:  # the given file and the run's copy of it, which the trials read
+                    for base in (base_file, *run_dir.glob("base_*.pt")):
+                        _save(base, {key: torch.full_like(value, math.nan)
+                                     for key, value in models.read_state_dict(base).items()})
+                        poisoned.append(base)
                     os.kill(rows[0]["pid"], signal.SIGKILL)
                     killed.append(rows[0]["pid"])
                     return
@@ -210,7 +213,7 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
     assert killed, "the worker was never killed"
     [record] = read_trials(run_dir, read_manifest(run_dir))
     assert record.outcome == "finished" and record.epochs == 4
-    assert record.pretrained == str(base_file)
+    assert record.pretrained in map(str, poisoned)  # the trial's base was poisoned before the retry
     assert math.isfinite(record.best_valid_ic)
 
 

@@ -151,7 +151,7 @@ def test_a_driver_killed_seconds_after_an_asha_stop_resumes_without_running_that
     data = save_planted(tmp_path, n_days=150, n_stocks=100)
     command = [sys.executable, "-m", "alphatune", "search", "run", "--space", str(write_space(tmp_path)), "--data", str(data),
                "--samples", "8", "--max-epochs", "3", "--max-concurrent", "1", "--sampler", "random", "--seed", "5",
-               "--storage-path", str(tmp_path / "runs"), "--name", "asha", "--progress-seconds", "1"]
+               "--storage-path", str(tmp_path / "runs"), "--name", "asha", "--progress-seconds", "1", "--confirm", "0"]
     driver_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pruned = None
     deadline = time.monotonic() + 240
