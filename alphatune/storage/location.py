@@ -1,4 +1,4 @@
-"""Where a run's files live and how they are written and read: the one storage layer.
+"""A file or directory on local disk, a shared mount or object storage, written and read one way.
 
 A ``Location`` is a file or a directory given as a local path or a URI: ``s3://bucket/prefix`` (AWS S3, or any
 S3-compatible server through the standard AWS environment: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
@@ -10,9 +10,6 @@ URI through ``pyarrow.fs``. Either way:
   never half of one (a temporary file renamed over the target; on object storage a single put);
 * ``check`` says in one line, within seconds, why a location cannot be used (unknown scheme, an endpoint that does
   not answer, a bucket that does not exist, no permission) instead of the SDK's minutes of retries;
-* ``Lease`` is one writer per run on storage without ``flock`` (object storage): an object naming its holder that
-  the holder renews, that a second writer sees and refuses on, and that expires when its holder died.
-
 A location is never a local folder named after a URI: ``s3://x`` is S3 or an error.
 """
 
@@ -20,16 +17,12 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import socket
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -324,61 +317,3 @@ def _read_only(path: Path) -> bool:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
-
-
-class Lease:
-    """One writer per run on object storage: an object (``.writer.lease``) naming its holder and when it expires,
-    renewed by a thread every ``ttl / 4`` seconds (``ttl``: ``$ALPHATUNE_LEASE_SECONDS``, else 60). Taking a lease another live holder renews is a ``StorageError``
-    naming it; one whose holder stopped renewing (it died) has expired after ``ttl`` seconds and is taken over."""
-
-    def __init__(self, location: Location, ttl: float | None = None) -> None:
-        self.location = location
-        self.ttl = ttl if ttl is not None else float(os.environ.get("ALPHATUNE_LEASE_SECONDS") or 60.0)
-        self.token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def holder(self) -> dict[str, Any] | None:
-        """The lease as written, or ``None`` when there is none (or it cannot be read)."""
-        try:
-            data = json.loads(self.location.read_text())
-        except (FileNotFoundError, ValueError, OSError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _write(self) -> None:
-        self.location.write_text(json.dumps({
-            "token": self.token, "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-            "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "expires": time.time() + self.ttl}))
-
-    def acquire(self, what: str) -> None:
-        """Take the lease for writing ``what`` (``StorageError`` naming the holder while another one holds it)."""
-        held = self.holder()
-        if held is not None and held.get("token") != self.token and float(held.get("expires", 0)) > time.time():
-            raise StorageError(f"{what} is being written by pid {held.get('pid')} on {held.get('host')} "
-                               f"(`{held.get('command')}`, since {held.get('since')}); wait for it to end or stop it "
-                               f"(a holder that died lets go within {self.ttl:g} s)")
-        self._write()
-        time.sleep(0.2)  # two writers that met an expired lease at once: the last write wins, the other sees it
-        held = self.holder()
-        if held is None or held.get("token") != self.token:
-            raise StorageError(f"{what} was taken by pid {(held or {}).get('pid')} on {(held or {}).get('host')} "
-                               f"at the same moment; wait for it to end or stop it")
-        self._thread = threading.Thread(target=self._renew, name="alphatune-lease", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl / 4):
-            try:
-                self._write()
-            except OSError:  # the store is unreachable for now: the next renewal tries again
-                continue
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        held = self.holder()
-        if held is not None and held.get("token") == self.token:
-            self.location.delete()
