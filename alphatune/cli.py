@@ -5,7 +5,7 @@
     alphatune evaluate BEST_YAML          searched vs Qlib's default on the test segment (alphatune.evaluation.cli)
     alphatune models list                 the eight models and Qlib's defaults       (alphatune.models.cli)
 
-Bad input ends in one line on stderr (``error: ...``) and exit status 2; Ctrl-C ends with "interrupted" and status
+Bad input ends in one line on stderr (``error: ...``, with any secret it would quote redacted) and exit status 2; Ctrl-C ends with "interrupted" and status
 130, without a traceback, whatever the command was waiting for. SIGTERM (``kill``, a batch scheduler's stop) is
 Ctrl-C too: a search stops its trials, saves, says how to resume and leaves no Ray process
 behind. Nothing heavy (torch, Ray, pandas) is imported before the arguments are checked.
@@ -113,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.main(args)
     except KeyboardInterrupt:
         _forget_unhandled_interrupt()
-        print("interrupted", file=sys.stderr)
-        return 130
+        from alphatune.search.rundir import lost_writer
+        taken = lost_writer()  # a lease taken over interrupts its holder: say why, not "interrupted"
+        print(f"error: {taken}; this process stopped writing it" if taken else "interrupted", file=sys.stderr)
+        return 2 if taken else 130
     except Exception as error:
         if isinstance(error, user_errors()):
-            text = str(error).strip()
+            from alphatune.storage import redact
+            text = redact(str(error).strip())
             print(f"error: {text.splitlines()[0] if text else type(error).__name__}", file=sys.stderr)
             return 2
         raise

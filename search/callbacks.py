@@ -1,4 +1,5 @@
-"""Driver-side Tune plug-ins: the NaN stopper, a concise progress line, and TensorBoard logging.
+"""Driver-side Tune plug-ins: the stopper (NaN, a trial's own failure, a fault of the environment), a concise
+progress line, and TensorBoard logging.
 
 They run in the driver process (never in a trial), so a trial's worker stays free of logging work, and the
 TensorBoard files of all trials land in one place: ``RUN/tensorboard/<trial id>/``. What only Tune's callbacks
@@ -18,30 +19,44 @@ from ray.tune.stopper import Stopper
 
 from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
-from alphatune.search.searcher import OPTUNA_TRIAL
+from alphatune.search.rundir import EnvironmentFault
+from alphatune.search.searcher import OPTUNA_TRIAL, TENSORBOARD_RUN
+from alphatune.search.trial import ERROR, FAULT
 from alphatune.spaces import Conditional, Space
 
-PROGRESS = ("running", "pending", "finished", "pruned", "failed")
+PROGRESS = ("running", "pending", "finished", "pruned", "failed", "interrupted")
 
 
 def tune_outcome(trial: Trial, metric: str) -> str:
-    """The outcome (``search.results.outcome``) of a trial as Tune holds it now; ``pending`` before it started."""
+    """The outcome (``search.results.outcome``) of a trial as Tune holds it now; ``pending`` before it started,
+    ``interrupted`` when Tune gave up on it (its worker or node lost beyond ``--max-failures``: the environment's
+    fault, so it is not failed, and resume continues it)."""
     if trial.status == Trial.PENDING and not trial.last_result:
         return "pending"
-    status = trial.status if trial.status in (Trial.TERMINATED, Trial.ERROR) else None
+    if trial.status == Trial.ERROR:
+        return "interrupted"
+    status = trial.status if trial.status == Trial.TERMINATED else None
     return outcome(status, trial.last_result or {}, metric)
 
 
-class NonFiniteStopper(Stopper):
-    """Stops a trial at the first report whose searched metric is NaN or infinite (ASHA never cuts those).
+class TrialStopper(Stopper):
+    """Stops a trial at the first report whose searched metric is NaN or infinite (ASHA never cuts those), or that
+    says the trial failed by itself (``error``, ``search.trial``). A report of a fault of the environment
+    (``fault``) stops the whole search: it raises ``EnvironmentFault``, which ends Tune's run at once and reaches
+    the driver's ``fault_guard``; nothing of that report is recorded against the trial.
 
-    Tune consults the stopper before the scheduler and the searcher, so neither sees the bad value.
+    Tune consults the stopper before the scheduler and the searcher, so neither sees these reports' values.
     """
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if result.get(FAULT):
+            raise EnvironmentFault(str(result[FAULT]), trial_id=trial_id, node=result.get("node"),
+                                   full=bool(result.get("full")))
+        if result.get(ERROR):
+            return True
         return self.metric in result and not finite(result[self.metric])
 
     def stop_all(self) -> bool:
@@ -105,16 +120,24 @@ class ProgressPrinter(Callback):
         self._ended(trials, trial, Trial.ERROR)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._write(f"[{self.model}] trial {trial.trial_id} failed after epoch "
+        self._write(f"[{self.model}] trial {trial.trial_id}: its worker was lost after epoch "
                     f"{(trial.last_result or {}).get('epoch', 0)}{_why(trial)}; Tune retries it from its last "
                     f"epoch")
 
     def _ended(self, trials: list[Trial], trial: Trial, status: str) -> None:
         result = trial.last_result or {}
+        if status == Trial.ERROR:
+            self._write(f"[{self.model}] trial {trial.trial_id} interrupted after epoch {result.get('epoch', 0)}: its "
+                        f"worker was lost beyond --max-failures{_why(trial)}; not failed: it continues from its last "
+                        f"saved epoch when the search is resumed")
+            self.last_print = time.monotonic()
+            self._write(self.line(trials, ended=(trial, "interrupted")))
+            return
         how = outcome(status, result, self.goal.name)
         value = result.get(self.goal.best)
         shown = f"{value:.4f}" if finite(value) else str(value)
-        why = _why(trial) if status == Trial.ERROR else ""
+        why = (f": {result[ERROR]}" + (f" (traceback: {result['traceback']})" if result.get("traceback") else "")
+               if result.get(ERROR) else "")
         self._write(f"[{self.model}] trial {trial.trial_id} {how} after epoch {result.get('epoch', 0)} "
                     f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)}){why}")
         self.last_print = time.monotonic()
@@ -122,13 +145,27 @@ class ProgressPrinter(Callback):
 
 
 def _why(trial: Trial) -> str:
-    """``: <the exception's last line> (traceback: <file>)`` for a trial that raised, if Tune wrote its error."""
+    """``: <the error's last line> (traceback: <file>)`` for a trial whose worker was lost, if Tune wrote it."""
     path = trial.error_file
     try:
         lines = Path(path).read_text(encoding="utf-8", errors="replace").strip().splitlines() if path else []
     except OSError:
         lines = []
     return f": {lines[-1][:300]} (traceback: {path})" if lines else ""
+
+
+def written_steps(run: Path) -> set[int]:
+    """The epochs whose scalars a TensorBoard run folder already holds (none when it has no event file)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    steps: set[int] = set()
+    for path in sorted(run.glob("events.out.tfevents.*")) if run.is_dir() else []:
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                if any(value.tag in EPOCH_SCALARS for value in event.summary.value):
+                    steps.add(int(event.step))
+        except Exception:  # a file torn by a kill: what was read before the tear counts
+            continue
+    return steps
 
 
 # TensorBoard scalar tags, per epoch: the epoch's own numbers, and those of the epoch the trial keeps so far (step
@@ -203,6 +240,11 @@ class TensorBoardLogger(Callback):
     searched hyperparameters and ``optuna_trial``. The columns of the HParams table are the search's experiment
     (``write_experiment``, written when the search starts): its metric columns are the last points of the curves
     above, named for what they are.
+
+    Each epoch is written once per run, whatever retries and resumes happened: a retried trial reports its saved
+    epoch again, and a trial that takes over an interrupted one (``search.resume``) writes into that trial's run
+    (``tensorboard_run`` in its config), whose steps already written are read back from its event files first. A
+    trial a fault interrupted gets no session: it has not ended.
     """
 
     def __init__(self, logdir: Path, space: Space, goal: Objective) -> None:
@@ -210,30 +252,42 @@ class TensorBoardLogger(Callback):
         self.space = space
         self.goal = goal
         self._writers: dict[str, Any] = {}
+        self._steps: dict[str, set[int]] = {}  # run name → the epochs written there
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_writers": {}}
+        return {**self.__dict__, "_writers": {}, "_steps": {}}
+
+    def _run(self, trial: Trial) -> str:
+        return str((trial.config or {}).get(TENSORBOARD_RUN) or trial.trial_id)
 
     def _writer(self, trial: Trial) -> Any:
         from torch.utils.tensorboard import SummaryWriter
-        if trial.trial_id not in self._writers:
-            self._writers[trial.trial_id] = SummaryWriter(log_dir=str(self.logdir / trial.trial_id))
-        return self._writers[trial.trial_id]
+        run = self._run(trial)
+        if run not in self._writers:
+            self._steps.setdefault(run, written_steps(self.logdir / run))
+            self._writers[run] = SummaryWriter(log_dir=str(self.logdir / run))
+        return self._writers[run]
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
                         **info: Any) -> None:
-        writer = self._writer(trial)
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if not isinstance(result.get("epoch"), int):  # a trial's failure: no epoch of its own
+            return
+        writer, written = self._writer(trial), self._steps[self._run(trial)]
+        if result["epoch"] in written:
+            return
         for tag, key in EPOCH_SCALARS.items():
             if key in result:
-                writer.add_scalar(tag, float(result[key]), epoch)
+                writer.add_scalar(tag, float(result[key]), result["epoch"])
         writer.flush()
+        written.add(result["epoch"])
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._session(trial, Trial.TERMINATED)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._session(trial, Trial.ERROR)
+        writer = self._writers.pop(self._run(trial), None)  # interrupted by the environment: no session yet
+        if writer is not None:
+            writer.close()
 
     def _session(self, trial: Trial, status: str) -> None:
         from torch.utils.tensorboard.summary import hparams
@@ -251,7 +305,7 @@ class TensorBoardLogger(Callback):
         writer.file_writer.add_summary(session_start)
         writer.file_writer.add_summary(session_end)
         writer.close()
-        del self._writers[trial.trial_id]
+        del self._writers[self._run(trial)]
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         for writer in self._writers.values():

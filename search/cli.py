@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alphatune.search.cluster import prefer_loopback
 from alphatune.search.options import ExportOptions, OptionError, ResumeOptions, SearchOptions, check_name
-from alphatune.search.rundir import check_resumable, find_run_dirs
+from alphatune.search.rundir import check_resumable, find_run_dirs, recorded_address
 
 
 def run_main(options: SearchOptions) -> int:
@@ -18,11 +19,14 @@ def run_main(options: SearchOptions) -> int:
         if not options.name:
             raise OptionError("--resume needs --name (the search to continue, under --storage-path)")
         check_name(options.name)
-        check_resumable(find_run_dirs(options.search_dir))  # one line before torch and Ray load
+        run_dirs = find_run_dirs(options.search_dir)
+        check_resumable(run_dirs)  # one line before torch and Ray load
+        prefer_loopback(recorded_address(run_dirs[0]))
         from alphatune.search import driver
         return _status(driver.resume(options.search_dir, within=options.storage_path))
     from alphatune.search import preflight
     checked = preflight.check(options)  # bad input is one line here, before torch and Ray load
+    prefer_loopback(options.address)
     from alphatune.search import driver
     return _status(driver.run(options, checked=checked))
 
@@ -37,7 +41,9 @@ def _status(run_dirs: list[Path]) -> int:
 
 
 def resume_main(options: ResumeOptions) -> int:
-    check_resumable(find_run_dirs(options.run_dir))  # one line before torch and Ray load
+    run_dirs = find_run_dirs(options.run_dir)
+    check_resumable(run_dirs)  # one line before torch and Ray load
+    prefer_loopback(recorded_address(run_dirs[0]))
     from alphatune.search import driver
     return _status(driver.resume(options.run_dir))
 

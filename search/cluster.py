@@ -17,7 +17,9 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,9 @@ from urllib.parse import urlsplit
 
 LOCALHOST = "127.0.0.1"
 PROBE_SECONDS = 5.0
-# Ray reads this (at import, and per process) to decide whether a node may serve other machines; off, every Ray
-# service of the node binds the loopback address, the metrics agent included.
+RETRY_PAUSE_SECONDS = 5.0  # between a Ray start that timed out and the second try
+# Ray reads this when it is imported to decide whether a node may serve other machines; off, every Ray service of
+# the node it starts binds the loopback address, the metrics agent included (``prefer_loopback``).
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
@@ -40,11 +43,17 @@ def named_address(address: str | None = None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def cluster_file() -> Path:
+    """Where ``ray start`` records the cluster it started on this machine, which ``ray.init(address="auto")`` joins
+    (Ray's documented location: ``ray_current_cluster`` in Ray's temporary directory, ``$RAY_TMPDIR/ray``, by
+    default ``/tmp/ray``)."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+
+
 def _where(address: str) -> tuple[str, int]:
     """``(host, port)`` of a Ray address (``host:port``, ``ray://host:port``, or ``auto``: Ray's cluster file)."""
     if address == "auto":
-        from ray._common.utils import get_ray_address_file
-        path = get_ray_address_file(None)
+        path = cluster_file()
         if not os.path.isfile(path):
             raise ClusterError(f"--address auto: no Ray cluster was started on this machine ({path} does not exist)")
         with open(path, encoding="utf-8") as file:
@@ -108,6 +117,16 @@ def _keeping_sigterm_handler() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
+def prefer_loopback(address: str | None = None) -> None:
+    """Call before Ray is imported, when a search may start a private Ray (no ``--address``, no ``$RAY_ADDRESS``):
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when it is imported; off, every service of the node it starts
+    binds the loopback address only (the ``alphatune`` command does this; a Python program that starts a private
+    Ray through ``start_ray`` after importing Ray itself gets Ray's own addresses, and a warning saying so). Not
+    for a process that joins a named cluster: its driver must be reachable by the other nodes."""
+    if not named_address(address):
+        os.environ[_CLUSTER_SWITCH] = "0"
+
+
 def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None, num_gpus: int | None) -> None:
     import ray
     # Tune leaves the results of failed trial tasks unread on purpose (it reports the failure itself): Ray's
@@ -117,21 +136,55 @@ def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None, num_g
     named = named_address(address)
     if named:
         check_address(named)
-        ray.init(address=named, **common)
+        _init_retrying_once(address=named, **common)
         return
-    from ray._private import ray_constants
-    previous = os.environ.get(_CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[_CLUSTER_SWITCH] = "0"       # inherited by the node's processes as Ray starts them
-    ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported Ray before: the same switch, read now
+    previous = os.environ.get(_CLUSTER_SWITCH)
+    os.environ[_CLUSTER_SWITCH] = "0"  # for the node's processes, which read it as Ray starts them
     try:
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
-                 dashboard_host=LOCALHOST, **common)
+        _init_retrying_once(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+                            dashboard_host=LOCALHOST, **common)
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = previous[1]
-        if previous[0] is None:
+        if previous is None:
             os.environ.pop(_CLUSTER_SWITCH, None)
         else:
-            os.environ[_CLUSTER_SWITCH] = previous[0]
+            os.environ[_CLUSTER_SWITCH] = previous
+    if ray.util.get_node_ip_address() != LOCALHOST:
+        logging.getLogger(__name__).warning(
+            "this process imported Ray before alphatune.search.cluster.prefer_loopback(): the private Ray's services "
+            "listen on this machine's address %s, not 127.0.0.1 only (the alphatune command does not do this)",
+            ray.util.get_node_ip_address())
+
+
+def _init_retrying_once(**settings: Any) -> None:
+    """``ray.init(**settings)``; a start that times out (a machine so busy that Ray's processes do not register
+    within Ray's own startup wait, 30 s for the raylet in Ray 2.60) is shut down and tried once more, then it is
+    one ``ClusterError`` line."""
+    import ray
+    for attempt in (1, 2):
+        try:
+            ray.init(**settings)
+            return
+        except Exception as error:
+            if not _start_timeout(error):
+                raise
+            ray.shutdown()  # the processes the attempt left behind
+            if attempt == 2:
+                raise ClusterError(f"Ray did not start, twice ({_first_line(error)}); this machine is probably too "
+                                   f"busy right now: try again when it is less loaded, or start Ray yourself (`ray "
+                                   f"start --head --node-ip-address 127.0.0.1`) and pass --address") from None
+            logging.getLogger(__name__).warning("Ray did not start in time (%s); trying once more", _first_line(error))
+            time.sleep(RETRY_PAUSE_SECONDS)
+
+
+def _start_timeout(error: BaseException) -> bool:
+    """Whether ``ray.init`` failed because Ray's processes took too long to come up."""
+    text = str(error).lower()
+    return "timed out" in text or "timeout" in text or isinstance(error, TimeoutError)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def concurrent_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:

@@ -16,6 +16,7 @@ finished run again, and a run cut short goes on from its last epoch (its ``state
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -32,11 +33,11 @@ from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
 from alphatune.search.objective import finite, objective
 from alphatune.search.overfitting import paired
 from alphatune.search.results import TrialRecord, best_trial
-from alphatune.search.rundir import Manifest, RunDir
-from alphatune.search.trial import MODEL_FILE, check_visible, report_fields, train_run, trial_hyperparameters
+from alphatune.search.rundir import CONFIRM_DIR, EnvironmentFault, Manifest, RunDir
+from alphatune.search.trial import (ERROR, FAULT, MODEL_FILE, check_visible, reporting_failures, report_fields,
+                                   train_run, trial_hyperparameters)
 from alphatune.storage import Location
 
-CONFIRM_DIR = "confirm"
 DEFAULT = "default"          # the default's name when no trial of the search tried it
 _SEED_STREAM = 0x636F6E66    # "conf": keeps confirmation seeds apart from the trials' (search.study.trial_seed)
 
@@ -102,11 +103,14 @@ def candidates(records: list[TrialRecord], configs: dict[str, dict[str, Any]], m
 
 def _confirm_run(dataset_ref: list[Any], hyperparameters: models.Hyperparameters, run_dir: str, directory: str,
                  **kwargs: Any) -> dict[str, Any]:
-    """A Ray task: one confirmation run, through the search's training path; returns its last report."""
-    run = RunDir.at(run_dir)
-    check_visible(run)
-    return train_run(hyperparameters, Location.of(directory), dataset=ray.get(dataset_ref[0]),
-                     report=lambda result: None, **kwargs)
+    """A Ray task: one confirmation run, through the search's training path; returns its last report, or the
+    report of its failure (``search.trial.reporting_failures``: ``error`` its own, ``fault`` the environment's)."""
+    last: dict[str, Any] = {}
+    with reporting_failures(lambda failure: last.update(failure), Location.of(directory)):
+        check_visible(RunDir.at(run_dir))
+        last.update(train_run(hyperparameters, Location.of(directory), dataset=ray.get(dataset_ref[0]),
+                              report=lambda result: last.update(result), **kwargs))
+    return last
 
 
 def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[str, Any] | None,
@@ -143,7 +147,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[s
               "speed": options.speed(device), "bases": bases, "run_dir": str(run_dir.root)}
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     pending: dict[Any, tuple[Candidate, int]] = {}
-    finished = total - len(todo)
+    finished, lost = total - len(todo), 0
     try:
         while todo or pending:
             while todo and len(pending) < slots:
@@ -159,10 +163,18 @@ def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[s
                 name = run_id(candidate.trial, seed)
                 try:
                     result = ray.get(reference)
-                except Exception as error:  # the run raised (its worker's traceback is in Ray's logs)
-                    message = str(error).strip().splitlines()[-1][:500] if str(error).strip() else type(error).__name__
-                    ledger.confirmed(name, trial=candidate.trial, seed=seed, error=message)
-                    line = f"failed: {message}"
+                except Exception as error:  # its worker or node lost beyond the retries: the environment's fault
+                    lost += 1
+                    out.write(f"[{space.model}] confirm {candidate.trial} seed {seed}: interrupted, its worker was "
+                              f"lost ({_last_line(error)}); not failed: resume trains it again from its last epoch\n")
+                    out.flush()
+                    continue
+                if result.get(FAULT):  # its storage failed: stop here, every run stays as it is
+                    raise EnvironmentFault(str(result[FAULT]), trial_id=name, node=result.get("node"),
+                                           full=bool(result.get("full")))
+                if result.get(ERROR):
+                    ledger.confirmed(name, trial=candidate.trial, seed=seed, error=result[ERROR])
+                    line = f"failed: {result[ERROR]}"
                 else:
                     ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result))
                     line = (f"{goal.name} {result.get(goal.best, math.nan):.4f} at its kept epoch "
@@ -172,13 +184,28 @@ def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[s
                 out.write(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]\n")
                 out.flush()
     except KeyboardInterrupt:  # the driver says how to go on (unfinished_runs)
-        for reference in pending:
-            ray.cancel(reference, force=True)
+        _stop(pending, ledger, run_dir)
         return False
-    finally:
-        ledger.close()
+    except EnvironmentFault:  # the driver says what failed and how to go on (fault_guard)
+        _stop(pending, ledger, run_dir)
+        raise
+    ledger.close()
+    run_dir.push()
+    return not lost
+
+
+def _stop(pending: dict[Any, Any], ledger: Ledger, run_dir: RunDir) -> None:
+    """Cancel the runs still training (each goes on from its last epoch when resumed) and save the records."""
+    for reference in pending:
+        ray.cancel(reference, force=True)
+    ledger.close()
+    with contextlib.suppress(Exception):  # best effort: the storage may be what failed
         run_dir.push()
-    return True
+
+
+def _last_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1][:300] if text else type(error).__name__
 
 
 def unfinished_runs(run_dir: RunDir, manifest: Manifest) -> int:

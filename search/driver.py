@@ -27,11 +27,13 @@ from alphatune.search.objective import objective
 from alphatune.search.preflight import Checked
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
+from alphatune.search.ledger import read_ledger
+from alphatune.search.resume import open_study
 from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDir, RunDirError, as_run_dir,
-                                     check_resumable, check_writable, disk_guard, find_run_dirs, read_manifest,
+                                     check_resumable, check_writable, fault_guard, find_run_dirs, read_manifest,
                                      write_manifest, writing)
 from alphatune.search.nodes import check_nodes
-from alphatune.search.study import StudyPlace
+from alphatune.search.study import StudyPlace, unopenable
 from alphatune.search.tuning import search_model
 from alphatune.storage import Location
 
@@ -69,6 +71,9 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
         model_bases = {}
         for model, space in model_spaces.items():
             run_dir = run_dirs[model]
+            note = run_dir.fresh()
+            if note:
+                out.write(f"[{model}] note: {note}\n")
             write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
             write_experiment(run_dir.work / TENSORBOARD_DIR, model_spaces, objective(options.metric))
             model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs,
@@ -83,7 +88,7 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
                       f"{run_dir}; objective: best {options.metric} ({objective(options.metric).mode})\n"
                       f"{space.describe()}\n")
             out.flush()
-            with disk_guard(run_dir.work, f"continue with: alphatune search resume {run_dir.parent}"):
+            with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
                 search_model(run_dir, space, options, dataset_ref, stream, bases)
                 _confirm(run_dir, dataset_ref, bases, out)
                 report(run_dir, out, writer="search run")
@@ -130,9 +135,15 @@ def _confirm(run_dir: RunDir, dataset_ref: ray.ObjectRef, bases: dict[str, Base]
 
 def _interrupted(run_dir: RunDir, out: TextIO) -> bool:
     """Whether the search of ``run_dir`` stopped with trials or confirmation runs unfinished (Ctrl-C); says how to
-    resume it."""
+    resume it. Trials a fault of the environment interrupted (their workers lost beyond ``--max-failures``) end
+    the command with one line (``RunDirError``): they are not failed, and resume continues them."""
     left = unfinished(run_dir)
     runs = confirm.unfinished_runs(run_dir, read_manifest(run_dir)) if not left else 0
+    faults = [trial.fault for trial in read_ledger(run_dir.work) or [] if trial.status is None and trial.fault]
+    if faults:
+        raise RunDirError(f"{run_dir}: {len(faults)} trial{'s' * (len(faults) != 1)} interrupted by a fault of the "
+                          f"environment (the last: {faults[-1]}); they are not failed and continue from their last "
+                          f"saved epoch: alphatune search resume {run_dir.parent}")
     if left or runs:
         what = f"{left} trials" if left else f"{runs} confirmation runs"
         out.write(f"[{run_dir.name}] interrupted with {what} unfinished; continue with:\n"
@@ -156,12 +167,20 @@ def resume(path: str | Path | Location, stream: TextIO | None = None,
     check_resumable(run_dirs)
     with writing(run_dirs):
         for run_dir in run_dirs:
-            run_dir.pull()
+            note = run_dir.pull()
+            if note:
+                out.write(f"[{run_dir.name}] note: {note}\n")
         return _resume(run_dirs, out)
 
 
 def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
     manifests = {run_dir: read_manifest(run_dir) for run_dir in run_dirs}
+    for run_dir, manifest in manifests.items():  # a study that cannot be opened: rebuilt, or one line, before Ray
+        options = manifest.options
+        _, note = open_study(run_dir.work, manifest.space, objective(options.metric),
+                             StudyPlace.of_run(run_dir.work, manifest.model, options.study_storage, options.name))
+        if note:
+            out.write(f"[{manifest.model}] note: {note}\n")
     first = next(iter(manifests.values()))
     dataset_ref = None
     for run_dir, manifest in manifests.items():
@@ -178,7 +197,7 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
             out.write("".join(f"{line}\n" for line in slot_lines))
             dataset_ref = ray.put(ds)
             del ds
-        with disk_guard(run_dir.work, f"continue with: alphatune search resume {run_dir.parent}"):
+        with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
             out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
             out.flush()
             bases = read_bases(run_dir)
@@ -191,8 +210,8 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
 
 
 def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search", writer: str = "search export", out_dir: Path | None = None) -> Location | None:
-    """Print the run's summary table and write its exports (into ``out_dir``, default the run directory); returns
+           schedule: str = "search", writer: str = "search export", out_dir: Location | None = None) -> Location | None:
+    """Print the run's summary table and write its exports (into ``out_dir``, a path or URI; default the run directory); returns
     ``best.yaml`` (``None`` when no trial has a usable checkpoint yet). While trials are unfinished, best.yaml says
     it is provisional. ``qlib_data``, ``schedule`` and ``writer`` are ``search.export.write_exports``'s."""
     run_dir = as_run_dir(run_dir)
@@ -211,7 +230,7 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
         out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
         out.flush()
         return None
-    target = Location.of(out_dir) if out_dir is not None else Location.of(run_dir.work)
+    target = out_dir if out_dir is not None else Location.of(run_dir.work)
     overfitting = odds.overfitting(run_dir, records, metric, target)
     out.write(f"[{manifest.model}] " + odds.describe(overfitting, metric).replace("\n", f"\n[{manifest.model}] ") + "\n")
     confirmation = confirm.summary(run_dir, manifest, records)
@@ -241,21 +260,27 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
     for note in exported.notes:
         out.write(f"  note: {note}\n")
     place = StudyPlace.of_run(run_dir.work, manifest.model, manifest.options.study_storage, manifest.options.name)
+    damaged = unopenable(place)
     out.write(f"  tensorboard --logdir {run_dir.work} --host 127.0.0.1\n  optuna-dashboard {place.url}"
               + (f"   (study {place.name})" if place.name != manifest.model else "") + "\n")
+    if damaged:
+        out.write(f"  note: the study cannot be opened ({damaged}); `alphatune search resume {run_dir.parent}` "
+                  f"rebuilds it from the ledger\n")
     out.flush()
     return exported.best
 
 
 def export(path: str | Path | Location, stream: TextIO | None = None, qlib_data: str | None = None,
-           schedule: str = "search", out_dir: str | Path | None = None) -> list[Location]:
+           schedule: str = "search", out_dir: str | Path | Location | None = None) -> list[Location]:
     """Rewrite ``best.yaml`` and ``best_qlib.yaml`` of every run directory under ``path`` (finished or not), into
-    the run directory or, with ``out_dir``, there (one folder per model when there are several). Reads the run's
-    records only and takes no lock: a read-only run, or one a search is writing, can be exported elsewhere."""
+    the run directory or, with ``out_dir`` (a path or URI), there (one folder per model when there are several).
+    Reads the run's records only and takes no lock: a read-only run, or one a search is writing, can be exported
+    elsewhere."""
+    out = stream or sys.stdout
     written = []
     run_dirs = find_run_dirs(path)
-    targets = {run_dir: (Path(out_dir).expanduser() / (run_dir.name if len(run_dirs) > 1 else "")
-                         if out_dir else None) for run_dir in run_dirs}
+    targets = {run_dir: (Location.of(out_dir) / run_dir.name if len(run_dirs) > 1 else Location.of(out_dir))
+               if out_dir else None for run_dir in run_dirs}
     for run_dir, target in targets.items():
         if target is not None:
             check_writable(target, "--out")
@@ -263,11 +288,13 @@ def export(path: str | Path | Location, stream: TextIO | None = None, qlib_data:
             raise RunDirError(f"{run_dir}: cannot write best.yaml there ({run_dir.root.unwritable()}); export --out "
                               f"DIR writes the exports elsewhere")
     for run_dir, target in targets.items():
-        run_dir.pull()
+        note = run_dir.pull()
+        if note:
+            out.write(f"[{run_dir.name}] note: {note}\n")
         if target is not None:
-            target.mkdir(parents=True, exist_ok=True)
-        with disk_guard(target or run_dir.work, "export again"):
-            best = report(run_dir, stream, qlib_data=qlib_data, schedule=schedule, out_dir=target)
+            target.makedirs()
+        with fault_guard(target or run_dir, "export again"):
+            best = report(run_dir, out, qlib_data=qlib_data, schedule=schedule, out_dir=target)
         if best is not None:
             written.append(best)
     return written

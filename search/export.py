@@ -219,13 +219,13 @@ def _header(manifest: Manifest, document: dict[str, Any], schedule: str, provide
 
 def write_exports(run_dir: RunDir | Location | Path, manifest: Manifest, best: TrialRecord, counts: dict[str, int],
                   qlib_data: str | None = None, schedule: str = "search", writer: str = "search export",
-                  unfinished: int = 0, out_dir: Path | None = None, confirmation: Confirmation | None = None,
+                  unfinished: int = 0, out_dir: Location | None = None, confirmation: Confirmation | None = None,
                   overfitting: Overfitting | None = None) -> Exported:
-    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``out_dir``, or into the run directory (its driver files:
+    """Write ``best.yaml`` and ``best_qlib.yaml`` into ``out_dir`` (a path or URI), or into the run directory (its driver files:
     ``RunDir.push`` puts them into object storage); ``writer`` is the command doing it (their headers say so);
     ``unfinished`` trials or confirmation runs make best.yaml provisional."""
     run_dir = as_run_dir(run_dir)
-    target = Path(out_dir) if out_dir is not None else run_dir.work
+    target = Location.of(out_dir) if out_dir is not None else Location.of(run_dir.work)
     provider = provider_of(manifest.data, qlib_data)
     document = qlib_document(manifest, best.hyperparameters, base_model_path(run_dir, best), provider.uri, schedule)
     record = best_record(manifest, best, counts, run_dir, unfinished, confirmation, overfitting)

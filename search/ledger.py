@@ -7,15 +7,19 @@ One JSON object per line, appended by the driver (``Ledger``) as the search goes
   trial and saved state this one takes over (``search.resume``);
 * ``{"event": "start", "trial": ID, "time": T}`` each time a worker starts it (again after a retry);
 * ``{"event": "result", "trial": ID, ...the trial's report (search.trial)...}`` after every epoch;
-* ``{"event": "end", "trial": ID, "status": "TERMINATED" | "ERROR", "time": T}`` when it ends, and
-  ``{"event": "error", "trial": ID, "error": "..."}`` with the exception's last line when it raised;
+* ``{"event": "end", "trial": ID, "status": "TERMINATED" | "ERROR", "time": T}`` when it ends; ``ERROR`` with
+  ``"error": "..."`` (the exception's last line) when the trial itself failed (its model raised, a bad value);
+* ``{"event": "interrupted", "trial": ID, "fault": "...", "time": T}`` when a fault of the environment stopped it
+  (its worker or node lost beyond ``--max-failures``, its storage failing): the trial has not ended, and resume
+  continues it from its last saved epoch (``LedgerTrial.fault`` until it starts again);
 * after the search, ``{"event": "confirmation", "seeds": [...], "candidates": [...], "time": T}`` once, the
   confirmation's plan (``search.confirm``), then ``{"event": "confirmed", "run": ID, ...its last report or
   "error"...}`` as each of its runs ends (``read_confirmation`` reads them).
 
 The searcher writes a trial's results and end here *before* it tells Optuna (``search.searcher``), so after any
 kill the ledger holds everything the study holds, and ``search.resume`` brings the study up to it. Appending whole
-lines keeps the file valid through a kill: a torn last line is skipped on reading. ``read_ledger`` folds the lines
+lines (``alphatune.storage.LineFile``) keeps the file valid through a kill: a torn last line is skipped on reading,
+and ended before the next append, so that it swallows nothing. ``read_ledger`` folds the lines
 into one ``LedgerTrial`` per trial, in the order the trials first appeared; a trial taken over by another is
 folded into it. Only JSON is read: nothing in a run directory can run code in whoever reads it.
 """
@@ -27,10 +31,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+
+from alphatune.storage import LineFile
 
 LEDGER = "trials.jsonl"
 TERMINATED, ERROR = "TERMINATED", "ERROR"
@@ -48,6 +54,7 @@ class LedgerTrial:
     error: str | None = None
     starts: int = 0                 # how many times a worker started it (retries and resumes add to 1)
     continues: str | None = None    # the interrupted trial it took over
+    fault: str | None = None        # the fault of the environment that interrupted it, until it starts again
 
     @property
     def last_result(self) -> dict[str, Any]:
@@ -92,7 +99,7 @@ def parse_ledger(lines: Any) -> list[LedgerTrial]:
         event = entry.get("event")
         if event == "start":
             trial.starts += 1
-            trial.status = None
+            trial.status = trial.fault = None
         if event == "trial" or (event == "start" and "config" in entry):  # earlier versions: config at start
             trial.config = dict(entry.get("config") or {})
             trial.optuna_trial = entry.get("optuna_trial", trial.optuna_trial)
@@ -101,6 +108,7 @@ def parse_ledger(lines: Any) -> list[LedgerTrial]:
                 trial.continues = earlier.trial_id
                 trial.results = earlier.results + trial.results
                 trial.starts += earlier.starts
+                trial.fault = None
                 del trials[earlier.trial_id]
         elif event == "result":
             trial.results.append({key: _number(value) for key, value in entry.items()
@@ -110,6 +118,8 @@ def parse_ledger(lines: Any) -> list[LedgerTrial]:
             trial.error = entry.get("error") or trial.error
         elif event == "error":
             trial.error = entry.get("error")
+        elif event == "interrupted" and trial.status is None:
+            trial.fault = str(entry.get("fault") or "a fault of the environment")
     return list(trials.values())
 
 
@@ -153,10 +163,7 @@ class Ledger:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LEDGER
-        self._file: TextIO | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_file": None}
+        self._lines = LineFile(self.path)
 
     def append(self, event: str, trial_id: str, **fields: Any) -> None:
         self._write({"event": event, "trial": trial_id, **fields})
@@ -173,24 +180,23 @@ class Ledger:
     def confirmation(self, plan: dict[str, Any]) -> None:
         self._write({"event": "confirmation", **plan, "time": time.time()})
 
+    def interrupted(self, trial_id: str, fault: str) -> None:
+        self.append("interrupted", trial_id, fault=fault, time=time.time())
+
     def confirmed(self, run_id: str, **fields: Any) -> None:
         self._write({"event": "confirmed", "run": run_id, **fields, "time": time.time()})
 
     def _write(self, entry: dict[str, Any]) -> None:
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(plain(entry), allow_nan=False) + "\n")
-        self._file.flush()
+        self._lines.append(json.dumps(plain(entry), allow_nan=False))
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._lines.close()
 
 
 class WorkerEvents(Callback):
-    """What only Tune's callbacks see, into the ledger: each time a worker starts a trial (retries included), and
-    the last line of a trial's exception."""
+    """What only Tune's callbacks see, into the ledger: each time a worker starts a trial (retries included), and a
+    trial Tune gave up on (its worker or node lost beyond ``--max-failures``: interrupted by the environment, with
+    the error's last line; the trial has not ended)."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -199,8 +205,8 @@ class WorkerEvents(Callback):
         self.ledger.append("start", trial.trial_id, time=time.time())
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.ledger.append("error", trial.trial_id,
-                           error=(trial.error_file and last_line(trial.error_file)) or "the trial raised an error")
+        self.ledger.interrupted(trial.trial_id, (trial.error_file and last_line(trial.error_file))
+                                or "its worker was lost")
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.ledger.close()

@@ -287,8 +287,9 @@ class ExportOptions:
                                         "the file explains")
     schedule: str = option("search", "best_qlib.yaml's n_epochs/early_stop: 'search' the budget the search trained "
                                      "under, 'qlib' Qlib's published schedule", choices=SCHEDULES)
-    out: str | None = option(None, "where best.yaml and best_qlib.yaml go (a read-only run's exports, say)",
-                             metavar="DIR", show="the run directory; with several models, DIR/<model>")
+    out: str | None = option(None, "where best.yaml and best_qlib.yaml go (a read-only run's exports, say): a local "
+                                   "path or s3://..., gs://...", metavar="DIR|URI",
+                             show="the run directory; with several models, DIR/<model>")
 
     def validate(self) -> None:
         """Check the options before any run is read (``OptionError`` naming the option)."""

@@ -36,7 +36,7 @@ from alphatune import models
 from alphatune.models.bases import KINDS, Base, bases_from_dicts, read_base
 from alphatune.models.options import NONE, PRETRAIN
 from alphatune.search.rundir import RunDir, as_run_dir, dump_yaml, read_yaml
-from alphatune.storage import Location
+from alphatune.storage import Location, save_tensors
 from alphatune.spaces import Conditional, Space
 
 
@@ -56,7 +56,7 @@ def base_kinds(space: Space) -> list[str]:
 
 def _save_plain(state: dict[str, torch.Tensor], target: Path) -> None:
     """Write the ``rnn.*``/``fc_out.*`` tensors as a plain state_dict (what Qlib's ``model_path`` loads)."""
-    torch.save({key: value for key, value in state.items() if key.startswith(("rnn.", "fc_out."))}, target)
+    save_tensors({key: value for key, value in state.items() if key.startswith(("rnn.", "fc_out."))}, target)
 
 
 def _recorded(run_dir: RunDir, name: str) -> str:
@@ -80,7 +80,6 @@ def pretrain(kind: str, ds: Any, run_dir: RunDir, max_epochs: int, seed: int | N
     trainer, fit = models.pretrain_base(kind, ds, d_feat=defaults.d_feat, hidden_size=defaults.hidden_size,
                                         num_layers=defaults.num_layers, max_epochs=max_epochs, seed=seed,
                                         device=device, **(speed or {}))
-    run_dir.work.mkdir(parents=True, exist_ok=True)
     path, qlib_path = run_dir.work / f"base_{name}.pt", run_dir.work / f"base_{name}.pkl"
     trainer.save(path)
     _save_plain(trainer.net.state_dict(), qlib_path)
@@ -95,10 +94,9 @@ def pretrain(kind: str, ds: Any, run_dir: RunDir, max_epochs: int, seed: int | N
 
 def copy_base(base: Base, run_dir: RunDir) -> Base:
     """The same base for another model's run directory (one base per search; each run directory whole)."""
-    run_dir.work.mkdir(parents=True, exist_ok=True)
     names = [Location.of(base.path).name, Location.of(base.qlib_path).name]
     for source, name in zip((base.path, base.qlib_path), names):
-        (run_dir.work / name).write_bytes(Location.of(source).read_bytes())
+        Location.of(run_dir.work / name).write_bytes(Location.of(source).read_bytes())
     return Base(base.kind, base.d_feat, base.hidden_size, base.num_layers, _recorded(run_dir, names[0]),
                 _recorded(run_dir, names[1]))
 
@@ -107,9 +105,8 @@ def given_base(path: str | Path, run_dir: RunDir) -> Base:
     """A base from a user's file, copied into the run directory (every node reads it there) with its plain
     state_dict beside it."""
     state, shape = read_base(path)
-    run_dir.work.mkdir(parents=True, exist_ok=True)
     name = f"base_{shape[0].lower()}"
-    (run_dir.work / f"{name}.pt").write_bytes(Location.of(path).read_bytes())
+    Location.of(run_dir.work / f"{name}.pt").write_bytes(Location.of(path).read_bytes())
     _save_plain(state, run_dir.work / f"{name}.pkl")
     return Base(*shape, path=_recorded(run_dir, f"{name}.pt"), qlib_path=_recorded(run_dir, f"{name}.pkl"))
 

@@ -24,11 +24,12 @@ OUTCOMES = ("running", "finished", "pruned", "failed")
 def outcome(status: str | None, last_result: dict[str, Any], metric: str) -> str:
     """How a trial ended (or stands): running, finished, pruned or failed.
 
-    failed: it raised (``ERROR``), its last report has a non-finite ``metric``, or it ended without reporting.
+    failed: it failed by itself (``ERROR``, or its last report carries an ``error``), its last report has a
+    non-finite ``metric``, or it ended without reporting.
     finished: it ended by its own budget or early stopping (its last report says ``final``). pruned: ASHA stopped
     it before that. running: it has not ended (after an interrupted search: it will continue on resume).
     """
-    if status == "ERROR":
+    if status == "ERROR" or last_result.get("error"):
         return "failed"
     if metric in last_result and not finite(last_result[metric]):
         return "failed"

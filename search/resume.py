@@ -17,21 +17,32 @@ before it tells the study (``search.searcher``), so the ledger can only be ahead
 
 A trial either record has ended is never run again. ``ResumePlan`` says what a resumed run hands out first and
 what ASHA's rungs held before the interruption.
+
+**A study that cannot be opened** (a corrupted or deleted ``optuna.db``, one written by an Optuna whose schema this
+one does not read, a shared study someone deleted) is rebuilt from the ledger by ``open_study``: every trial's
+values, seed, intermediate values and state are there. The run's own damaged file is kept beside the new one
+(``optuna.db.damaged-<UTC time>``), and the note says so. A shared storage that cannot be reached is one line.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
+import optuna
+from optuna.trial import TrialState, create_trial
 
 from alphatune.search.ledger import ERROR, TERMINATED, Ledger, LedgerTrial, read_ledger
-from alphatune.search.objective import finite
+from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
+from alphatune.search.rundir import TENSORBOARD_DIR, RunDirError
 from alphatune.search.searcher import Continuation
-from alphatune.search.study import SearchStudy
+from alphatune.search.study import STUDY_FILE, SearchStudy, StudyPlace, cause_line
+from alphatune.spaces import Space
 
 
 @dataclass
@@ -83,3 +94,78 @@ def close_abandoned(run_dir: Path, study: SearchStudy, ledger: Ledger) -> None:
         if frozen.state == TrialState.RUNNING:
             study.set_attrs(frozen.number, closed="still running when its search ended")
             study.tell(frozen.number, "failed", None)
+
+
+def open_study(run_dir: Path, space: Space, goal: Objective, place: StudyPlace,
+               sampler: optuna.samplers.BaseSampler | None = None) -> tuple[SearchStudy, str | None]:
+    """The run's study, and a note when it had to be rebuilt from the ledger (see the module doc): it could not be
+    opened, or it holds fewer trials than the ledger knows (deleted, replaced by an empty one). ``RunDirError``
+    (one line) for a shared storage that cannot be reached."""
+    trials = [trial for trial in read_ledger(run_dir) or [] if trial.optuna_trial is not None]
+    own = place.url == StudyPlace.of_run(run_dir, space.model).url
+    try:
+        study = SearchStudy.in_run(run_dir, space, goal, sampler, place, enqueue_default=not trials)
+        known = len(study.trials())
+    except Exception as error:
+        if not own:
+            raise RunDirError(f"the study {place.name} in --study-storage cannot be opened: {cause_line(error)}") \
+                from None
+        why, aside = cause_line(error), _set_aside(Path(run_dir) / STUDY_FILE, move=True)
+    else:
+        if known > max((trial.optuna_trial for trial in trials), default=-1):
+            return study, None
+        why = f"it holds {known} trials and the ledger {len(trials)}"
+        aside = _set_aside(Path(run_dir) / STUDY_FILE, move=False) if own and known else None
+        study.storage.remove_session()
+    rebuilt = rebuild(trials, Path(run_dir), space, goal, place, sampler)
+    note = f"the study {place.url} could not be used ({why}); rebuilt it from the ledger ({len(trials)} trials)"
+    return rebuilt, note + (f", the damaged file kept as {aside}" if aside else "")
+
+
+def rebuild(trials: list[LedgerTrial], run_dir: Path, space: Space, goal: Objective, place: StudyPlace,
+            sampler: optuna.samplers.BaseSampler | None = None) -> SearchStudy:
+    """A new study at ``place`` holding the ledger's trials as they stand, under their own Optuna numbers: values,
+    seed and the other user attributes, every epoch's best-so-far value as an intermediate value, and the state
+    (COMPLETE with its best value, PRUNED, FAIL, or RUNNING for a trial that has not ended, which resume continues).
+    A number the ledger never recorded (asked just before a kill) is a WAITING trial: it is asked for again."""
+    storage = optuna.storages.RDBStorage(place.url)
+    if place.name in {summary.study_name for summary in optuna.get_all_study_summaries(storage)}:
+        optuna.delete_study(study_name=place.name, storage=storage)
+    study = SearchStudy(storage, space, goal, sampler, place.name, enqueue_default=False)
+    by_number = {trial.optuna_trial: trial for trial in trials}
+    for number in range(max(by_number, default=-1) + 1):
+        trial = by_number.get(number)
+        if trial is None:
+            study.study.add_trial(create_trial(state=TrialState.WAITING))
+            continue
+        fixed = optuna.trial.FixedTrial(space.optuna_params({**space.default, **trial.config}))
+        space.suggest(fixed)
+        steps = {epoch: float(row[goal.best]) for epoch, row in sorted(trial.epochs().items())
+                 if finite(row.get(goal.best))}
+        how = outcome(trial.status, trial.last_result, goal.name)
+        state = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}.get(
+            how, TrialState.RUNNING)
+        value = trial.last_result.get(goal.best) if state == TrialState.COMPLETE else (
+            list(steps.values())[-1] if state == TrialState.PRUNED and steps else None)
+        attrs = {"ray_trial_id": trial.trial_id, "tensorboard_run": str(run_dir / TENSORBOARD_DIR / trial.trial_id),
+                 "rebuilt_from_ledger": True, **({"seed": trial.config["seed"]} if "seed" in trial.config else {}),
+                 **({"continues": trial.continues} if trial.continues else {})}
+        study.study.add_trial(create_trial(
+            state=state, value=float(value) if value is not None and finite(value) else None, params=fixed.params,
+            distributions=fixed.distributions, intermediate_values=steps, user_attrs=attrs))
+    return study
+
+
+def _set_aside(path: Path, move: bool) -> Path | None:
+    """Keep a damaged study file for a person to look at: moved out of the way (it cannot be opened), or copied (it
+    opens, and is rebuilt in place); where it went."""
+    if not path.exists():
+        return None
+    target = path.with_name(f"{path.name}.damaged-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
+    if move:
+        os.replace(path, target)
+    else:
+        shutil.copy2(path, target)
+    return target
+
+

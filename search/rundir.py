@@ -12,46 +12,41 @@ One model's run directory::
       best.yaml              the best configuration (evaluation.best)
       best_qlib.yaml         the same as a Qlib workflow config for ``qrun``
       .writer.lock           held by the one process running or resuming the search (``flock``; on object storage
-      .writer.lease          a lease object instead, ``alphatune.storage.Lease``)
+      .writer.lease          a lease object instead: alphatune.storage.writer)
 
 ``RunDir`` says where the run is (``root``, through ``alphatune.storage``) and where the driver keeps its own files
 while it works (``work``): the run directory itself when it is local (nothing is copied), a local copy when it is
-in object storage, which ``push`` puts into the bucket (after every ended trial and at every stop: the study as a
-consistent snapshot first, then the ledger, so the bucket's ledger is never behind its study) and ``pull`` brings
-back. The trials write their ``trials/<trial>/`` files to the root from whichever node they run on. The layout is
-the same on every backend.
+in object storage (``alphatune.storage.Mirror``), which ``push`` puts into the bucket (after every ended trial and
+at every stop: the study as a consistent snapshot first) and ``pull`` brings back, unless the bucket confirms the
+copy as it is; a copy the bucket does not confirm is set aside, never used. The trials write their
+``trials/<trial>/`` (and the confirmation its ``confirm/``) files to the root from whichever node they run on. The
+layout is the same on every backend.
+
+Every write of a run's files goes through ``alphatune.storage`` (atomic files, the ledger's whole lines, one
+writer per run); ``fault_guard`` turns a fault of the environment into one line that says how to go on.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import _thread
 import hashlib
-import json
 import logging
-import os
-import shutil
-import socket
-import sqlite3
-import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from alphatune import spaces
-from alphatune.storage import Lease, Location, StorageError, cache_dir
+from alphatune.storage import Location, Mirror, StorageError, cache_dir, disk_full, environment_fault, writer
 from alphatune.search.options import SearchOptions, space_origin
 
 MANIFEST = "search.yaml"
 TRIALS_DIR = "trials"
+CONFIRM_DIR = "confirm"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -109,65 +104,37 @@ class RunDir:
         """The trials whose best model (``model.pt``) the driver can read, from one listing."""
         return {name.split("/")[0] for name in (self.root / TRIALS_DIR).files() if name.endswith("/model.pt")}
 
-    def pull(self) -> None:
-        """Bring the driver's files of a run in object storage into ``work`` (the run's files win over any local
-        copy); nothing for a local run."""
-        if self.is_local:
-            return
-        if self.work.exists():
-            shutil.rmtree(self.work)
-        self.work.mkdir(parents=True)
-        for name in self.root.files():
-            if name.startswith((f"{TRIALS_DIR}/", ".")) or "/." in name:
-                continue
-            target = self.work / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes((self.root / name).read_bytes())
-        _pushed[self.root.uri] = _stamps(self.work)
+    @property
+    def mirror(self) -> Mirror:
+        """The driver's working copy of a run in object storage (``alphatune.storage.Mirror``: the bucket is the
+        truth). The trials' folders are not part of it: the trials write them straight into the bucket."""
+        return Mirror(self.root, self.work, skip=(TRIALS_DIR, CONFIRM_DIR), sqlite=(DRIVER_STUDY,))
+
+    def fresh(self) -> str | None:
+        """Before a new search here: set aside any local copy of a run in object storage (nothing of an earlier run
+        of the same name may decide anything); a note when one was. Nothing for a local run."""
+        return None if self.is_local else self.mirror.fresh()
+
+    def pull(self) -> str | None:
+        """Bring the driver's files of a run in object storage into ``work``, unless the bucket confirms the local
+        copy as it is; a copy it does not confirm is set aside (the note says where). Nothing for a local run."""
+        return None if self.is_local else self.mirror.pull()
 
     def push(self) -> None:
-        """Put the driver's changed files of ``work`` into a run in object storage: the study as a consistent
-        snapshot first, then the ledger, then the rest; nothing for a local run."""
+        """Put the driver's changed files of ``work`` into a run in object storage (the study as a consistent
+        snapshot first); nothing for a local run. The lease is renewed first: a process whose lease was taken over
+        pushes nothing, the run is someone else's now (``RunDirError``)."""
         if self.is_local:
             return
-        before = _pushed.setdefault(self.root.uri, {})
-        stamps = _stamps(self.work)
-        study = self.work / DRIVER_STUDY
-        if study.is_file() and stamps.get(DRIVER_STUDY) != before.get(DRIVER_STUDY):
-            (self.root / DRIVER_STUDY).write_bytes(_sqlite_snapshot(study))
-        order = sorted(stamps, key=lambda name: (name != LEDGER_FILE, name))
-        for name in order:
-            if name != DRIVER_STUDY and stamps[name] != before.get(name):
-                (self.root / name).write_bytes((self.work / name).read_bytes())
-        before.update(stamps)
+        taken = writer.confirm(self.root)
+        if taken is not None:
+            raise RunDirError(f"{taken}; this process stopped writing it")
+        self.mirror.push()
 
 
 def as_run_dir(where: "RunDir | Location | Path | str") -> RunDir:
     """``where`` as a ``RunDir`` (a path or location is taken as the run directory's root)."""
     return where if isinstance(where, RunDir) else RunDir.at(where)
-
-
-_pushed: dict[str, dict[str, tuple[int, int]]] = {}  # run root → (size, mtime) of each file as last pushed
-
-
-def _stamps(directory: Path) -> dict[str, tuple[int, int]]:
-    """Every driver file below ``directory`` (hidden ones and temporaries left out) → (size, mtime)."""
-    out = {}
-    for path in directory.rglob("*"):
-        relative = path.relative_to(directory)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-            stat = path.stat()
-            out[str(relative)] = (stat.st_size, stat.st_mtime_ns)
-    return out
-
-
-def _sqlite_snapshot(path: Path) -> bytes:
-    """A consistent copy of a SQLite database that another connection may be writing (SQLite's backup API)."""
-    with tempfile.TemporaryDirectory(prefix="alphatune-study-") as scratch:
-        copy = Path(scratch) / "optuna.db"
-        with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
-            source.backup(target)
-        return copy.read_bytes()
 
 
 @dataclass
@@ -184,13 +151,12 @@ class Manifest:
                 "data": self.data, "options": self.options.to_dict()}
 
 
-def dump_yaml(data: Any, path: Path, header: str = "") -> None:
+def dump_yaml(data: Any, where: Path | Location, header: str = "") -> None:
     """Write ``data`` as block-style YAML (keys in order) that PyYAML and ruamel both read back the same, after
-    ``header`` (comment lines); atomically: a reader sees the old file or the new one, never half of one."""
-    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    ``header`` (comment lines), to a path or URI; atomically (``Location.write_text``): a reader sees the old file
+    or the new one, never half of one."""
+    Location.of(where).write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False,
+                                                          allow_unicode=True))
 
 
 def read_yaml(path: Path) -> Any:
@@ -202,7 +168,6 @@ def read_yaml(path: Path) -> Any:
 
 def write_manifest(run_dir: "RunDir | Location | Path", manifest: Manifest) -> None:
     run_dir = as_run_dir(run_dir)
-    run_dir.work.mkdir(parents=True, exist_ok=True)
     dump_yaml(manifest.to_dict(), run_dir.work / MANIFEST)
 
 
@@ -225,6 +190,16 @@ def read_manifest(run_dir: "RunDir | Location | Path") -> Manifest:
     return Manifest(model=data["model"], options=options, space=space, data=data["data"])
 
 
+def recorded_address(run_dir: RunDir) -> str | None:
+    """The ``--address`` the run's manifest records (read as plain YAML, before anything heavy loads); ``None``
+    when it records none or cannot be read (``read_manifest`` says why, later)."""
+    try:
+        options = (yaml.safe_load((run_dir.root / MANIFEST).read_text()) or {}).get("options") or {}
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        return None
+    return options.get("address") if isinstance(options, dict) else None
+
+
 def find_run_dirs(path: str | Path | Location) -> list[RunDir]:
     """``path`` itself when it is a run directory, else the run directories directly inside it (a search with
     several models), local or in object storage. Raises ``RunDirError`` when there is none."""
@@ -237,75 +212,30 @@ def find_run_dirs(path: str | Path | Location) -> list[RunDir]:
     return found
 
 
-LOCK_FILE, LEASE_FILE = ".writer.lock", ".writer.lease"
-_held: dict[str, Any] = {}  # run root → the open lock file (local) or the lease (object storage) this process holds
-
-
-def _holder(path: Path) -> str:
-    """Who holds a lock, as its file says (``pid ... on host ..., `command`, since ...``)."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        return (f"pid {info['pid']} on {info['host']} (`{info['command']}`, since {info['since']})")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
-
-
 def acquire_writer(run_dir: RunDir | Path | str) -> None:
-    """Make this process the run directory's one writer, for as long as it lives (or until ``release_writer``).
-
-    Local: the kernel's lock (``flock`` on ``RUN/.writer.lock``): a driver that dies, however it dies, leaves no
-    lock behind; on network storage ``flock`` must reach the server (NFSv4 does). In object storage: a lease object
-    (``RUN/.writer.lease``, ``alphatune.storage.Lease``) renewed while this process lives, expiring a minute after
-    it died. A second writer gets ``RunDirError`` naming the holder. Taking a lock this process already holds is a
+    """Make this process the run directory's one writer, for as long as it lives (or until ``release_writer``):
+    ``alphatune.storage.writer`` (a kernel lock on a path, a lease in object storage). A second writer gets
+    ``RunDirError`` naming the holder. A process whose lease is taken over is interrupted (``Ctrl-C``'s way out:
+    its trials stop where they are) and says so (``lost_writer``). Taking a lock this process already holds is a
     no-op."""
-    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
-    if run_dir.root.uri in _held:
-        return
-    if not run_dir.is_local:
-        lease = Lease(run_dir.root / LEASE_FILE)
-        try:
-            lease.acquire(str(run_dir))
-        except StorageError as error:
-            raise RunDirError(str(error)) from None
-        _held[run_dir.root.uri] = lease
-        return
-    run_dir.work.mkdir(parents=True, exist_ok=True)
-    path = run_dir.work / LOCK_FILE
-    handle = open(path, "a+", encoding="utf-8")
+    run_dir = as_run_dir(run_dir)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise RunDirError(f"{run_dir} is being written by {_holder(path)}; wait for it to end or stop it") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                             "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}))
-    handle.flush()
-    _held[run_dir.root.uri] = handle
+        writer.hold(run_dir.root, on_lost=lambda why: _thread.interrupt_main())
+    except StorageError as error:
+        raise RunDirError(str(error)) from None
+
+
+def lost_writer() -> str | None:
+    """Why this process stopped being the writer of a run it held (its lease was taken over), if it did."""
+    return next((why for why in map(writer.lost, writer.held()) if why), None)
 
 
 def check_not_held(run_dir: RunDir | Path | str) -> None:
     """``RunDirError`` naming the holder when another process holds ``run_dir``'s writer lock; creates nothing."""
-    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
-    if run_dir.root.uri in _held:
-        return
-    if not run_dir.is_local:
-        held = Lease(run_dir.root / LEASE_FILE).holder()
-        if held is not None and float(held.get("expires", 0)) > time.time():
-            lease = Lease(run_dir.root / LEASE_FILE)
-            raise RunDirError(f"{run_dir} is being written by pid {held.get('pid')} on {held.get('host')} "
-                              f"(`{held.get('command')}`, since {held.get('since')}); wait for it to end or stop it "
-                              f"(a holder that died lets go within {lease.ttl:g} s)")
-        return
-    path = run_dir.work / LOCK_FILE
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(f"{run_dir} is being written by {_holder(path)}; wait for it to end or stop it") from None
+    try:
+        writer.check_free(as_run_dir(run_dir).root)
+    except StorageError as error:
+        raise RunDirError(str(error)) from None
 
 
 def check_resumable(run_dirs: list[RunDir]) -> None:
@@ -321,19 +251,14 @@ def check_resumable(run_dirs: list[RunDir]) -> None:
 
 def release_writer(run_dir: RunDir | Path | str) -> None:
     """Give up this process's lock on ``run_dir`` (no-op when it holds none)."""
-    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir.at(run_dir)
-    held = _held.pop(run_dir.root.uri, None)
-    if isinstance(held, Lease):
-        held.release()
-    elif held is not None:
-        held.close()
+    writer.let_go(as_run_dir(run_dir).root)
 
 
 @contextmanager
 def writing(run_dirs: list[RunDir]) -> Iterator[None]:
     """Hold the writer lock of every run directory in ``run_dirs`` (those this process did not hold already are
     released at the end)."""
-    taken = [run_dir for run_dir in run_dirs if run_dir.root.uri not in _held]
+    taken = [run_dir for run_dir in run_dirs if not writer.holds(run_dir.root)]
     try:
         for run_dir in taken:
             acquire_writer(run_dir)
@@ -352,45 +277,67 @@ def check_writable(directory: Path | Location, option: str) -> None:
         raise RunDirError(str(error)) from None
 
 
-_DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+class EnvironmentFault(Exception):
+    """A fault of the environment met by a worker (its storage failing, Ray's object lost), reported to the driver,
+    which stops the search: ``text`` is the fault's one line, ``trial_id`` the trial that met it, ``node`` where it
+    happened, ``full`` whether a disk is full."""
 
-
-def disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (or one it was raised from) says the disk is full: ``ENOSPC``/``EDQUOT``, SQLite's
-    "database or disk is full" (under Optuna's and SQLAlchemy's wrappers), or those words in a message."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(words in str(error) for words in _DISK_FULL):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    def __init__(self, text: str, trial_id: str | None = None, node: str | None = None, full: bool = False) -> None:
+        super().__init__(text)
+        self.text, self.trial_id, self.node, self.full = text, trial_id, node, full
 
 
 @contextmanager
-def disk_guard(directory: Path, resume_hint: str) -> Iterator[None]:
-    """Turn a full disk under ``directory`` into one ``RunDirError`` line that says how to go on. A writer thread
-    that dies of it (TensorBoard's) stays quiet too: the main thread meets the same error and reports it."""
+def fault_guard(run_dir: RunDir | Location | Path, resume_hint: str) -> Iterator[None]:
+    """Turn a fault of the environment met while working on ``run_dir`` (the driver's own, or one a worker reported:
+    ``EnvironmentFault``) into one ``RunDirError`` line that says what failed and how to go on: a full disk ("the
+    disk holding RUN is full; free space, then <resume_hint>"), any other storage or cluster fault ("RUN: <what
+    failed>; once that is fixed, <resume_hint>"). The trials stay as they were (unfinished ones resume). A writer
+    thread that dies of it (TensorBoard's) stays quiet too: the main thread meets the same error and reports it."""
+    where = as_run_dir(run_dir) if not isinstance(run_dir, Path) else run_dir
     default_hook = threading.excepthook
 
-    def quiet_when_full(args: threading.ExceptHookArgs) -> None:
-        if args.exc_value is None or not disk_full(args.exc_value):
+    def quiet_when_faulty(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or environment_fault(args.exc_value) is None:
             default_hook(args)
 
-    def no_full_disk_traceback(record: logging.LogRecord) -> bool:  # Tune logs one when it cannot stop a trial
-        return not (record.exc_info and record.exc_info[1] is not None and disk_full(record.exc_info[1]))
+    def no_fault_traceback(record: logging.LogRecord) -> bool:  # Tune logs one when it cannot stop a trial
+        return not (record.exc_info and record.exc_info[1] is not None
+                    and environment_fault(record.exc_info[1]) is not None)
 
     tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
-    threading.excepthook = quiet_when_full
-    tune_logger.addFilter(no_full_disk_traceback)
+    threading.excepthook = quiet_when_faulty
+    tune_logger.addFilter(no_fault_traceback)
     try:
         yield
     except Exception as error:
+        fault = fault_in(error)
+        if fault is not None:
+            on = f" (seen by trial {fault.trial_id} on node {fault.node})" if fault.trial_id and fault.node else ""
+            if fault.full:
+                raise RunDirError(f"the disk holding {where} is full{on}; free space, then {resume_hint}") from None
+            raise RunDirError(f"{where}: {fault.text}{on}; once that is fixed, {resume_hint}") from None
         if disk_full(error):
-            raise RunDirError(f"the disk holding {directory} is full; free space, then {resume_hint}") from None
+            disk = f"{where.work} (the local copy of {where})" if isinstance(where, RunDir) and not where.is_local \
+                else where
+            raise RunDirError(f"the disk holding {disk} is full; free space, then {resume_hint}") from None
+        text = environment_fault(error)
+        if text is not None:
+            raise RunDirError(f"{where}: {text}; once that is fixed, {resume_hint}") from None
         raise
     finally:
         threading.excepthook = default_hook
-        tune_logger.removeFilter(no_full_disk_traceback)
+        tune_logger.removeFilter(no_fault_traceback)
+
+
+def fault_in(error: BaseException | None) -> EnvironmentFault | None:
+    """The ``EnvironmentFault`` ``error`` is or was raised from (Tune may wrap what its stopper raised), if any."""
+    return next((link for link in _chain(error) if isinstance(link, EnvironmentFault)), None)
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

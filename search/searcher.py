@@ -8,7 +8,9 @@ has handed out ``samples`` of them; then ``FINISHED``.
 The study sees what the search objective (``search.objective``) sees: after every epoch the trial's best value so
 far (``best_valid_ic``) as the intermediate value at step ``epoch`` (the last epoch included); at its end
 COMPLETE with the best value over all its epochs when it ran to its own end, PRUNED when ASHA stopped it (Optuna
-then takes its last intermediate value, the best so far), FAIL when it errored or its metric was NaN/inf. Each
+then takes its last intermediate value, the best so far), FAIL when it failed by itself (``search.trial``: its
+model raised, a bad value) or its metric was NaN/inf. A trial Tune gave up on (its worker or node lost beyond
+``--max-failures``) is the environment's fault: neither record ends it, and resume continues it. Each
 of these is written to the run's ledger first (``search.ledger``): after any kill the ledger holds everything the
 study does.
 
@@ -30,10 +32,12 @@ from alphatune.search.rundir import TENSORBOARD_DIR
 from alphatune.search.objective import Objective, finite
 from alphatune.search.scheduler import CONTINUES
 from alphatune.search.study import SearchStudy, trial_seed
+from alphatune.search.trial import ERROR as TRIAL_ERROR
 from alphatune.search.trial import report_fields
 from alphatune.storage import Location
 
 OPTUNA_TRIAL = "optuna_trial"  # the key of a trial's Optuna number in its Tune config
+TENSORBOARD_RUN = "tensorboard_run"  # a continuing trial's TensorBoard run (the first run of its Optuna trial)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class StudySearcher(Searcher):
         self.numbers: dict[str, int] = {}   # Tune trial id → Optuna number, of the trials this searcher made
         self.recorded: dict[str, set[int]] = {}  # Tune trial id → the epochs in the ledger
         self.ended: set[str] = set()
+        self.interrupted: set[str] = set()  # ended in Tune by a fault of the environment, not in the records
 
     @property
     def goal(self) -> Objective:
@@ -84,11 +89,14 @@ class StudySearcher(Searcher):
             config["seed"] = attrs.get("seed", trial_seed(self.seed, number))
         self.numbers[trial_id], self.recorded[trial_id] = number, set(epochs)
         self.ledger.created(trial_id, number, config, continues)
+        # One TensorBoard run per Optuna trial: a trial that goes on with an interrupted one writes into its run.
+        run = str(attrs.get("tensorboard_run") or "").rsplit("/", 1)[-1] if continues else ""
         self.study.set_attrs(number, ray_trial_id=trial_id,
-                             tensorboard_run=str(self.run_root / TENSORBOARD_DIR / trial_id),
+                             tensorboard_run=str(self.run_root / TENSORBOARD_DIR / (run or trial_id)),
                              **({"seed": config["seed"]} if "seed" in config else {}),
                              **({"continues": continues} if continues else {}))
-        return {**config, OPTUNA_TRIAL: number, **({CONTINUES: continues} if continues else {})}
+        return {**config, OPTUNA_TRIAL: number, **({CONTINUES: continues} if continues else {}),
+                **({TENSORBOARD_RUN: run} if run else {})}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.numbers and trial_id not in self.ended:
@@ -98,15 +106,19 @@ class StudySearcher(Searcher):
         if trial_id not in self.numbers or trial_id in self.ended:
             return
         self.ended.add(trial_id)
+        if error:  # Tune gave up on its worker (lost beyond --max-failures): the environment's fault, not the trial's
+            self.interrupted.add(trial_id)
+            return  # it stays unfinished in the ledger and the study; resume continues it from its saved epoch
         result = result or {}
         value = result.get(self.goal.best)
-        if error or not finite(result.get(self.goal.name)) or not finite(value):
+        failure = result.get(TRIAL_ERROR)  # the trial failed by itself (search.trial)
+        if failure or not finite(result.get(self.goal.name)) or not finite(value):
             outcome = "failed"
         else:
             outcome = "finished" if result.get("final") else "pruned"  # not final: ASHA stopped it
         if result:
             self._record(trial_id, result)  # the stopping report: Tune gives it to the searcher only here
-        self.ledger.ended(trial_id, ERROR if error else TERMINATED)
+        self.ledger.ended(trial_id, ERROR if failure else TERMINATED, **({"error": failure} if failure else {}))
         self.study.tell(self.numbers[trial_id], outcome, float(value) if finite(value) else None)
 
     def _record(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -125,8 +137,8 @@ class StudySearcher(Searcher):
         return not self.continuations and self.study.drawn() >= self.samples
 
     def live(self) -> list[str]:
-        """The trials this searcher made that have not ended."""
-        return [trial_id for trial_id in self.numbers if trial_id not in self.ended]
+        """The trials this searcher made that have not ended in the records (those a fault interrupted included)."""
+        return [trial_id for trial_id in self.numbers if trial_id not in self.ended or trial_id in self.interrupted]
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing for Tune to keep: the run's ledger and study are this searcher's state (``search.resume``)."""

@@ -77,12 +77,38 @@ class StudyPlace:
         return cls(storage_url(run_dir), model)
 
 
+def unopenable(place: StudyPlace) -> str | None:
+    """Why the study at ``place`` cannot be opened (a corrupted or missing file, another Optuna's schema, a
+    storage that does not answer), or ``None`` when it can; creates nothing."""
+    if place.url.startswith("sqlite:///") and not Path(place.url.removeprefix("sqlite:///")).is_file():
+        return "its file does not exist"
+    try:
+        storage = optuna.storages.RDBStorage(place.url, skip_table_creation=True)
+        try:
+            storage.get_study_id_from_name(place.name)
+        finally:
+            storage.remove_session()
+    except Exception as error:
+        return cause_line(error)
+    return None
+
+
+def cause_line(error: BaseException) -> str:
+    """The first line of the innermost exception ``error`` was raised from (Optuna and SQLAlchemy wrap SQLite's
+    "file is not a database" in words that say less)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 class SearchStudy:
     """One model's Optuna study as a search uses it: asked for new points, told how trials ended, given every
     epoch's value, through Optuna's public API (``Study.ask``/``tell`` and the storage interface)."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, space: Space, goal: Objective,
-                 sampler: optuna.samplers.BaseSampler | None = None, name: str | None = None) -> None:
+                 sampler: optuna.samplers.BaseSampler | None = None, name: str | None = None,
+                 enqueue_default: bool = True) -> None:
         self.storage, self.space, self.goal = storage, space, goal
         self.name = name or space.model
         self.study = optuna.create_study(study_name=self.name, storage=storage, sampler=sampler,
@@ -94,16 +120,18 @@ class SearchStudy:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names([goal.name])
-        if not self.trials():  # a new study: Qlib's published config is the first point
+        if enqueue_default and not self.trials():  # a new study: Qlib's published config is the first point
             self.study.enqueue_trial(space.optuna_params(space.default))
 
     @classmethod
     def in_run(cls, run_dir: Path, space: Space, goal: Objective,
-               sampler: optuna.samplers.BaseSampler | None = None, where: StudyPlace | None = None) -> "SearchStudy":
+               sampler: optuna.samplers.BaseSampler | None = None, where: StudyPlace | None = None,
+               enqueue_default: bool = True) -> "SearchStudy":
         """The run's study, created or loaded: in the run directory (``optuna.db``), or where ``where`` says
-        (``--study-storage``)."""
+        (``--study-storage``). ``search.resume.open_study`` is the way to open one a search goes on with: it
+        rebuilds a study that cannot be opened from the ledger."""
         where = where or StudyPlace.of_run(run_dir, space.model)
-        return cls(optuna.storages.RDBStorage(where.url), space, goal, sampler, where.name)
+        return cls(optuna.storages.RDBStorage(where.url), space, goal, sampler, where.name, enqueue_default)
 
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)

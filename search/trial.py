@@ -33,10 +33,20 @@ or ``none (shape mismatch: ...)``).
 
 A non-finite value of the searched metric stops the trial at once (the callback returns ``True``); the report
 carries it, so the driver records the trial as failed. It is not raised as an error, so Tune does not retry it.
+
+**Whose fault** (``reporting_failures``): the trial function never raises. A failure of the trial's own (its model
+raised, a bad value) is one report, ``error`` (the exception's last line) with ``traceback`` (where its traceback
+was written, ``error.txt`` in the trial's directory): the driver records the trial as failed, and Tune does not
+retry what would fail again. A fault of the environment (``alphatune.storage.environment_fault``: the run's
+storage full, unwritable, unreachable, Ray's object lost) is one report, ``fault`` (with ``full`` and the
+``node``): the driver stops the search within seconds with one line, and nothing is recorded against the trial,
+which resumes from its last saved epoch. A Tune error is then always the environment's too (the worker or its
+node died): Tune retries it (``--max-failures``), and beyond that the trial is left unfinished, not failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,8 +54,9 @@ import queue
 import socket
 import threading
 import time
+import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -56,18 +67,20 @@ from alphatune import models
 from alphatune.search.objective import finite, objective
 from alphatune.models.bases import bases_from_dicts, choose
 from alphatune.models.fitting import initial_network
-from alphatune.search.rundir import MANIFEST, RunDir, RunDirError
+from alphatune.search.rundir import MANIFEST, RunDir
 from alphatune.search.scheduler import CONTINUES
-from alphatune.storage import Location, StorageError, save_tensors
+from alphatune.storage import Location, StorageError, disk_full, environment_fault, save_tensors
 from alphatune.spaces import Space
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
 DAILY_IC_FILE = "valid_ic.json"
+ERROR_FILE = "error.txt"
 REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_epoch", "best_valid_loss",
             "best_valid_ic", "final")
 # What the run's ledger keeps of a report: the epoch's numbers and how the trial runs.
-KEPT = (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid", "node_ip")
+KEPT = (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid", "node_ip", "node_id")
+ERROR, FAULT = "error", "fault"  # a report's keys for a failure of the trial's own, and a fault of the environment
 
 
 def report_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -124,9 +137,10 @@ class StateWriter:
 
 def check_visible(run: RunDir) -> None:
     """Refuse to train on a node that cannot see the run directory (its manifest is what the driver wrote first):
-    its results would be lost to the driver. ``RunDirError`` naming the node and the run."""
+    its results would be lost to the driver. ``StorageError`` (a fault of the environment) naming the node and the
+    run."""
     if not (run.root / MANIFEST).is_file():
-        raise RunDirError(f"node {node_address()} cannot see the run directory {run}: a local --storage-path must be "
+        raise StorageError(f"node {node_address()} cannot see the run directory {run}: a local --storage-path must be "
                           f"storage every node mounts (NFS), or use object storage (s3://...)")
 
 
@@ -137,6 +151,44 @@ def node_address() -> str:
         return ray.util.get_node_ip_address()
     except Exception:  # not inside Ray
         return socket.gethostname()
+
+
+def node_id() -> str | None:
+    """This node's Ray id (two nodes on one machine share an address, never an id); ``None`` outside Ray."""
+    try:
+        import ray
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
+
+
+def failure_report(error: BaseException, directory: Location | None) -> dict[str, Any]:
+    """What a run reports instead of raising ``error`` (see the module doc): ``fault`` for the environment's,
+    ``error`` for its own (its traceback written to ``directory/error.txt`` when it can be)."""
+    fault = environment_fault(error)
+    where = {"node": node_address(), "node_id": node_id()}
+    if fault is not None:
+        return {FAULT: fault, "full": disk_full(error), **where}
+    text = str(error).strip()
+    line = f"{type(error).__name__}: {text.splitlines()[-1][:500]}" if text else type(error).__name__
+    report: dict[str, Any] = {ERROR: line, **where}
+    if directory is not None:
+        try:
+            (directory / ERROR_FILE).write_text("".join(traceback.format_exception(error)))
+            report["traceback"] = str(directory / ERROR_FILE)
+        except Exception:  # the traceback is a courtesy; the error line is what counts
+            pass
+    return report
+
+
+@contextlib.contextmanager
+def reporting_failures(report: Callable[[dict[str, Any]], None], directory: Location | None) -> Iterator[None]:
+    """Run the body; an exception it raises becomes one ``failure_report`` handed to ``report`` (see the module
+    doc). ``SystemExit`` and ``KeyboardInterrupt`` (how Ray stops a trial) pass through."""
+    try:
+        yield
+    except Exception as error:
+        report(failure_report(error, directory))
 
 
 def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max_epochs: int
@@ -150,28 +202,39 @@ def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max
     return hp.replace(n_epochs=min(hp.n_epochs, max_epochs))
 
 
-def train_trial(config: dict[str, Any], *, dataset: Any, space: Space, run_dir: str, max_epochs: int, metric: str,
+def train_trial(config: dict[str, Any], *, dataset: Callable[[], Any], space: Space, run_dir: str, max_epochs: int,
+                metric: str,
                 threads: int, device: str, speed: dict[str, Any] | None = None,
                 bases: dict[str, dict[str, Any]] | None = None, trial_id: str | None = None) -> None:
     """Train one configuration of ``space.model`` on ``dataset`` and report every epoch to Tune.
 
-    ``config`` is Tune's trial config (the searched values); ``dataset`` arrives from the object store (its
-    arrays are read-only and shared, never copied). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
+    ``config`` is Tune's trial config (the searched values); ``dataset()`` fetches the dataset from the object
+    store (its arrays are read-only and shared, never copied; a lost object is the environment's fault). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
     are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start). ``speed``:
     the trainer's ``amp``, ``graphs`` and ``tf32``. ``trial_id`` defaults to Tune's id of the running trial.
     """
     started_at = time.time()
     trial_id = trial_id or tune.get_context().get_trial_id()
     run = RunDir.at(run_dir)
-    check_visible(run)
     directory = run.trial(trial_id)
-    taken_over = run.trial(str(config.get(CONTINUES) or "-"))
-    if config.get(CONTINUES) and not (directory / STATE_FILE).is_file() and (taken_over / STATE_FILE).is_file():
-        for name in (STATE_FILE, MODEL_FILE, DAILY_IC_FILE):  # a trial interrupted before: go on from its state
-            if (taken_over / name).is_file():
-                (directory / name).write_bytes((taken_over / name).read_bytes())
-    train_run(trial_hyperparameters(space, config, metric, max_epochs), directory, dataset=dataset, metric=metric,
-              threads=threads, device=device, speed=speed, bases=bases, report=tune.report, started_at=started_at)
+    last: dict[str, Any] = {}
+
+    def report(result: dict[str, Any]) -> None:
+        last.clear()
+        last.update(result)
+        tune.report(result)
+
+    # A failure's report carries the last epoch's numbers (already recorded), so that it says where it stopped.
+    with reporting_failures(lambda failure: tune.report({**last, **failure}), directory):
+        check_visible(run)
+        taken_over = run.trial(str(config.get(CONTINUES) or "-"))
+        if config.get(CONTINUES) and not (directory / STATE_FILE).is_file() and (taken_over / STATE_FILE).is_file():
+            for name in (STATE_FILE, MODEL_FILE, DAILY_IC_FILE):  # a trial interrupted before: go on from its state
+                if (taken_over / name).is_file():
+                    (directory / name).write_bytes((taken_over / name).read_bytes())
+        train_run(trial_hyperparameters(space, config, metric, max_epochs), directory, dataset=dataset(),
+                  metric=metric, threads=threads, device=device, speed=speed, bases=bases, report=report,
+                  started_at=started_at)
 
 
 def train_run(hyperparameters: models.Hyperparameters, directory: Location, *, dataset: Any, metric: str,
@@ -259,7 +322,7 @@ def _report(epoch: dict[str, Any], extra: dict[str, Any], started_at: float,
             report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     result = {key: epoch[key] for key in REPORTED}
     result = {key: float(value) if isinstance(value, float) else value for key, value in result.items()}
-    result = {**result, **extra, "started_at": started_at, "reported_at": time.time()}
+    result = {**result, **extra, "started_at": started_at, "reported_at": time.time(), "node_id": node_id()}
     report(result)
     return result
 

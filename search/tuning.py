@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,17 +26,17 @@ from ray import tune
 from ray.tune import Callback
 
 from alphatune import spaces
-from alphatune.search.callbacks import NonFiniteStopper, ProgressPrinter, TensorBoardLogger
+from alphatune.search.callbacks import ProgressPrinter, TensorBoardLogger, TrialStopper
 from alphatune.search.cluster import concurrent_slots
 from alphatune.search.ledger import Ledger, WorkerEvents
 from alphatune.search.objective import objective
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base
-from alphatune.search.resume import close_abandoned, reconcile
-from alphatune.search.rundir import TENSORBOARD_DIR, RunDir, as_run_dir
+from alphatune.search.resume import close_abandoned, open_study, reconcile
+from alphatune.search.rundir import TENSORBOARD_DIR, RunDir, as_run_dir, fault_in
 from alphatune.search.scheduler import SuccessiveHalving
 from alphatune.search.searcher import StudySearcher
-from alphatune.search.study import SearchStudy, StudyPlace, make_sampler
+from alphatune.search.study import StudyPlace, make_sampler
 from alphatune.search.trial import train_trial
 from alphatune.storage import Location
 
@@ -58,20 +59,23 @@ def trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOp
 
 
 def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kwargs: Any) -> None:
-    """Fetch the shared dataset (zero-copy: its arrays are views of the object store) and train one trial.
+    """Train one trial on the shared dataset, fetched inside the trial (zero-copy: its arrays are views of the
+    object store; a lost object is a fault of the environment, reported as one).
 
     The reference travels inside a list so that ``tune.with_parameters`` stores the reference, not a second
     copy of the dataset."""
-    train_trial(config, dataset=ray.get(dataset_ref[0]), **kwargs)
+    train_trial(config, dataset=lambda: ray.get(dataset_ref[0]), **kwargs)
 
 
 # Tune and Ray settings read from the environment while a Tuner runs in this process:
 # - no automatic loggers (TensorBoard files come from ``TensorBoardLogger``, the per-epoch record is the ledger);
 # - Tune's own console output off (its legacy reporter, silent at verbose=0: the new one prints every trial error
 #   and its result table whatever the verbosity), and no traceback per failed trial task: ``ProgressPrinter`` says
-#   in one line which trial failed or is retried, why, and where the traceback is.
+#   in one line which trial failed or is retried, why, and where the traceback is;
+# - no check that every report carries the objective: a trial's failure or fault is a report without one
+#   (``search.trial``), which the stopper handles before anything reads a metric.
 _TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
-                     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+                     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
 # What Tune says at the end of an interrupted or finished fit that is not ours to say: how to resume it with
 # Tune's own API (``alphatune search resume`` is the way, and the driver says so), and that it could not read
 # per-trial result files (no loggers write them).
@@ -148,8 +152,11 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
     run_dir = as_run_dir(run_dir)
     goal = objective(options.metric)
     ledger = Ledger(run_dir.work)
-    study = SearchStudy.in_run(run_dir.work, space, goal, make_sampler(options.sampler, options.seed, options.samples),
-                               StudyPlace.of_run(run_dir.work, space.model, options.study_storage, options.name))
+    study, note = open_study(run_dir.work, space, goal,
+                             StudyPlace.of_run(run_dir.work, space.model, options.study_storage, options.name),
+                             make_sampler(options.sampler, options.seed, options.samples))
+    if note:
+        (stream or sys.stdout).write(f"[{space.model}] note: {note}\n")
     plan = reconcile(run_dir.work, study, ledger)
     searcher = StudySearcher(study, ledger, run_dir.root, options.samples, options.seed, plan.continuations)
     scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor)
@@ -159,16 +166,28 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
     if not run_dir.is_local:
         callbacks.append(RunSync(run_dir))
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
-    with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
-        tuner = tune.Tuner(
-            trainable(dataset_ref, space, options, run_dir, bases),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
-                                        max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
-                                        trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name="tune", storage_path=scratch, stop=NonFiniteStopper(goal.name),
-                                      callbacks=callbacks, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=options.max_failures)))
-        tuner.fit()
+    try:
+        with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
+            tuner = tune.Tuner(
+                trainable(dataset_ref, space, options, run_dir, bases),
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
+                                            max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
+                                            trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name="tune", storage_path=scratch, stop=TrialStopper(goal.name),
+                                          callbacks=callbacks, verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=options.max_failures)))
+            tuner.fit()
+    except Exception as error:
+        fault = fault_in(error)
+        if fault is None:
+            raise
+        # A worker's storage failed: every trial stops where it is, none is charged (fault_guard says the line).
+        with contextlib.suppress(Exception):  # best effort: the storage may be what failed
+            if fault.trial_id:
+                ledger.interrupted(fault.trial_id, fault.text)
+            ledger.close()
+            run_dir.push()
+        raise
     if searcher.all_handed_out() and not searcher.live():
         close_abandoned(run_dir.work, study, ledger)
     ledger.close()

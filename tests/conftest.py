@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
-import torch
+import os
+
+from alphatune.search.cluster import prefer_loopback
+
+prefer_loopback()  # as the alphatune command does before Ray is imported: the tests' private Rays bind 127.0.0.1,
+import ray  # noqa: E402,F401
+os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # and the Ray nodes the tests start (`ray start`) may join up
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

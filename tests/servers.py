@@ -85,6 +85,23 @@ class Cluster:
     address: str
     env: dict[str, str]
     hidden: Path
+    second: subprocess.Popen  # the second node's ``ray start --block`` (a process group of its own)
+
+    def lose_second_node(self) -> list[int]:
+        """Kill the second node's raylet and every process it started (its workers), as a crash of that machine
+        would; the pids killed."""
+        import psutil
+        group = self.second.pid
+        for process in psutil.process_iter(["name"]):
+            try:
+                if process.info["name"] == "raylet" and os.getpgid(process.pid) == group:
+                    doomed = [process, *process.children(recursive=True)]
+                    for each in doomed:
+                        each.kill()
+                    return [each.pid for each in doomed]
+            except (psutil.Error, ProcessLookupError):
+                continue
+        raise RuntimeError("the second node has no raylet")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -128,7 +145,7 @@ def two_node_cluster(hidden: Path, extra_env: dict[str, str] | None = None) -> I
             start_new_session=True)
         nodes.append(second)
         _wait_for_nodes(f"127.0.0.1:{port}", env, 2, second, scratch / "node.log")
-        yield Cluster(f"127.0.0.1:{port}", env, hidden)
+        yield Cluster(f"127.0.0.1:{port}", env, hidden, second)
     finally:
         for node in reversed(nodes):
             _stop(node)

@@ -89,6 +89,8 @@ def test_search_end_to_end_exports_logs_prunes_and_persists_the_study(ray_sessio
     manifest = read_manifest(run_dir)
     records = read_trials(run_dir, manifest)
     assert len(records) == 4
+    rows = [row for trial in read_ledger(run_dir) for row in trial.results]  # each result names its node
+    assert rows and all(re.fullmatch(r"[0-9a-f]{56}", row.get("node_id") or "") for row in rows), rows[0]
     outcomes = sorted(record.outcome for record in records)
     assert "pruned" in outcomes and "failed" not in outcomes, outcomes
     for record in records:

@@ -177,3 +177,50 @@ def test_a_driver_killed_seconds_after_an_asha_stop_resumes_without_running_that
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
     records = {record.trial_id: record for record in read_trials(run_dir, read_manifest(run_dir))}
     assert best["validation"]["valid_ic"] == max(record.best_valid_ic for record in records.values())
+
+
+def test_a_node_lost_mid_trial_costs_no_trial_the_trial_goes_on_elsewhere_from_its_saved_epoch(tmp_path) -> None:
+    """Two Ray nodes on this machine (one CPU each), a trial on each. The second node's raylet and the workers it
+    started are killed while its trial trains (a node lost, as a crash loses it): Tune retries that trial on the
+    node left, from its saved epoch, and the search ends with every trial finished or pruned, none failed; the ledger records which node
+    ran each epoch (two nodes on one machine share an address, never an id)."""
+    from servers import can_unshare, two_node_cluster
+    if can_unshare() is not None:
+        pytest.skip(f"a second node in its own mount namespace: {can_unshare()}")
+    data = save_planted(tmp_path, n_days=220, n_stocks=120)
+    runs = tmp_path / "runs"
+    run_dir = runs / "lost" / "lstm"
+    with two_node_cluster(tmp_path / "unused") as nodes:
+        command = [sys.executable, "-m", "alphatune", "search", "run", "--space", str(write_space(tmp_path)),
+                   "--data", str(data), "--samples", "2", "--max-epochs", "6", "--grace-epochs", "6", "--confirm", "0",
+                   "--max-concurrent", "2", "--sampler", "random", "--seed", "5", "--address", nodes.address,
+                   "--storage-path", str(runs), "--name", "lost"]
+        search = subprocess.Popen(command, cwd=ROOT, env=nodes.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        killed: dict[str, object] = {}
+
+        def kill_the_second_node_under_a_trial() -> None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and search.poll() is None:
+                trials = ended_trials(run_dir)
+                training = [trial for trial, rows in trials.items() if rows[-1]["epoch"] < 5
+                            and (run_dir / "trials" / trial / "state.pt").is_file()]
+                if len(training) == 2 and len({trials[trial][-1]["node_id"] for trial in training}) == 2:
+                    killed["pids"] = nodes.lose_second_node()  # one trial on each node, each with a saved epoch
+                    return
+                time.sleep(0.1)
+
+        killer = threading.Thread(target=kill_the_second_node_under_a_trial)
+        killer.start()
+        out, _ = search.communicate(timeout=900)
+        killer.join()
+    assert killed, "the second node was never killed under a training trial:\n" + out[-3000:]
+    assert search.returncode == 0, out[-3000:]
+    records = read_trials(run_dir, read_manifest(run_dir))
+    assert len(records) == 2 and all(record.outcome in ("finished", "pruned") for record in records), records
+    trials = read_ledger(run_dir)
+    assert all(trial.status == "TERMINATED" and not trial.fault for trial in trials)
+    moved = [trial for trial in trials if len({row["node_id"] for row in trial.results}) == 2]
+    assert moved, [[row["node_id"][:8] for row in trial.results] for trial in trials]
+    [trial] = moved
+    assert trial.starts == 2 and sorted(trial.epochs()) == list(range(1, 7))

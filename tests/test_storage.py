@@ -18,7 +18,7 @@ import yaml
 
 from alphatune.storage import Lease, Location, StorageError
 from planted import TINY_SPACE
-from servers import can_unshare, s3_server, two_node_cluster
+from servers import can_unshare, postgres_unavailable, s3_server, two_node_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,6 +147,9 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
 
     exported = alphatune("search", "export", "s3://runs/team/killed", env=env)
     assert exported.returncode == 0 and "s3://runs/team/killed/lstm/best_qlib.yaml" in exported.stdout
+    elsewhere = alphatune("search", "export", "s3://runs/team/killed", "--out", "s3://other/exports/killed", env=env)
+    assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+    assert {"exports/killed/best.yaml", "exports/killed/best_qlib.yaml"} <= set(s3.keys("other", "exports/"))
     evaluated = alphatune("evaluate", "s3://runs/team/killed/lstm/best.yaml", env=env)  # at the search's budget
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert {"team/killed/lstm/evaluation.yaml", "team/killed/lstm/evaluation_ic.png",
@@ -193,3 +196,123 @@ def test_a_study_storage_url_is_recorded_without_its_password() -> None:
     assert without_password("postgresql+psycopg://alice:s3cret@db.example:5432/optuna?sslmode=require") == (
         "postgresql+psycopg://alice@db.example:5432/optuna?sslmode=require")
     assert without_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_a_new_search_where_the_bucket_holds_no_run_starts_fresh_whatever_a_local_copy_says(s3, tmp_path) -> None:
+    """The issue's case 6: a search in s3://runs/bar left its local copy; the run was then deleted from the bucket.
+    A new search of the same name does not adopt the copy's study and ledger: it sets the copy aside (and says
+    so), runs every sample afresh and exports its winner."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    env = {**os.environ, "ALPHATUNE_CACHE": str(tmp_path / "cache")}
+    args = ["search", "run", "--space", str(space), "--samples", "2", "--max-epochs", "1", "--confirm", "0",
+            "--sampler", "random", "--storage-path", "s3://runs/bar", "--name", "again"]
+    first = alphatune(*args, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for key in s3.keys("runs", "bar/again/"):
+        s3.client().delete_object(Bucket="runs", Key=key)
+    second = alphatune(*args, env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Using an existing study" not in second.stdout + second.stderr
+    [note] = [line for line in second.stdout.splitlines() if "set aside" in line]
+    assert note.startswith("[lstm] note: an earlier local copy of s3://runs/bar/again/lstm was set aside (")
+    ledger = _text(s3, "runs", "bar/again/lstm/trials.jsonl")
+    assert sorted(json.loads(line)["optuna_trial"] for line in ledger.splitlines() if '"event": "trial"' in line) == [0, 1]
+    best = yaml.safe_load(_text(s3, "runs", "bar/again/lstm/best.yaml"))
+    assert f"bar/again/lstm/trials/{best['trial_id']}/model.pt" in s3.keys("runs", "bar/again/lstm/")
+
+
+@pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
+def test_no_secret_lands_in_a_run_its_lock_or_lease_a_refusal_or_any_output(s3, tmp_path) -> None:
+    """A password in --study-storage and a token in the environment: a search in a bucket and one on a local path,
+    a second writer refused on each while a holder (its command line carrying the password) holds them. Every file
+    of both runs (the bucket's objects, the local copy, the local run), every lock and lease, and every line
+    printed is searched for both secrets: none holds them. The local lock file is its owner's only and names no one
+    once the search that held it ended."""
+    import psycopg
+    from servers import postgres_server
+    password, token = "pw-Zq81-not-for-files", "tok-7c1e-not-for-files"
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    with postgres_server(tmp_path / "pg") as url:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as connection:
+            connection.execute(f"CREATE ROLE alice LOGIN SUPERUSER PASSWORD '{password}'")
+        secret_url = url.replace("postgres:@", f"alice:{password}@", 1)
+        assert password in secret_url
+        env = {**os.environ, "ALPHATUNE_CACHE": str(tmp_path / "cache"), "DEPLOY_TOKEN": token,
+               "ALPHATUNE_LEASE_SECONDS": "4"}
+        printed = []
+        for storage, name in (("s3://runs/secret", "bucket"), (str(tmp_path / "runs"), "disk")):
+            args = ["--space", str(space), "--samples", "2", "--max-epochs", "1", "--confirm", "0", "--sampler", "random",
+                    "--study-storage", secret_url, "--storage-path", storage, "--name", name]
+            done = alphatune("search", "run", *args, env=env)
+            printed.append(done.stdout + done.stderr)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            if not storage.startswith("s3://"):  # the search ended: its lock file names no one
+                assert (tmp_path / "runs" / "disk" / "lstm" / ".writer.lock").read_text() == ""
+            run = f"{storage}/{name}/lstm"
+            holder = subprocess.Popen(
+                [sys.executable, "-c", "import sys, time; from alphatune.search.rundir import acquire_writer; "
+                 f"acquire_writer({run!r}); print('held', flush=True); time.sleep(120)",
+                 "--study-storage", secret_url, f"--deploy-token={token}"],
+                env=env, stdout=subprocess.PIPE, text=True)
+            try:
+                assert holder.stdout.readline().strip() == "held"
+                if storage.startswith("s3://"):
+                    printed.append(_text(s3, "runs", "secret/bucket/lstm/.writer.lease"))
+                else:
+                    lock = tmp_path / "runs" / "disk" / "lstm" / ".writer.lock"
+                    assert lock.stat().st_mode & 0o777 == 0o600
+                    printed.append(lock.read_text())
+                refused = alphatune("search", "resume", f"{storage}/{name}", env=env)
+                printed.append(refused.stdout + refused.stderr)
+                [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+                assert f"is being written by pid {holder.pid} " in line and "alice:***@" in line, line
+            finally:
+                holder.kill()
+                holder.wait()
+        files = [s3.client().get_object(Bucket="runs", Key=key)["Body"].read() for key in s3.keys("runs", "secret/")]
+        files += [path.read_bytes() for root in (tmp_path / "cache", tmp_path / "runs")
+                  for path in root.rglob("*") if path.is_file()]
+        assert len(files) > 20 and printed
+        for secret in (password, token):
+            assert not [text for text in printed if secret in text]
+            assert not [data for data in files if secret.encode() in data]
+
+
+def test_a_search_whose_lease_is_taken_over_stops_and_writes_no_more_into_the_bucket(s3, tmp_path) -> None:
+    """A driver that stalled past its lease (here: the lease object overwritten as another writer would, after
+    taking over an expired lease) finds out at its next renewal, stops its trials and says so in one line; it puts
+    nothing more into the bucket, which is the new writer's now."""
+    from alphatune import datasets
+    from planted import planted_dataset
+    data = tmp_path / "data"
+    datasets.save(planted_dataset(n_days=220, n_stocks=120, seed=4), data)
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    env = {**os.environ, "ALPHATUNE_CACHE": str(tmp_path / "cache"), "ALPHATUNE_LEASE_SECONDS": "4",
+           "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "alphatune", "search", "run", "--space", str(space), "--data", str(data),
+               "--samples", "3", "--max-epochs", "4", "--grace-epochs", "4", "--max-concurrent", "1", "--confirm", "0",
+               "--storage-path", "s3://runs/taken", "--name", "over"]
+    search = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600  # guards a hang only
+    while time.monotonic() < deadline and search.poll() is None and not [
+            key for key in s3.keys("runs", "taken/over/lstm/trials/") if key.endswith("/state.pt")]:
+        time.sleep(0.1)
+    usurper = json.dumps({"token": "usurper", "pid": 1, "host": "elsewhere", "command": "alphatune search resume",
+                          "since": "now"})
+    s3.client().put_object(Bucket="runs", Key="taken/over/lstm/.writer.lease", Body=usurper.encode())
+    time.sleep(1.0)  # a push the driver began before the takeover (its lease then confirmed) has ended
+    taken_at = {key: s3.client().head_object(Bucket="runs", Key=key)["ETag"]
+                for key in s3.keys("runs", "taken/over/lstm/") if "/trials/" not in key and not key.endswith(".lease")}
+    out, err = search.communicate(timeout=600)
+    assert search.returncode == 2, out[-3000:] + err[-3000:]
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: s3://runs/taken/over/lstm was taken over by pid 1 on elsewhere ") and \
+        line.endswith("this process stopped writing it"), line
+    assert "Traceback" not in err, err[-3000:]
+    assert _text(s3, "runs", "taken/over/lstm/.writer.lease") == usurper  # left as the new writer wrote it
+    after = {key: s3.client().head_object(Bucket="runs", Key=key)["ETag"]
+             for key in s3.keys("runs", "taken/over/lstm/") if "/trials/" not in key and not key.endswith(".lease")}
+    assert after == taken_at  # the driver's records: nothing pushed over the new writer's
