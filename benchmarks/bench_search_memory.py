@@ -125,7 +125,7 @@ def measure(variant: str, trials: int, data: Path, settle_seconds: float = 5.0) 
         run_dir = RunDir.at(options.run_dir("lstm"))
         write_manifest(run_dir, manifest)
         with open(os.devnull, "w") as quiet:
-            search_model(run_dir, space, options, reference, quiet)
+            search_model(run_dir, space, options, [reference], quiet)
         seconds = time.perf_counter() - started
         training.stop()
         errors = [trial.error for trial in read_ledger(run_dir.work) if trial.error]

@@ -27,10 +27,10 @@ from alphatune.datasets.panel import Panel, previous_traded_change
 from alphatune.datasets.prepared import FEATURE_NAMES, FIELDS, SEGMENT_NAMES, WINDOW, MarketData, PreparedDataset, SegmentArrays
 from alphatune.datasets.sources import DEFAULT_BENCHMARK, DEFAULT_MARKET, EMBEDDED_SEGMENTS, is_qlib_dir
 from alphatune.datasets.processors import apply_robust_zscore, fit_robust_zscore, rank_normalise
-from alphatune.datasets.qlib_reader import read_qlib_dir
+from alphatune.datasets.qlib_reader import read_calendar, read_qlib_dir
 from alphatune.datasets.storage import FORMAT_VERSION, META, publish, write_meta, write_segment
 from alphatune.datasets.storage import load as load_prepared
-from alphatune.datasets.table_reader import is_table, read_price_table
+from alphatune.datasets.table_reader import is_table, parse_dates, read_frame, read_price_table
 from alphatune.storage import cache_dir
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
@@ -94,6 +94,18 @@ def resolve_source(source: str | os.PathLike | None, concepts: str | os.PathLike
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     raise DataError(f"{path}: not a Qlib directory nor a .csv/.csv.gz/.parquet price table")
+
+
+def trading_calendar(source: str | os.PathLike | None) -> np.ndarray:
+    """Every trading day of a source (``None``: the embedded data), datetime64[ns], sorted: a Qlib directory's
+    ``calendars/day.txt``, a price table's dates (only its date column is read)."""
+    resolved = resolve_source(source, None)
+    if resolved.kind == "qlib":
+        return read_calendar(resolved.path)
+    dates = read_frame(resolved.path, ("date",))
+    if "date" not in dates.columns:
+        raise DataError(f"{resolved.path}: missing column date")
+    return np.unique(parse_dates(dates["date"], str(resolved.path), "date"))
 
 
 def as_date(value: DateLike, what: str) -> str:
@@ -271,7 +283,8 @@ def prepare(source: str | os.PathLike | None = None, market: str = DEFAULT_MARKE
             train: tuple[DateLike, DateLike] | None = None, valid: tuple[DateLike, DateLike] | None = None,
             test: tuple[DateLike, DateLike] | None = None, benchmark: str | None = DEFAULT_BENCHMARK,
             concepts: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-            progress: bool = True, out: str | os.PathLike | None = None) -> PreparedDataset:
+            progress: bool = True, out: str | os.PathLike | None = None,
+            segment_names: tuple[str, ...] = SEGMENT_NAMES) -> PreparedDataset:
     """Alpha360 train/valid/test arrays of ``source``, processed as Qlib's Alpha360 configs do; cached.
 
     ``source``: ``None`` (the embedded CSI300 2017–2019 data), a Qlib data directory, or a CSV/Parquet price
@@ -284,7 +297,9 @@ def prepare(source: str | os.PathLike | None = None, market: str = DEFAULT_MARKE
     ``market.benchmark_close`` is ``None``). ``concepts``: a (symbol, concept) table for HIST; the embedded
     data attaches its own. The result is saved under ``cache_dir`` (default ``$ALPHATUNE_CACHE`` or
     ``~/.cache/alphatune``) in a directory named by the cache key, or exactly at ``out`` when given, and reused
-    when the same source and settings are prepared again. Raises ``DataError`` for bad input.
+    when the same source and settings are prepared again. ``segment_names``: the segments to build (a
+    walk-forward fold needs no test segment: ``("train", "valid")``; train comes first, it fits the processors).
+    Raises ``DataError`` for bad input.
     """
     report = Progress(progress)
     resolved = resolve_source(source, concepts)
@@ -292,11 +307,11 @@ def prepare(source: str | os.PathLike | None = None, market: str = DEFAULT_MARKE
     defaults = (EMBEDDED_SEGMENTS if resolved.kind == "embedded" else QLIB_SEGMENTS if resolved.kind == "qlib"
                 else None)
     panel = None
-    if defaults is None and len(given) < 3:
+    if defaults is None and not set(segment_names) <= set(given):
         panel = read_panel(resolved, market, benchmark)
         defaults = table_segments(panel.calendar)
     segments = {}
-    for name in SEGMENT_NAMES:
+    for name in segment_names:
         span = given[name] if name in given else defaults[name]
         if isinstance(span, str) or len(span) != 2:
             raise DataError(f"segment {name}: expected (start, end), got {span!r}")

@@ -44,10 +44,30 @@ class DataSpec:
     test: tuple[str, str] | None = None
     concepts: str | None = None
     prepared: str | None = None
+    with_test: bool = True  # False: a walk-forward fold's data, train and valid only (``window``)
 
     @property
     def segments(self) -> dict[str, tuple[str, str] | None]:
         return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def calendar(self) -> Any:
+        """The source's trading days (datetime64[ns], sorted): what walk-forward folds and rolling windows are cut
+        from (``datasets.periods``), which may reach before the train segment's start."""
+        from alphatune.datasets.build import trading_calendar
+        if self.source != EMBEDDED and is_prepared(self.source):
+            raise DataError(f"{self.source} is already prepared with fixed segments: walk-forward folds and rolling "
+                            f"windows prepare each window from the source (a Qlib directory, a price table or the "
+                            f"embedded data); give that instead")
+        return trading_calendar(None if self.source == EMBEDDED else self.source)
+
+    def window(self, window: Any) -> "DataSpec":
+        """The same source, market and concepts cut to a ``datasets.periods.Window``: its train and valid spans and
+        its test span, or no test segment at all when it has none (a walk-forward fold). Prepared (and cached) on
+        its own: Qlib's processors are fitted on the window's own train span. ``DataError`` when the source is a
+        prepared directory, whose segments are fixed (``calendar`` says so first)."""
+        return replace(self, train=tuple(window.train), valid=tuple(window.valid),
+                       test=tuple(window.test) if window.test else None, prepared=None,
+                       with_test=window.test is not None)
 
     def open(self, progress: bool = True) -> Any:
         """The ``PreparedDataset``: the saved arrays when ``prepared`` (or ``source``) is a prepared directory,
@@ -69,7 +89,8 @@ class DataSpec:
             return load(Path(self.source).expanduser())
         spans = {name: span for name, span in self.segments.items() if span is not None}
         return prepare(source=None if self.source == EMBEDDED else self.source, market=self.market,
-                       benchmark=self.benchmark, concepts=self.concepts, progress=progress, **spans)
+                       benchmark=self.benchmark, concepts=self.concepts, progress=progress,
+                       segment_names=SEGMENTS if self.with_test else SEGMENTS[:2], **spans)
 
     @classmethod
     def of(cls, ds: Any, concepts: str | None = None) -> "DataSpec":

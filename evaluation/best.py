@@ -30,13 +30,19 @@ FORMAT = 2  # best.yaml's format written now; files without one are format 1
 
 @dataclass(frozen=True)
 class KeptEpoch:
-    """The winner's validation numbers at the epoch it kept (by the search's objective, ``metric``)."""
+    """The winner's validation numbers at the epoch it kept (by the search's objective, ``metric``). With
+    walk-forward folds, ``valid_ic``/``valid_loss`` are the means over its folds, ``best_epoch`` its last fold's,
+    ``epochs`` all it trained, and ``folds`` says which fold is which: each fold's ``train`` and ``valid`` spans, its
+    kept epoch's ``valid_ic`` and ``valid_loss``, ``best_epoch`` and ``epochs``; ``fold_train`` how the train windows
+    moved (``rolling``/``expanding``)."""
 
     metric: str
     valid_ic: float | None = None
     valid_loss: float | None = None
     best_epoch: int | None = None
     epochs: int | None = None
+    folds: list[dict[str, Any]] | None = None
+    fold_train: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class ConfirmedRun:
     seconds: float | None = None
     checkpoint: str | None = None
     error: str | None = None
+    folds: list[float | None] | None = None  # walk-forward folds: each fold's kept value (``value`` is their mean)
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class ConfirmedConfig:
 class Confirmation:
     """The search's top ``top`` configurations and Qlib's default trained again on the same new ``seeds``:
     ``winner`` (the best mean) and ``search_winner`` (the best single-seed trial) name configs by ``trial``;
-    ``against_default`` is the paired comparison of the winner with the default (``search.overfitting.Paired``:
+    ``against_default`` is the paired comparison of the winner with the default (``evaluation.overfitting.Paired``:
     seeds, mean_difference, standard_error, ahead, beyond_noise, verdict); ``complete``: every run has ended."""
 
     metric: str
@@ -118,7 +125,7 @@ class Confirmation:
 
 @dataclass(frozen=True)
 class Overfitting:
-    """The search's odds of overfitting (``search.overfitting``): PBO by CSCV over the trials' daily validation IC
+    """The search's odds of overfitting (``evaluation.overfitting``): PBO by CSCV over the trials' daily validation IC
     (``None`` with ``pbo_note`` saying why), the bar the best of N trials reaches by chance (``bar``: trials, mean,
     std, expected_max_z, bar, search_best, clears), and the files beside best.yaml that show them."""
 
@@ -159,13 +166,19 @@ class Best:
     def data_spec(self) -> DataSpec:
         return DataSpec.from_dict(self.data)
 
+    @property
+    def validation_folds(self) -> int:
+        """How many walk-forward folds the search judged its trials on (0: one train and one valid window)."""
+        return len(self.validation.folds or []) if self.validation is not None else 0
+
     def to_dict(self) -> dict[str, Any]:
         """best.yaml's content, keys in a reader's order; fields a model does not have are left out."""
         out = asdict(self)
         if self.validation is not None:
             metric = self.validation.metric
             out["validation"] = {"metric": metric, metric: getattr(self.validation, metric),
-                                 **{key: value for key, value in out["validation"].items() if key != "metric"}}
+                                 **{key: value for key, value in out["validation"].items()
+                                    if key != "metric" and (value is not None or key not in ("folds", "fold_train"))}}
         for key in ("pretrained", "bases", "confirmation", "overfitting"):
             if out[key] is None:
                 del out[key]

@@ -8,10 +8,16 @@ from alphatune.evaluation.options import EvaluateOptions
 
 
 def evaluate_main(options: EvaluateOptions) -> int:
+    options.validate()
     Best.read(options.best)  # a missing or bad best.yaml is one line before torch loads
-    from alphatune.evaluation.evaluate import evaluate
     fit_options = {"device": options.device, "amp": options.amp, "graphs": options.graphs, "tf32": options.tf32,
                    **({"pretrained": options.pretrained} if options.pretrained else {})}
-    evaluate(options.best, data=options.data, seeds=options.seeds, epochs=options.epochs, threads=options.threads,
-             out_dir=options.out, concepts=options.concepts, **fit_options)
+    common = dict(seeds=options.seeds, epochs=options.epochs, threads=options.threads, out_dir=options.out,
+                  concepts=options.concepts, **fit_options)
+    if options.rolling is not None:
+        from alphatune.evaluation.rolling import evaluate_rolling
+        evaluate_rolling(options.best, options.rolling, options.rolling_train, **common)
+        return 0
+    from alphatune.evaluation.evaluate import evaluate
+    evaluate(options.best, data=options.data, **common)
     return 0

@@ -124,6 +124,13 @@ def score(prediction: pd.Series, ds: datasets.PreparedDataset, config: BacktestC
             backtest(prediction, ds.market, start, end, config, benchmark_name=ds.benchmark))
 
 
+def backtest_settings(config: BacktestConfig) -> dict[str, Any]:
+    """The backtest's settings as an evaluation record states them."""
+    return {"topk": config.topk, "n_drop": config.n_drop, "account": config.account, "open_cost": config.open_cost,
+            "close_cost": config.close_cost, "min_cost": config.min_cost, "limit_threshold": config.limit_threshold,
+            "trade_unit": config.trade_unit, "annual_days": config.annual_days}
+
+
 def full_config(model: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The full flat config (defaults filled in), without the seed: what decides a training run but the seed."""
     merged = get_spec(model).hyperparameters(hyperparameters).to_dict()
@@ -136,7 +143,7 @@ def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: 
                     progress: Callable[[models.EpochMetrics], None] | None = None) -> Run:
     """Train one seed (early stopping on valid, best weights restored), predict the test segment, score it.
     ``epochs`` caps ``n_epochs`` (``None``: the config's own); ``progress`` sees every epoch."""
-    hp = {**_capped(model, hyperparameters, epochs), "seed": seed}
+    hp = {**capped(model, hyperparameters, epochs), "seed": seed}
     began = time.perf_counter()
     callback = (lambda metrics, _: progress(metrics)) if progress is not None else None
     trainer, fit = models.fit(model, ds, hp, callback=callback, **options)
@@ -164,7 +171,7 @@ def confirmed_runs(best: Best, hyperparameters: dict[str, Any], cap: int | None,
     under the same epoch cap, the same start, the same data); ``None`` when there is none."""
     if best.confirmation is None or not same_data:
         return None
-    wanted = full_config(best.model, _capped(best.model, hyperparameters, cap))
+    wanted = full_config(best.model, capped(best.model, hyperparameters, cap))
     for config in best.confirmation.configs:
         if full_config(best.model, config.hyperparameters) == wanted and (config.pretrained or None) == (
                 pretrained or None):
@@ -180,7 +187,7 @@ def evaluation_seeds(best: Best, count: int) -> list[int]:
     return (confirmed + [next(extra) for _ in range(max(0, count - len(confirmed)))])[:count]
 
 
-def _capped(model: str, hyperparameters: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+def capped(model: str, hyperparameters: dict[str, Any], epochs: int | None) -> dict[str, Any]:
     if epochs is None:
         return dict(hyperparameters)
     return {**hyperparameters, "n_epochs": min(int(hyperparameters.get("n_epochs",
@@ -232,10 +239,7 @@ def evaluation_record(best_path: Location, model: str, ds: datasets.PreparedData
         "data": {"source": ds.source, "market": ds.market_name, "segments": dict(ds.segments),
                  "n_concepts": len(ds.concept_names) if ds.concepts is not None else None},
         "benchmark": benchmark,
-        "backtest": {"topk": config.topk, "n_drop": config.n_drop, "account": config.account,
-                     "open_cost": config.open_cost, "close_cost": config.close_cost, "min_cost": config.min_cost,
-                     "limit_threshold": config.limit_threshold, "trade_unit": config.trade_unit,
-                     "annual_days": config.annual_days},
+        "backtest": backtest_settings(config),
         "configs": {label: {"hyperparameters": result.hyperparameters,
                             **({"pretrained": result.pretrained} if result.pretrained is not None else {}),
                             "mean": {key: result.mean(key) for key in METRICS},
@@ -330,10 +334,11 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
             continue
         run_options = dict(options)
         if get_spec(model).pretrained_base:
-            result.pretrained = _start(model, result.hyperparameters, best, best_path, run_options)
+            result.pretrained = base_start(model, result.hyperparameters, best, best_path, run_options)
             log(f"{model} {label}: starts from {result.pretrained}")
+        # A walk-forward search's confirmation models were trained on its folds' windows, not on these segments.
         result.confirmed = confirmed_runs(best, result.hyperparameters, cap, result.pretrained,
-                                          same_data=data is None and concepts is None)
+                                          same_data=data is None and concepts is None and not best.validation_folds)
         reusable = {run.seed: run for run in (result.confirmed.runs if result.confirmed else [])
                     if run.checkpoint is not None and Location.of(run.checkpoint).is_file()}
         for seed in seed_list:
@@ -375,7 +380,7 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
     return record
 
 
-def _start(model: str, hyperparameters: dict[str, Any], best: Best, best_path: Location | Path,
+def base_start(model: str, hyperparameters: dict[str, Any], best: Best, best_path: Location | Path,
            options: dict[str, Any]) -> str:
     """Where a GATs/HIST/IGMTF config starts: ``options["pretrained"]`` when given (``none`` → random start),
     else best.yaml's base when the config fits it. Sets ``options["pretrained"]`` for ``models.fit``; returns

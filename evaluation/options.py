@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass
 
 from alphatune.arguments import option
+from alphatune.datasets.periods import ROLLING_TRAIN
+from alphatune.evaluation.errors import EvaluationError
 from alphatune.models.options import FitOptions
 
 
@@ -45,3 +47,18 @@ class EvaluateOptions(FitOptions):
                                  show="the search trials' own, best.yaml search.threads")
     device: str = option("cpu", "torch device for training")
     out: str | None = option(None, "where evaluation.yaml and the plots go", metavar="DIR", show="beside best.yaml")
+    rolling: int | None = option(None, "a rolling test instead, as deployed: both configs retrained every STEP trading "
+                                       "days over the test period on the window before it (Qlib's RollingGen), "
+                                       "their predictions scored end to end (evaluation_rolling.yaml)", parse=int,
+                                 metavar="STEP", show="one model per seed, trained once")
+    rolling_train: str = option("expanding", "the rolling windows' train span: from the same start ('expanding', "
+                                             "RollingGen's ROLL_EX) or the same length ('sliding', ROLL_SD)",
+                                choices=ROLLING_TRAIN)
+
+    def validate(self) -> None:
+        """Check what can be checked before anything loads (``EvaluationError`` naming the option)."""
+        if self.rolling is not None and (isinstance(self.rolling, bool) or not isinstance(self.rolling, int)
+                                         or self.rolling < 1):
+            raise EvaluationError(f"--rolling must be a whole number of trading days ≥ 1; got {self.rolling!r}")
+        if self.rolling is not None and self.data is not None:
+            raise EvaluationError("--rolling prepares each window from best.yaml's source; --data cannot replace it")

@@ -54,7 +54,7 @@ def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path | Location, title: 
 
 
 def plot_overfitting(logits: "list[float] | pd.Series", pbo: float, path: Path | Location, title: str) -> None:
-    """The CSCV logits of a search (``search.overfitting.cscv``): a histogram with the median line (λ = 0); PBO,
+    """The CSCV logits of a search (``evaluation.overfitting.cscv``): a histogram with the median line (λ = 0); PBO,
     the share left of it, in the legend."""
     figure, axes = plt.subplots(figsize=(7, 4))
     values = pd.Series(list(logits), dtype="float64")

@@ -138,8 +138,13 @@ class ProgressPrinter(Callback):
         shown = f"{value:.4f}" if finite(value) else str(value)
         why = (f": {result[ERROR]}" + (f" (traceback: {result['traceback']})" if result.get("traceback") else "")
                if result.get(ERROR) else "")
-        self._write(f"[{self.model}] trial {trial.trial_id} {how} after epoch {result.get('epoch', 0)} "
-                    f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)}){why}")
+        if "fold" in result:  # walk-forward: where it stopped, and its value, the mean over the folds it ended
+            done = int(result["fold"]) - (0 if result.get("fold_final") else 1)
+            self._write(f"[{self.model}] trial {trial.trial_id} {how} after fold {done} of {result['folds']} "
+                        f"(mean best {self.goal.name} over its folds {shown}){why}")
+        else:
+            self._write(f"[{self.model}] trial {trial.trial_id} {how} after epoch {result.get('epoch', 0)} "
+                        f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)}){why}")
         self.last_print = time.monotonic()
         self._write(self.line(trials, ended=(trial, how)))
 
@@ -169,9 +174,12 @@ def written_steps(run: Path) -> set[int]:
 
 
 # TensorBoard scalar tags, per epoch: the epoch's own numbers, and those of the epoch the trial keeps so far (step
-# curves whose last point is the trial's result: the HParams table shows each curve's last point).
+# curves whose last point is the trial's result: the HParams table shows each curve's last point). With walk-forward
+# folds, each fold's curves are ``fold<k>/<tag>`` over its own epochs, and the kept values (``FOLD_MEANS``) are the
+# trial's: the mean over its folds so far, over all its epochs.
 EPOCH_SCALARS = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_ic": "valid_ic",
                  "kept_epoch": "best_epoch", "kept_valid_ic": "best_valid_ic", "kept_valid_loss": "best_valid_loss"}
+FOLD_MEANS = ("kept_valid_ic", "kept_valid_loss")
 
 
 def _column(name: str, values: tuple[Any, ...] = (), numeric: bool = False, differs: bool = False) -> Any:
@@ -275,9 +283,15 @@ class TensorBoardLogger(Callback):
         writer, written = self._writer(trial), self._steps[self._run(trial)]
         if result["epoch"] in written:
             return
+        fold = result.get("fold")
         for tag, key in EPOCH_SCALARS.items():
-            if key in result:
+            if key not in result:
+                continue
+            if fold is None or tag in FOLD_MEANS:
                 writer.add_scalar(tag, float(result[key]), result["epoch"])
+            else:  # a curve per fold, over the fold's own epochs; the trial's value is the mean curve
+                writer.add_scalar(f"fold{fold}/{tag}", float(result[f"fold_{key}" if tag.startswith("kept_") else key]),
+                                  result["fold_epoch"])
         writer.flush()
         written.add(result["epoch"])
 

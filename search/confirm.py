@@ -5,7 +5,7 @@ A search tries each configuration once, on one seed, and the highest number it s
 search's objective (one per distinct configuration) and Qlib's published config (the space's ``default``, the
 search's first point) and trains each again on the same S new seeds, at the search's epoch budget, with the trials'
 resources, as Ray tasks spread over the cluster. The winner is the best mean over the seeds; the winner and the
-default, trained on the same seeds, are compared pair by pair (``search.overfitting.paired``).
+default, trained on the same seeds, are compared pair by pair (``evaluation.overfitting.paired``).
 
 Every run goes through the search's one training path (``search.trial.train_run``) into ``RUN/confirm/<run>/``
 (``<trial>-seed<S>``: ``model.pt``, ``state.pt``, ``valid_ic.json``), through the same storage layer. The plan
@@ -31,14 +31,15 @@ from alphatune.evaluation.best import Confirmation, ConfirmedConfig, ConfirmedRu
 from alphatune.search.cluster import concurrent_slots
 from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
 from alphatune.search.objective import finite, objective
-from alphatune.search.overfitting import paired
-from alphatune.search.results import TrialRecord, best_trial
+from alphatune.evaluation.overfitting import paired
+from alphatune.search.results import TrialRecord, best_trial, kept_model
 from alphatune.search.rundir import CONFIRM_DIR, EnvironmentFault, Manifest, RunDir
-from alphatune.search.trial import (ERROR, FAULT, MODEL_FILE, check_visible, reporting_failures, report_fields,
-                                   train_run, trial_hyperparameters)
+from alphatune.search.trial import (ERROR, FAULT, check_visible, reporting_failures, report_fields, train_folds,
+                                   trial_hyperparameters)
 from alphatune.storage import Location
 
-DEFAULT = "default"          # the default's name when no trial of the search tried it
+DEFAULT = "default"
+FOLD_RESULTS = "fold_results"  # a confirmation run's folds in its ledger entry: fold, valid_ic, valid_loss, ...          # the default's name when no trial of the search tried it
 _SEED_STREAM = 0x636F6E66    # "conf": keeps confirmation seeds apart from the trials' (search.study.trial_seed)
 
 
@@ -75,12 +76,13 @@ def run_location(run_dir: RunDir, trial: str, seed: int) -> Location:
 def candidates(records: list[TrialRecord], configs: dict[str, dict[str, Any]], manifest: Manifest,
                top: int) -> list[Candidate]:
     """The ``top`` best distinct configurations of the search by its objective (trials that did not fail, with a
-    finite value), then Qlib's default when it is not among them. ``configs``: each trial's searched values."""
+    finite value; with walk-forward folds, those judged on every fold first), then Qlib's default when it is not
+    among them. ``configs``: each trial's searched values."""
     space, goal = manifest.space, objective(manifest.options.metric)
     default = {name: space.default[name] for name in space.params}
     searched = lambda trial_id: {name: configs.get(trial_id, {}).get(name) for name in space.params}  # noqa: E731
     scored = sorted((r for r in records if r.outcome != "failed" and finite(r.best(goal.name))
-                     and r.trial_id in configs), key=lambda r: goal.sort_key(r.best(goal.name)))
+                     and r.trial_id in configs), key=lambda r: (not r.complete, goal.sort_key(r.best(goal.name))))
     chosen: list[Candidate] = []
     seen: list[dict[str, Any]] = []
     for record in scored:
@@ -101,22 +103,33 @@ def candidates(records: list[TrialRecord], configs: dict[str, dict[str, Any]], m
     return chosen
 
 
-def _confirm_run(dataset_ref: list[Any], hyperparameters: models.Hyperparameters, run_dir: str, directory: str,
+def _confirm_run(fold_refs: list[Any], hyperparameters: models.Hyperparameters, run_dir: str, directory: str,
                  **kwargs: Any) -> dict[str, Any]:
-    """A Ray task: one confirmation run, through the search's training path; returns its last report, or the
-    report of its failure (``search.trial.reporting_failures``: ``error`` its own, ``fault`` the environment's)."""
+    """A Ray task: one confirmation run over every fold, through the search's training path; returns its last
+    report (with walk-forward folds, ``fold_results``: each fold's kept numbers), or the report of its failure
+    (``search.trial.reporting_failures``: ``error`` its own, ``fault`` the environment's)."""
     last: dict[str, Any] = {}
+    folds: dict[int, dict[str, Any]] = {}
+
+    def keep(result: dict[str, Any]) -> None:
+        last.update(result)
+        if result.get("fold_final"):
+            folds[int(result["fold"])] = {"fold": int(result["fold"]), "valid_ic": result["fold_best_valid_ic"],
+                                          "valid_loss": result["fold_best_valid_loss"],
+                                          "best_epoch": result["fold_best_epoch"], "epochs": result["fold_epoch"]}
+
     with reporting_failures(lambda failure: last.update(failure), Location.of(directory)):
         check_visible(RunDir.at(run_dir))
-        last.update(train_run(hyperparameters, Location.of(directory), dataset=ray.get(dataset_ref[0]),
-                              report=lambda result: last.update(result), **kwargs))
-    return last
+        last.update(train_folds(hyperparameters, Location.of(directory),
+                                datasets=[ray.get(reference) for reference in fold_refs], report=keep, **kwargs))
+    return {**last, **({FOLD_RESULTS: [folds[fold] for fold in sorted(folds)]} if folds else {})}
 
 
-def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[str, Any] | None,
+def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: dict[str, Any] | None,
             records: list[TrialRecord], out: TextIO) -> bool:
-    """Run (or go on with) the confirmation of a search whose trials have all ended; returns whether it is
-    complete (``False``: interrupted, Ctrl-C). Nothing to do with ``--confirm 0``."""
+    """Run (or go on with) the confirmation of a search whose trials have all ended, each run over every fold
+    (``fold_refs``: the folds' datasets in the object store); returns whether it is complete (``False``:
+    interrupted, Ctrl-C, or runs whose workers were lost). Nothing to do with ``--confirm 0``."""
     options, space = manifest.options, manifest.space
     if options.confirm == 0:
         return True
@@ -137,7 +150,8 @@ def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[s
     total = len(chosen) * len(seeds)
     names = ", ".join(candidate.trial + (" (Qlib's default)" if candidate.default else "") for candidate in chosen)
     out.write(f"[{space.model}] confirming {len(chosen)} configurations ({names}) on {len(seeds)} new seeds each: "
-              f"{len(todo)} of {total} runs to train, at most {options.max_epochs} epochs each\n")
+              f"{len(todo)} of {total} runs to train, at most {options.max_epochs} epochs each"
+              + (f" on each of {len(fold_refs)} folds" if len(fold_refs) > 1 else "") + "\n")
     out.flush()
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
     task = ray.remote(_confirm_run).options(
@@ -154,7 +168,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[s
                 candidate, seed = todo.pop(0)
                 hyperparameters = trial_hyperparameters(space, {**candidate.config, "seed": seed}, options.metric,
                                                         options.max_epochs)
-                reference = task.remote([dataset_ref], hyperparameters,
+                reference = task.remote(list(fold_refs), hyperparameters,
                                         directory=str(run_location(run_dir, candidate.trial, seed)), **common)
                 pending[reference] = (candidate, seed)
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -176,9 +190,12 @@ def confirm(run_dir: RunDir, manifest: Manifest, dataset_ref: Any, bases: dict[s
                     ledger.confirmed(name, trial=candidate.trial, seed=seed, error=result[ERROR])
                     line = f"failed: {result[ERROR]}"
                 else:
-                    ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result))
+                    ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result),
+                                     **({FOLD_RESULTS: result[FOLD_RESULTS]} if FOLD_RESULTS in result else {}))
                     line = (f"{goal.name} {result.get(goal.best, math.nan):.4f} at its kept epoch "
-                            f"{result.get('best_epoch')} of {result.get('epoch')}")
+                            f"{result.get('best_epoch')} of {result.get('epoch')}") if FOLD_RESULTS not in result else (
+                        f"{goal.name} {result.get(goal.best, math.nan):.4f}, the mean over its folds ("
+                        + ", ".join(f"{fold[goal.name]:.4f}" for fold in result[FOLD_RESULTS]) + ")")
                 finished += 1
                 run_dir.push()
                 out.write(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]\n")
@@ -236,10 +253,13 @@ def summary(run_dir: RunDir, manifest: Manifest, records: list[TrialRecord]) -> 
             value = float(value) if finite(value) else None
             seconds = (entry["reported_at"] - entry["started_at"]) if entry and finite(entry.get("reported_at")) \
                 and finite(entry.get("started_at")) else None
+            folds = [float(fold[goal.name]) if finite(fold.get(goal.name)) else None
+                     for fold in (entry or {}).get(FOLD_RESULTS) or []] or None
             runs.append(ConfirmedRun(
                 seed=seed, value=value, best_epoch=entry.get("best_epoch") if entry else None,
                 epochs=entry.get("epoch") if entry else None, seconds=round(seconds, 1) if seconds else None,
-                checkpoint=str(run_location(run_dir, candidate.trial, seed) / MODEL_FILE) if value is not None else None,
+                checkpoint=str(kept_model(run_location(run_dir, candidate.trial, seed), manifest.fold_count))
+                if value is not None else None, folds=folds,
                 error=(entry.get("error") or (None if value is not None else f"non-finite {goal.name}"))
                 if entry is not None else "not run yet"))
         values = [run.value for run in runs if run.value is not None]
@@ -272,8 +292,15 @@ def _against_default(winner: ConfirmedConfig | None, configs: list[ConfirmedConf
         return {"seeds": sum(run.value is not None for run in winner.runs), "mean_difference": 0.0,
                 "standard_error": None, "ahead": 0, "beyond_noise": False,
                 "verdict": "the winner is Qlib's default config itself: the search found nothing better on these seeds"}
-    values = lambda config: {run.seed: run.value for run in config.runs if run.value is not None}  # noqa: E731
-    comparison = paired(values(winner), values(default), maximize=goal.mode == "max")
+    def values(config: ConfirmedConfig) -> dict[Any, float]:  # per seed, or per (seed, fold) with folds
+        if any(run.folds for run in config.runs):
+            return {(run.seed, fold): value for run in config.runs for fold, value in enumerate(run.folds or [], 1)
+                    if value is not None}
+        return {run.seed: run.value for run in config.runs if run.value is not None}
+
+    folded = any(run.folds for run in winner.runs)
+    comparison = paired(values(winner), values(default), maximize=goal.mode == "max",
+                        unit="(seed, fold) pair" if folded else "seed")
     if comparison is None:
         return None
     return {"seeds": comparison.seeds, "mean_difference": comparison.mean,

@@ -1,7 +1,8 @@
 """Run, resume and export searches: Ray Tune with Optuna proposing, ASHA pruning, the dataset shared once.
 
-``run(options)`` checks everything it can before loading anything heavy, prepares the data once, puts it into
-the object store once (``ray.put``; every trial reads it zero-copy with ``ray.get``), then searches each model
+``run(options)`` checks everything it can before loading anything heavy, prepares the data once (each
+walk-forward fold's too), puts it into the object store once (``ray.put``, one object per fold; every trial reads
+them zero-copy with ``ray.get``), then searches each model
 in its own study over its own space, one model after the other, and exports each model's best configuration.
 ``resume(path)`` continues interrupted runs. ``export(path)`` rewrites the exports of any run from the run's own
 records.
@@ -27,6 +28,7 @@ from alphatune.search.objective import objective
 from alphatune.search.preflight import Checked
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base, base_kinds, prepare_bases, read_bases, write_bases
+from alphatune.search.folds import open_folds
 from alphatune.search.ledger import read_ledger
 from alphatune.search.resume import open_study
 from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDir, RunDirError, as_run_dir,
@@ -58,7 +60,7 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
     check_gpus(options.gpus_per_trial, options.address)
     _, slot_lines = slot_plan(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     out.write("".join(f"{line}\n" for line in slot_lines))
-    dataset_ref = ray.put(ds)
+    fold_refs = [ray.put(fold) for fold in checked.fold_datasets]  # each fold's arrays once, shared zero-copy
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     _say_amp(options, base_device, out)
     run_dirs = {model: RunDir.at(options.run_dir(model)) for model in model_spaces}
@@ -74,23 +76,29 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
             note = run_dir.fresh()
             if note:
                 out.write(f"[{model}] note: {note}\n")
-            write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data))
+            write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data,
+                                             folds=checked.folds))
             write_experiment(run_dir.work / TENSORBOARD_DIR, model_spaces, objective(options.metric))
-            model_bases[model] = prepare_bases(run_dir, space, options.pretrained, ds, options.max_epochs,
-                                               options.seed, base_device, trained, out, options.speed(base_device))
+            model_bases[model] = prepare_bases(run_dir, space, options.pretrained, checked.fold_datasets[0],
+                                               options.max_epochs, options.seed, base_device, trained, out,
+                                               options.speed(base_device))
             write_bases(run_dir, model_bases[model])
             run_dir.push()
+        plan = checked.folds
         del ds, checked
         searched = []
         for model, space in model_spaces.items():
             run_dir, bases = run_dirs[model], model_bases[model]
-            out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs in "
-                      f"{run_dir}; objective: best {options.metric} ({objective(options.metric).mode})\n"
-                      f"{space.describe()}\n")
+            over = (f" per fold, over {plan.count} walk-forward folds ({plan.train} train windows); objective: the "
+                    f"mean over its folds of the best {options.metric}" if plan.count > 1 else
+                    f"; objective: best {options.metric}")
+            out.write(f"[{model}] searching {options.samples} trials of at most {options.max_epochs} epochs{over} "
+                      f"({objective(options.metric).mode}) in {run_dir}\n" + (plan.describe() + "\n" if plan.count > 1
+                                                                             else "") + f"{space.describe()}\n")
             out.flush()
             with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
-                search_model(run_dir, space, options, dataset_ref, stream, bases)
-                _confirm(run_dir, dataset_ref, bases, out)
+                search_model(run_dir, space, options, fold_refs, stream, bases)
+                _confirm(run_dir, fold_refs, bases, out)
                 report(run_dir, out, writer="search run")
             searched.append(run_dir)
             if _interrupted(run_dir, out):
@@ -124,12 +132,12 @@ def has_winner(run_dir: RunDir | Location | Path) -> bool:
     return results.best_trial(results.read_trials(run_dir, manifest), manifest.options.metric) is not None
 
 
-def _confirm(run_dir: RunDir, dataset_ref: ray.ObjectRef, bases: dict[str, Base] | None, out: TextIO) -> None:
+def _confirm(run_dir: RunDir, fold_refs: list[ray.ObjectRef], bases: dict[str, Base] | None, out: TextIO) -> None:
     """The confirmation of a search whose trials have all ended (``search.confirm``); nothing while some have not."""
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
     if _unfinished(manifest, records) == 0:
-        confirm.confirm(run_dir, manifest, dataset_ref, {kind: base.to_dict() for kind, base in (bases or {}).items()},
+        confirm.confirm(run_dir, manifest, fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()},
                         records, out)
 
 
@@ -182,27 +190,29 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
         if note:
             out.write(f"[{manifest.model}] note: {note}\n")
     first = next(iter(manifests.values()))
-    dataset_ref = None
+    fold_refs = None
     for run_dir, manifest in manifests.items():
-        if dataset_ref is None:
+        if fold_refs is None:
             check_gpus(first.options.gpus_per_trial, first.options.address)
             check_named_address(first.options.address)
-            ds = DataSpec.from_dict(manifest.data, f"{run_dir / MANIFEST}: data").open()
+            spec = DataSpec.from_dict(manifest.data, f"{run_dir / MANIFEST}: data")
+            ds = spec.open()
             check_nodes(run_dir.parent, first.options.address)
             preflight.check_dataset(ds, [m.model for m in manifests.values()])
+            fold_datasets = open_folds(spec, manifest.folds, ds)
             start_ray(first.options.address, first.options.dashboard)
             check_gpus(first.options.gpus_per_trial, first.options.address)
             _, slot_lines = slot_plan(first.options.cpus_per_trial, first.options.gpus_per_trial,
                                       first.options.max_concurrent)
             out.write("".join(f"{line}\n" for line in slot_lines))
-            dataset_ref = ray.put(ds)
-            del ds
+            fold_refs = [ray.put(fold) for fold in fold_datasets]
+            del ds, fold_datasets
         with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
             out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
             out.flush()
             bases = read_bases(run_dir)
-            search_model(run_dir, manifest.space, manifest.options, dataset_ref, out, bases)
-            _confirm(run_dir, dataset_ref, bases, out)
+            search_model(run_dir, manifest.space, manifest.options, fold_refs, out, bases)
+            _confirm(run_dir, fold_refs, bases, out)
             report(run_dir, out, writer="search resume")
         if _interrupted(run_dir, out):
             break

@@ -65,7 +65,7 @@ def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], r
     return Best(
         model=manifest.model, hyperparameters=dict(best.hyperparameters), data=dict(manifest.data),
         validation=KeptEpoch(metric=metric, valid_ic=best.best_valid_ic, valid_loss=best.best_valid_loss,
-                             best_epoch=best.best_epoch, epochs=best.epochs),
+                             best_epoch=best.best_epoch, epochs=best.epochs, **fold_record(manifest, best)),
         trial_id=best.trial_id, optuna_trial=best.optuna_trial, checkpoint=str(best.checkpoint),
         pretrained=(best.pretrained or "none") if bases is not None else None,
         bases={kind: base.to_dict() for kind, base in bases.items()} if bases is not None else None,
@@ -74,6 +74,18 @@ def best_record(manifest: Manifest, best: TrialRecord, counts: dict[str, int], r
                             sampler=options.sampler, threads=max(1, int(options.cpus_per_trial)), trials=counts),
         training=training_record(options, best, device), provisional=unfinished > 0, unfinished=unfinished,
         confirmation=confirmation, overfitting=overfitting)
+
+
+def fold_record(manifest: Manifest, best: TrialRecord) -> dict[str, Any]:
+    """best.yaml's ``validation.folds`` and ``fold_train`` of a walk-forward search (nothing for one fold): each
+    fold's windows and the winner's kept numbers on it."""
+    if manifest.fold_count == 1:
+        return {}
+    kept = {fold["fold"]: fold for fold in best.folds}
+    return {"fold_train": manifest.folds.train, "folds": [
+        {"fold": number, **window.to_dict(), **{key: value for key, value in kept.get(number, {}).items()
+                                                if key != "fold"}}
+        for number, window in enumerate(manifest.folds.windows, 1)]}
 
 
 def training_record(options: SearchOptions, best: TrialRecord, device: str) -> Training:

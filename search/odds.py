@@ -1,9 +1,9 @@
 """The search's odds of overfitting, from its own records: what best.yaml's ``overfitting`` says and shows.
 
 ``daily_valid_ic`` gathers every trial's kept epoch's IC on each validation day (``trials/<trial>/valid_ic.json``,
-written by ``search.trial``) into one table, days × trials, written as ``RUN/daily_valid_ic.parquet`` (a date
+written by ``search.trial``; with walk-forward folds, every fold's, end to end) into one table, days × trials, written as ``RUN/daily_valid_ic.parquet`` (a date
 column, then one float64 column per trial, null where a day's IC is undefined). ``overfitting`` runs CSCV over it
-and measures the best-of-N bar over the trials' search values (``search.overfitting``), and plots the logits to
+and measures the best-of-N bar over the trials' search values (``evaluation.overfitting``), and plots the logits to
 ``RUN/overfitting.png``. A trial without a kept epoch (failed before one) has no column; fewer than two columns
 give no PBO, and the record says why.
 """
@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from alphatune.evaluation.best import Overfitting
 from alphatune.evaluation.plots import plot_overfitting
 from alphatune.search.objective import finite, objective
-from alphatune.search.overfitting import DEFAULT_BLOCKS, best_of_n, cscv
+from alphatune.evaluation.overfitting import DEFAULT_BLOCKS, best_of_n, cscv
+from alphatune.search.folds import FOLD_DIR
 from alphatune.search.results import TrialRecord
 from alphatune.search.rundir import TRIALS_DIR, RunDir
 from alphatune.search.trial import DAILY_IC_FILE, read_daily_ic
@@ -31,16 +32,22 @@ PLOT_FILE = "overfitting.png"
 
 
 def daily_valid_ic(run_dir: RunDir, records: list[TrialRecord]) -> pd.DataFrame:
-    """Days × trials: each trial's kept epoch's daily validation IC (NaN where undefined), trials in run order."""
-    listed = {name.split("/")[0] for name in (run_dir.root / TRIALS_DIR).files() if name.endswith("/" + DAILY_IC_FILE)}
+    """Days × trials: each trial's kept epoch's daily validation IC (NaN where undefined), trials in run order. With
+    walk-forward folds, a trial's column is its folds' days one after the other (each fold's kept model on its own
+    validation days: the whole validation period), for the trials judged on every fold."""
+    listed = {name for name in (run_dir.root / TRIALS_DIR).files() if name.endswith("/" + DAILY_IC_FILE)}
     columns = {}
     for record in records:
-        if record.trial_id not in listed:
+        count = record.fold_count
+        names = [f"{record.trial_id}/{DAILY_IC_FILE}"] if count == 1 else [
+            f"{record.trial_id}/{FOLD_DIR.format(fold)}/{DAILY_IC_FILE}" for fold in range(1, count + 1)]
+        if not all(name in listed for name in names):
             continue
-        data = read_daily_ic(run_dir.trial(record.trial_id) / DAILY_IC_FILE)
-        if data is not None:
-            columns[record.trial_id] = pd.Series([np.nan if v is None else float(v) for v in data["ic"]],
-                                                 index=pd.DatetimeIndex(data["dates"], name="date"), dtype="float64")
+        parts = [read_daily_ic(run_dir.root / TRIALS_DIR / name) for name in names]
+        if all(data is not None for data in parts):
+            columns[record.trial_id] = pd.concat([
+                pd.Series([np.nan if v is None else float(v) for v in data["ic"]],
+                          index=pd.DatetimeIndex(data["dates"], name="date"), dtype="float64") for data in parts])
     frame = pd.DataFrame(columns, index=None if columns else pd.DatetimeIndex([], name="date"))
     frame.index.name = "date"
     return frame.sort_index()
@@ -67,7 +74,10 @@ def overfitting(run_dir: RunDir, records: list[TrialRecord], metric: str, out: L
     goal = objective(metric)
     frame = daily_valid_ic(run_dir, records)
     write_daily(frame, out / DAILY_FILE)
-    scored = [record.best(metric) for record in records if record.outcome != "failed" and finite(record.best(metric))]
+    # With walk-forward folds, a trial ASHA stopped early has a mean over fewer folds: only those judged on every
+    # fold are comparable (and the winner is one of them).
+    scored = [record.best(metric) for record in records
+              if record.outcome != "failed" and record.complete and finite(record.best(metric))]
     bar = None
     try:
         chance = best_of_n(scored, maximize=goal.mode == "max")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from alphatune.arguments import option, recorded
 from alphatune.datasets.options import DataOptions
+from alphatune.datasets.periods import FOLD_TRAIN
 from alphatune.datasets.sources import EMBEDDED, is_prepared, is_qlib_dir
 from alphatune.models.options import FitOptions
 from alphatune.models.registry import REGISTRY
@@ -71,8 +72,14 @@ class SearchOptions(DataOptions, FitOptions):
                                          action="append", metavar="[MODEL=]FILE", collect=space_entries,
                                          show="spaces/<model>.yaml")
     samples: int = option(8, "trials per model")
-    max_epochs: int = option(6, "epochs a trial may train at most")
-    grace_epochs: int = option(1, "epochs before ASHA may stop a trial")
+    max_epochs: int = option(6, "epochs a trial may train at most (per fold)")
+    grace_epochs: int = option(1, "epochs before ASHA may stop a trial (with --folds above 1: one fold)")
+    folds: int = option(1, "walk-forward folds: the valid segment cut into K consecutive folds, each trained on the "
+                           "train window moved forward to end just before it (an embargo of the label's horizon "
+                           "between); a trial reports after each fold, its value is the mean over its folds so "
+                           "far, and ASHA prunes on folds (1: one train and one valid window)", metavar="K")
+    fold_train: str = option("rolling", "each fold's train window: the train segment's length ('rolling') or from "
+                                        "its start ('expanding')", choices=FOLD_TRAIN)
     reduction_factor: float = option(2.0, "ASHA keeps 1/R of the trials at each rung")
     confirm: int = option(2, "after the search, train its top K configurations and Qlib's default again on "
                              "--confirm-seeds new seeds each; the winner is the best mean (0: no confirmation)",
@@ -130,6 +137,13 @@ class SearchOptions(DataOptions, FitOptions):
                 raise OptionError(f"--space {model}={path}: no such file")
         _positive_int("--samples", self.samples)
         _positive_int("--max-epochs", self.max_epochs)
+        _positive_int("--folds", self.folds)
+        if self.fold_train not in FOLD_TRAIN:
+            raise OptionError(f"--fold-train must be one of {', '.join(FOLD_TRAIN)}; got {self.fold_train!r}")
+        if self.folds > 1 and self.data not in (None, EMBEDDED) and is_prepared(self.data):
+            raise OptionError(f"--folds {self.folds}: {self.data} is already prepared with fixed segments; each fold "
+                              f"prepares its own train window from the source (a Qlib directory, a price table or "
+                              f"the embedded data): give that as --data")
         _positive_int("--grace-epochs", self.grace_epochs)
         if self.grace_epochs > self.max_epochs:
             raise OptionError(f"--grace-epochs {self.grace_epochs} exceeds --max-epochs {self.max_epochs}")

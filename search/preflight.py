@@ -4,7 +4,8 @@
 exist), the ``--address`` probe (seconds, not Ray's minute of retries), the storage (writable, without creating a
 folder), run directories already holding a search, then the data (opened with numpy and pandas only: a missing
 column, a bad date, an empty file, reversed segments, a folder that is not a Qlib directory are one line in
-about a second, before torch and Ray load), what each model needs of it (HIST's concepts), and last the spaces,
+about a second, before torch and Ray load), what each model needs of it (HIST's concepts), the walk-forward folds
+(``--folds``: cut from the source's calendar, each fold's data prepared once), and last the spaces,
 checked against each model's declared hyperparameters (which live beside the networks, so this loads torch).
 Only then does the driver import Ray, start it and create the run directories: a refused search leaves nothing
 behind.
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from alphatune import models
+from alphatune.datasets import DataError, DataSpec
 from alphatune.search.cluster import check_named_address
+from alphatune.search.folds import FoldPlan, open_folds, plan_folds
 from alphatune.search.options import OptionError, SearchOptions, without_password
 from alphatune.search.rundir import MANIFEST, RunDirError, check_not_held, check_writable
 from alphatune.spaces import Space
@@ -24,10 +27,13 @@ from alphatune.spaces import Space
 
 @dataclass
 class Checked:
-    """A search that passed every check: its models' spaces and its opened dataset."""
+    """A search that passed every check: its models' spaces, its opened dataset, the windows its trials are judged
+    on and each fold's dataset (``[dataset]`` for one fold)."""
 
     spaces: dict[str, Space]
     dataset: Any  # datasets.PreparedDataset
+    folds: FoldPlan
+    fold_datasets: list[Any]
 
 
 def check(options: SearchOptions) -> Checked:
@@ -50,7 +56,13 @@ def check(options: SearchOptions) -> Checked:
         check_study_storage(options)
     ds = options.spec().open()
     check_dataset(ds, options.models)
-    return Checked(options.load_spaces(), ds)
+    spec = DataSpec.of(ds, options.concepts)
+    try:
+        plan = plan_folds(spec, ds, options.folds, options.fold_train)
+        fold_datasets = open_folds(spec, plan, ds)
+    except DataError as error:
+        raise OptionError(str(error)) from None
+    return Checked(options.load_spaces(), ds, plan, fold_datasets)
 
 
 def check_dataset(ds: Any, model_names: list[str]) -> None:

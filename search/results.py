@@ -7,14 +7,15 @@ plain-JSON files Tune wrote, ``search.tune_state``): Ray's pickled experiment st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alphatune.search import tune_state
 from alphatune.search.ledger import LEDGER, LedgerTrial, read_ledger
 from alphatune.search.objective import Objective, finite, objective
-from alphatune.search.rundir import Manifest, RunDir, RunDirError, as_run_dir
+from alphatune.search.folds import fold_dir
+from alphatune.search.rundir import TRIALS_DIR, Manifest, RunDir, RunDirError, as_run_dir
 from alphatune.search.trial import MODEL_FILE, trial_hyperparameters
 from alphatune.storage import Location
 
@@ -55,6 +56,14 @@ class TrialRecord:
     pretrained: str | None = None  # the base file the trial started from, "none (...)", or None (not reported)
     optuna_trial: int | None = None
     precision: str | None = None   # what it trained in (float32, bfloat16, float16); None: not reported
+    folds: list[dict[str, Any]] = field(default_factory=list)  # walk-forward folds it ended: fold, valid_ic,
+    fold_count: int = 1                                            # valid_loss, best_epoch, epochs (of all)
+    fault: str | None = None       # the fault of the environment that interrupted it (it is unfinished)
+
+    @property
+    def complete(self) -> bool:
+        """Whether it was judged on every fold (always, with one fold)."""
+        return self.fold_count == 1 or len(self.folds) == self.fold_count
 
     def best(self, metric: str) -> float:
         """The trial's value of the objective ``metric`` (``valid_ic``/``valid_loss``) at its kept epoch."""
@@ -64,6 +73,11 @@ class TrialRecord:
 def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Location | None) -> TrialRecord:
     metric = manifest.options.metric
     result = trial.last_result
+    rows = [row for _, row in sorted(trial.epochs().items())]
+    folds = [{"fold": int(row["fold"]), "valid_ic": float(row.get("fold_best_valid_ic", math.nan)),
+              "valid_loss": float(row.get("fold_best_valid_loss", math.nan)),
+              "best_epoch": int(row.get("fold_best_epoch", 0)), "epochs": int(row.get("fold_epoch", 0))}
+             for row in rows if row.get("fold_final")]
     try:
         hyperparameters = trial_hyperparameters(manifest.space, trial.config, metric,
                                                 manifest.options.max_epochs).to_dict()
@@ -71,10 +85,12 @@ def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Location | None)
         hyperparameters = {}
     return TrialRecord(
         trial_id=trial.trial_id, outcome=outcome(trial.status, result, metric), hyperparameters=hyperparameters,
-        epochs=int(result.get("epoch", 0)), best_epoch=int(result.get("best_epoch", 0)),
+        epochs=len(rows) if manifest.fold_count > 1 else int(result.get("epoch", 0)),
+        best_epoch=int(result.get("best_epoch", 0)),
         best_valid_ic=float(result.get("best_valid_ic", math.nan)),
         best_valid_loss=float(result.get("best_valid_loss", math.nan)), checkpoint=checkpoint,
-        pretrained=result.get("pretrained"), optuna_trial=trial.optuna_trial, precision=result.get("precision"))
+        pretrained=result.get("pretrained"), optuna_trial=trial.optuna_trial, precision=result.get("precision"),
+        folds=folds, fold_count=manifest.fold_count, fault=trial.fault if trial.status is None else None)
 
 
 def read_trials(run_dir: RunDir | Location | Path, manifest: Manifest) -> list[TrialRecord]:
@@ -84,19 +100,29 @@ def read_trials(run_dir: RunDir | Location | Path, manifest: Manifest) -> list[T
     trials = read_ledger(run_dir.work)
     if trials is not None:
         readable = run_dir.checkpoints()
-        return [_record(manifest, trial, run_dir.trial(trial.trial_id) / MODEL_FILE
-                        if trial.trial_id in readable else None) for trial in trials]
+        models = {trial.trial_id: kept_model(run_dir.trial(trial.trial_id), manifest.fold_count) for trial in trials}
+        return [_record(manifest, trial, models[trial.trial_id]
+                        if str(models[trial.trial_id]).removeprefix(str(run_dir.root / TRIALS_DIR) + "/") in readable
+                        else None) for trial in trials]
     older = tune_state.read_tune_trials(run_dir.work)
     if older is None:
         raise RunDirError(f"{run_dir}: no record of any trial yet ({run_dir / LEDGER} does not exist)")
     return [_record(manifest, trial, Location.of(checkpoint) if checkpoint else None) for trial, checkpoint in older]
 
 
+def kept_model(directory: Location, folds: int) -> Location:
+    """The model a trial (or a confirmation run) keeps in its ``directory``: its kept epoch's, or with walk-forward
+    folds the last fold's (trained on the most recent window), which best.yaml points to."""
+    return fold_dir(directory, folds, folds) / MODEL_FILE
+
+
 def best_trial(records: list[TrialRecord], metric: str) -> TrialRecord | None:
     """The trial with the best objective value at its kept epoch, among those that did not fail and have a
-    checkpoint (a pruned trial qualifies: its best epoch is as real as anyone's); ``None`` if none."""
+    checkpoint (a pruned trial qualifies: its best epoch is as real as anyone's; with walk-forward folds, only a
+    trial judged on every fold, whose value is the mean over all of them); ``None`` if none."""
     goal = objective(metric)
-    eligible = [r for r in records if r.outcome != "failed" and r.checkpoint is not None and finite(r.best(metric))]
+    eligible = [r for r in records if r.outcome != "failed" and r.checkpoint is not None and finite(r.best(metric))
+                and r.complete]
     return min(eligible, key=lambda r: goal.sort_key(r.best(metric))) if eligible else None
 
 
@@ -109,7 +135,7 @@ def unreadable_better(records: list[TrialRecord], best: TrialRecord | None, metr
     notes = []
     for record in records:
         value = record.best(metric)
-        if record.checkpoint is None and record.outcome != "failed" and finite(value) and (
+        if record.checkpoint is None and record.outcome != "failed" and record.complete and finite(value) and (
                 best is None or goal.better(value, best.best(metric))):
             notes.append(f"trial {record.trial_id} ({metric} {value:.4f}"
                          + (f", better than the winner's {best.best(metric):.4f}" if best is not None else "")
@@ -127,14 +153,19 @@ def summary_table(records: list[TrialRecord], space_params: list[str], metric: s
         return rank.get(record.outcome, 1), goal.sort_key(record.best(metric))
 
     starts = any(record.pretrained is not None for record in records)  # GATs/HIST/IGMTF: base or random start
-    header = ["trial", "optuna", "outcome", "epochs", "kept epoch", f"{metric} (kept)",
-              "valid_ic (kept)" if metric != "valid_ic" else "valid_loss (kept)", *space_params,
+    folded = any(record.fold_count > 1 for record in records)  # walk-forward: values are means over the folds
+    kept = "(mean over folds)" if folded else "(kept)"
+    header = ["trial", "optuna", "outcome", *(["folds"] if folded else []), "epochs",
+              "kept epochs" if folded else "kept epoch", f"{metric} {kept}",
+              f"{'valid_ic' if metric != 'valid_ic' else 'valid_loss'} {kept}", *space_params,
               *(["start"] if starts else [])]
     other = "valid_ic" if metric != "valid_ic" else "valid_loss"
     rows = []
     for record in sorted(records, key=key):
-        rows.append([record.trial_id, _number(record.optuna_trial), record.outcome, str(record.epochs),
-                     str(record.best_epoch), _number(record.best(metric)), _number(record.best(other)),
+        kept_epochs = ",".join(str(fold["best_epoch"]) for fold in record.folds) if folded else str(record.best_epoch)
+        rows.append([record.trial_id, _number(record.optuna_trial), record.outcome,
+                     *([f"{len(record.folds)}/{record.fold_count}"] if folded else []), str(record.epochs),
+                     kept_epochs or "-", _number(record.best(metric)), _number(record.best(other)),
                      *(_number(record.hyperparameters.get(name)) for name in space_params),
                      *([_start(record.pretrained)] if starts else [])])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

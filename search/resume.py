@@ -40,7 +40,7 @@ from alphatune.search.ledger import ERROR, TERMINATED, Ledger, LedgerTrial, read
 from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
 from alphatune.search.rundir import TENSORBOARD_DIR, RunDirError
-from alphatune.search.searcher import Continuation
+from alphatune.search.searcher import Continuation, optuna_step
 from alphatune.search.study import STUDY_FILE, SearchStudy, StudyPlace, cause_line
 from alphatune.spaces import Space
 
@@ -66,9 +66,10 @@ def reconcile(run_dir: Path, study: SearchStudy, ledger: Ledger) -> ResumePlan:
         if frozen.state == TrialState.WAITING:
             continue
         if trial is not None and frozen.state == TrialState.RUNNING:  # the ledger's epochs the study lacks
-            for epoch, row in sorted(trial.epochs().items()):
-                if finite(row.get(goal.best)):
-                    study.report(number, float(row[goal.best]), epoch)
+            for _, row in sorted(trial.epochs().items()):
+                step = optuna_step(row)
+                if step is not None and finite(row.get(goal.best)):
+                    study.report(number, float(row[goal.best]), step)
         if frozen.state.is_finished():
             if trial is not None and trial.status is None:
                 ended = frozen.state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -140,8 +141,8 @@ def rebuild(trials: list[LedgerTrial], run_dir: Path, space: Space, goal: Object
             continue
         fixed = optuna.trial.FixedTrial(space.optuna_params({**space.default, **trial.config}))
         space.suggest(fixed)
-        steps = {epoch: float(row[goal.best]) for epoch, row in sorted(trial.epochs().items())
-                 if finite(row.get(goal.best))}
+        steps = {optuna_step(row): float(row[goal.best]) for _, row in sorted(trial.epochs().items())
+                 if optuna_step(row) is not None and finite(row.get(goal.best))}
         how = outcome(trial.status, trial.last_result, goal.name)
         state = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}.get(
             how, TrialState.RUNNING)

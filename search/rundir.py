@@ -42,6 +42,7 @@ import yaml
 
 from alphatune import spaces
 from alphatune.storage import Location, Mirror, StorageError, cache_dir, disk_full, environment_fault, writer
+from alphatune.search.folds import FoldPlan
 from alphatune.search.options import SearchOptions, space_origin
 
 MANIFEST = "search.yaml"
@@ -101,8 +102,9 @@ class RunDir:
         return self.root / TRIALS_DIR / trial_id
 
     def checkpoints(self) -> set[str]:
-        """The trials whose best model (``model.pt``) the driver can read, from one listing."""
-        return {name.split("/")[0] for name in (self.root / TRIALS_DIR).files() if name.endswith("/model.pt")}
+        """The models (``<trial>/model.pt``, ``<trial>/fold<k>/model.pt``) the driver can read below ``trials/``,
+        from one listing."""
+        return {name for name in (self.root / TRIALS_DIR).files() if name.endswith("/model.pt")}
 
     @property
     def mirror(self) -> Mirror:
@@ -139,16 +141,23 @@ def as_run_dir(where: "RunDir | Location | Path | str") -> RunDir:
 
 @dataclass
 class Manifest:
-    """What a run directory was started with."""
+    """What a run directory was started with: the model, options and space, the data (``DataSpec.to_dict``) and
+    the windows its trials are judged on (``search.folds.FoldPlan``)."""
 
     model: str
     options: SearchOptions
     space: spaces.Space
     data: dict[str, Any]
+    folds: FoldPlan | None = None  # None: one fold, the data's own train and valid segments
+
+    @property
+    def fold_count(self) -> int:
+        return 1 if self.folds is None else self.folds.count
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "space_file": space_origin(self.space.source), "space": self.space.to_dict(),
-                "data": self.data, "options": self.options.to_dict()}
+                "data": self.data, **({"folds": self.folds.to_dict()} if self.folds is not None else {}),
+                "options": self.options.to_dict()}
 
 
 def dump_yaml(data: Any, where: Path | Location, header: str = "") -> None:
@@ -185,9 +194,10 @@ def read_manifest(run_dir: "RunDir | Location | Path") -> Manifest:
     try:
         space = spaces.load_dict(space_data, source=str(data.get("space_file") or path))
         options = SearchOptions.from_dict(data["options"], model=data["model"])
-    except (ValueError, TypeError) as error:
+        folds = FoldPlan.from_dict(data["folds"]) if data.get("folds") else None
+    except (ValueError, TypeError, KeyError) as error:
         raise RunDirError(f"{path}: damaged manifest: {error}") from None
-    return Manifest(model=data["model"], options=options, space=space, data=data["data"])
+    return Manifest(model=data["model"], options=options, space=space, data=data["data"], folds=folds)
 
 
 def recorded_address(run_dir: RunDir) -> str | None:

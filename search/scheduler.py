@@ -24,14 +24,25 @@ CONTINUES = "continues"  # the key of the interrupted Tune trial a trial takes o
 
 
 class SuccessiveHalving(FIFOScheduler):
-    """ASHA on the search objective's best-so-far value (``Objective.best``) after every epoch."""
+    """ASHA on the search objective's best-so-far value (``Objective.best``), its resource the epoch (after every
+    epoch) or, with walk-forward folds, the fold (``resource="fold"``: judged when a fold ends, on the mean over the
+    folds so far; ``max_t`` and ``grace`` then count folds)."""
 
-    def __init__(self, goal: Objective, max_epochs: int, grace_epochs: int, reduction_factor: float) -> None:
+    def __init__(self, goal: Objective, max_t: int, grace: int, reduction_factor: float,
+                 resource: str = "epoch") -> None:
         super().__init__()
-        self.goal, self.max_epochs, self.reduction_factor = goal, max_epochs, reduction_factor
-        count = int(math.log(max_epochs / grace_epochs) / math.log(reduction_factor) + 1)
+        self.goal, self.max_t, self.reduction_factor, self.resource = goal, max_t, reduction_factor, resource
+        count = int(math.log(max_t / grace) / math.log(reduction_factor) + 1)
         self.rungs: list[tuple[float, dict[str, float]]] = [  # highest rung first
-            (grace_epochs * reduction_factor ** k, {}) for k in reversed(range(count))]
+            (grace * reduction_factor ** k, {}) for k in reversed(range(count))]
+
+    def _time(self, result: dict[str, Any]) -> int | None:
+        """How much of its resource the trial has spent at this report; ``None`` when the report does not count
+        (within a fold, for the fold resource)."""
+        if self.resource == "fold":
+            return result.get("fold") if result.get("fold_final") else None
+        epoch = result.get("epoch")
+        return epoch if isinstance(epoch, int) else None
 
     def _value(self, result: dict[str, Any]) -> float | None:
         """The objective's best-so-far value, as higher-is-better (``None`` when the report lacks it)."""
@@ -40,11 +51,11 @@ class SuccessiveHalving(FIFOScheduler):
             return None
         return float(value) if self.goal.mode == "max" else -float(value)
 
-    def judge(self, trial_id: str, epoch: int, value: float) -> str:
-        """Record ``value`` at the highest rung ``epoch`` reaches that has none for the trial yet; ``STOP`` when it
+    def judge(self, trial_id: str, spent: int, value: float) -> str:
+        """Record ``value`` at the highest rung ``spent`` reaches that has none for the trial yet; ``STOP`` when it
         falls below that rung's cutoff, else ``CONTINUE``."""
         for milestone, recorded in self.rungs:
-            if epoch < milestone or trial_id in recorded:
+            if spent < milestone or trial_id in recorded:
                 continue
             values = [v for v in recorded.values() if not math.isnan(v)]
             cutoff = np.percentile(values, (1 - 1 / self.reduction_factor) * 100) if values else None
@@ -56,9 +67,9 @@ class SuccessiveHalving(FIFOScheduler):
         """Record the epochs of trials that ran before (trial id → its reports, in order), as they were judged."""
         for trial_id, rows in results.items():
             for row in rows:
-                value = self._value(row)
-                if isinstance(row.get("epoch"), int) and value is not None and finite(value):
-                    self.judge(trial_id, row["epoch"], value)
+                value, spent = self._value(row), self._time(row)
+                if spent is not None and value is not None and finite(value):
+                    self.judge(trial_id, spent, value)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         earlier = (getattr(trial, "config", None) or {}).get(CONTINUES)
@@ -68,17 +79,17 @@ class SuccessiveHalving(FIFOScheduler):
                     recorded[trial.trial_id] = recorded.pop(earlier)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        value, epoch = self._value(result), result.get("epoch")
-        if value is None or not isinstance(epoch, int):
+        value, spent = self._value(result), self._time(result)
+        if value is None or spent is None:
             return TrialScheduler.CONTINUE
-        if epoch >= self.max_epochs:
+        if spent >= self.max_t:
             return TrialScheduler.STOP
-        return self.judge(trial.trial_id, epoch, value)
+        return self.judge(trial.trial_id, spent, value)
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-        value, epoch = self._value(result or {}), (result or {}).get("epoch")
-        if value is not None and isinstance(epoch, int):
-            self.judge(trial.trial_id, epoch, value)
+        value, spent = self._value(result or {}), self._time(result or {})
+        if value is not None and spent is not None:
+            self.judge(trial.trial_id, spent, value)
 
     def debug_string(self) -> str:
         return "ASHA rungs: " + ", ".join(f"{milestone:g} epochs: {len(recorded)} trials"

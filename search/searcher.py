@@ -6,7 +6,8 @@ saved state it goes on from), then new points asked of the study (its enqueued d
 has handed out ``samples`` of them; then ``FINISHED``.
 
 The study sees what the search objective (``search.objective``) sees: after every epoch the trial's best value so
-far (``best_valid_ic``) as the intermediate value at step ``epoch`` (the last epoch included); at its end
+far (``best_valid_ic``) as the intermediate value at step ``epoch`` (the last epoch included), or with
+walk-forward folds after every fold the mean over its folds so far at step ``fold``; at its end
 COMPLETE with the best value over all its epochs when it ran to its own end, PRUNED when ASHA stopped it (Optuna
 then takes its last intermediate value, the best so far), FAIL when it failed by itself (``search.trial``: its
 model raised, a bad value) or its metric was NaN/inf. A trial Tune gave up on (its worker or node lost beyond
@@ -38,6 +39,16 @@ from alphatune.storage import Location
 
 OPTUNA_TRIAL = "optuna_trial"  # the key of a trial's Optuna number in its Tune config
 TENSORBOARD_RUN = "tensorboard_run"  # a continuing trial's TensorBoard run (the first run of its Optuna trial)
+
+
+def optuna_step(result: dict[str, Any]) -> int | None:
+    """The step at which a report's value is an Optuna intermediate value: its epoch, or with walk-forward folds
+    its fold once that fold ended (one intermediate value per fold: the mean over the folds so far); ``None`` for a
+    report that is not one (within a fold, or without an epoch)."""
+    if "fold" in result:
+        return int(result["fold"]) if result.get("fold_final") else None
+    epoch = result.get("epoch")
+    return epoch if isinstance(epoch, int) else None
 
 
 @dataclass(frozen=True)
@@ -124,12 +135,13 @@ class StudySearcher(Searcher):
     def _record(self, trial_id: str, result: dict[str, Any]) -> None:
         """The report into the ledger, then its best-so-far value into the study, once per epoch (a retried or
         resumed trial reports its saved epoch again; the report that stopped a trial comes again at its end)."""
-        step, value = result.get("epoch"), result.get(self.goal.best)
-        if not isinstance(step, int) or step in self.recorded[trial_id]:
+        epoch, value = result.get("epoch"), result.get(self.goal.best)
+        if not isinstance(epoch, int) or epoch in self.recorded[trial_id]:
             return
-        self.recorded[trial_id].add(step)
+        self.recorded[trial_id].add(epoch)
         self.ledger.result(trial_id, report_fields(result))
-        if finite(value):
+        step = optuna_step(result)
+        if step is not None and finite(value):
             self.study.report(self.numbers[trial_id], float(value), step)
 
     def all_handed_out(self) -> bool:

@@ -64,6 +64,7 @@ import torch
 from ray import tune
 
 from alphatune import models
+from alphatune.search.folds import fold_dir
 from alphatune.search.objective import finite, objective
 from alphatune.models.bases import bases_from_dicts, choose
 from alphatune.models.fitting import initial_network
@@ -79,7 +80,9 @@ ERROR_FILE = "error.txt"
 REPORTED = ("epoch", "train_loss", "valid_loss", "valid_ic", "seconds", "best_epoch", "best_valid_loss",
             "best_valid_ic", "final")
 # What the run's ledger keeps of a report: the epoch's numbers and how the trial runs.
-KEPT = (*REPORTED, "pretrained", "precision", "started_at", "reported_at", "pid", "node_ip", "node_id")
+FOLD_KEYS = ("fold", "folds", "fold_epoch", "fold_final", "fold_best_valid_ic", "fold_best_valid_loss",
+             "fold_best_epoch")  # a walk-forward fold's place in a report (fold_report)
+KEPT = (*REPORTED, *FOLD_KEYS, "pretrained", "precision", "started_at", "reported_at", "pid", "node_ip", "node_id")
 ERROR, FAULT = "error", "fault"  # a report's keys for a failure of the trial's own, and a fault of the environment
 
 
@@ -202,14 +205,15 @@ def trial_hyperparameters(space: Space, config: dict[str, Any], metric: str, max
     return hp.replace(n_epochs=min(hp.n_epochs, max_epochs))
 
 
-def train_trial(config: dict[str, Any], *, dataset: Callable[[], Any], space: Space, run_dir: str, max_epochs: int,
-                metric: str,
+def train_trial(config: dict[str, Any], *, datasets: Callable[[], list[Any]], space: Space, run_dir: str,
+                max_epochs: int, metric: str,
                 threads: int, device: str, speed: dict[str, Any] | None = None,
                 bases: dict[str, dict[str, Any]] | None = None, trial_id: str | None = None) -> None:
     """Train one configuration of ``space.model`` on ``dataset`` and report every epoch to Tune.
 
-    ``config`` is Tune's trial config (the searched values); ``dataset()`` fetches the dataset from the object
-    store (its arrays are read-only and shared, never copied; a lost object is the environment's fault). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
+    ``config`` is Tune's trial config (the searched values); ``datasets()`` fetches the datasets, one per fold,
+    from the object store (their arrays are read-only and shared, never copied; a lost object is the
+    environment's fault). ``max_epochs`` caps the space's ``n_epochs``. ``bases``
     are the search's pretrained bases (kind → ``Base.to_dict()``; empty or ``None``: random start). ``speed``:
     the trainer's ``amp``, ``graphs`` and ``tf32``. ``trial_id`` defaults to Tune's id of the running trial.
     """
@@ -228,13 +232,12 @@ def train_trial(config: dict[str, Any], *, dataset: Callable[[], Any], space: Sp
     with reporting_failures(lambda failure: tune.report({**last, **failure}), directory):
         check_visible(run)
         taken_over = run.trial(str(config.get(CONTINUES) or "-"))
-        if config.get(CONTINUES) and not (directory / STATE_FILE).is_file() and (taken_over / STATE_FILE).is_file():
-            for name in (STATE_FILE, MODEL_FILE, DAILY_IC_FILE):  # a trial interrupted before: go on from its state
-                if (taken_over / name).is_file():
-                    (directory / name).write_bytes((taken_over / name).read_bytes())
-        train_run(trial_hyperparameters(space, config, metric, max_epochs), directory, dataset=dataset(),
-                  metric=metric, threads=threads, device=device, speed=speed, bases=bases, report=report,
-                  started_at=started_at)
+        if config.get(CONTINUES) and not directory.files() and taken_over.files():
+            for name in taken_over.files():  # a trial interrupted before: go on from its states (every fold's)
+                (directory / name).write_bytes((taken_over / name).read_bytes())
+        train_folds(trial_hyperparameters(space, config, metric, max_epochs), directory, datasets=datasets(),
+                    metric=metric, threads=threads, device=device, speed=speed, bases=bases, report=report,
+                    started_at=started_at)
 
 
 def train_run(hyperparameters: models.Hyperparameters, directory: Location, *, dataset: Any, metric: str,
@@ -297,6 +300,46 @@ def train_run(hyperparameters: models.Hyperparameters, directory: Location, *, d
     finally:
         writer.close()
     return dict(last)
+
+
+def train_folds(hyperparameters: models.Hyperparameters, directory: Location, *, datasets: list[Any], metric: str,
+                report: Callable[[dict[str, Any]], None], **settings: Any) -> dict[str, Any]:
+    """Train ``hyperparameters`` on each fold's dataset in turn (``search.folds``), each fold a ``train_run`` into
+    its own folder (``directory/fold<k>``; one fold: ``directory`` itself, the search as it always was), and hand
+    every epoch's report to ``report`` with the fold's place in it (``fold_report``): a trial reports after each
+    fold, its value the mean over its folds so far. A fold whose state is final only reports its last epoch again,
+    so a trial interrupted in fold 3 goes on in fold 3. Returns the last report."""
+    count = len(datasets)
+    kept: dict[int, dict[str, Any]] = {}
+    last: dict[str, Any] = {}
+    for fold, dataset in enumerate(datasets, 1):
+        def within(result: dict[str, Any], fold: int = fold) -> None:
+            report(fold_report(result, fold, count, hyperparameters.n_epochs, kept))
+
+        last = train_run(hyperparameters, fold_dir(directory, fold, count), dataset=dataset, metric=metric,
+                         report=within if count > 1 else report, **settings)
+        kept[fold] = last
+    return fold_report(last, count, count, hyperparameters.n_epochs, kept) if count > 1 else last
+
+
+def fold_report(result: dict[str, Any], fold: int, count: int, stride: int, kept: dict[int, dict[str, Any]]
+                ) -> dict[str, Any]:
+    """A fold's epoch report as the search sees it: ``epoch`` counts on over the folds (``(fold - 1) · stride +``
+    the fold's own epoch, one step per epoch of the trial), ``fold``/``folds``/``fold_epoch`` say where it is,
+    ``fold_final`` when the fold ended, ``final`` when the last fold did; ``best_valid_ic``/``best_valid_loss`` are
+    the mean over the ended folds' kept values and this fold's best so far (the trial's value, what ASHA and Optuna
+    judge), the fold's own in ``fold_best_*``. One fold: the report itself."""
+    if count == 1:
+        return result
+    out = {**result, "fold": fold, "folds": count, "fold_epoch": result["epoch"],
+           "epoch": (fold - 1) * stride + int(result["epoch"]), "fold_final": bool(result["final"]),
+           "final": bool(result["final"]) and fold == count}
+    for key in ("best_valid_ic", "best_valid_loss", "best_epoch"):
+        out[f"fold_{key}"] = result[key]
+    for key in ("best_valid_ic", "best_valid_loss"):
+        values = [float(kept[earlier][key]) for earlier in sorted(kept) if earlier < fold] + [float(result[key])]
+        out[key] = sum(values) / len(values) if all(map(math.isfinite, values)) else math.nan
+    return out
 
 
 def write_daily_ic(daily: Any, epoch: int, where: Location) -> None:

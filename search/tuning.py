@@ -45,12 +45,12 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOptions, run_dir: RunDir,
+def trainable(fold_refs: list[ray.ObjectRef], space: spaces.Space, options: SearchOptions, run_dir: RunDir,
               bases: dict[str, Base] | None = None) -> Any:
-    """The trial function bound to the shared dataset, this model's space, run directory and pretrained bases,
-    with its resources."""
+    """The trial function bound to the shared datasets (one per fold), this model's space, run directory and
+    pretrained bases, with its resources."""
     device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    bound = tune.with_parameters(_run_trial, dataset_ref=[dataset_ref], space=space, run_dir=str(run_dir.root),
+    bound = tune.with_parameters(_run_trial, fold_refs=list(fold_refs), space=space, run_dir=str(run_dir.root),
                                  max_epochs=options.max_epochs, metric=options.metric,
                                  threads=max(1, int(options.cpus_per_trial)), device=device,
                                  speed=options.speed(device),
@@ -58,13 +58,13 @@ def trainable(dataset_ref: ray.ObjectRef, space: spaces.Space, options: SearchOp
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
 
 
-def _run_trial(config: dict[str, Any], *, dataset_ref: list[ray.ObjectRef], **kwargs: Any) -> None:
-    """Train one trial on the shared dataset, fetched inside the trial (zero-copy: its arrays are views of the
-    object store; a lost object is a fault of the environment, reported as one).
+def _run_trial(config: dict[str, Any], *, fold_refs: list[ray.ObjectRef], **kwargs: Any) -> None:
+    """Train one trial on the shared datasets, one per fold, fetched inside the trial (zero-copy: their arrays are
+    views of the object store; a lost object is a fault of the environment, reported as one).
 
-    The reference travels inside a list so that ``tune.with_parameters`` stores the reference, not a second
-    copy of the dataset."""
-    train_trial(config, dataset=lambda: ray.get(dataset_ref[0]), **kwargs)
+    The references travel inside a list so that ``tune.with_parameters`` stores the references, not a second
+    copy of the data."""
+    train_trial(config, datasets=lambda: [ray.get(reference) for reference in fold_refs], **kwargs)
 
 
 # Tune and Ray settings read from the environment while a Tuner runs in this process:
@@ -141,13 +141,14 @@ class RunSync(Callback):
 
 
 def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options: SearchOptions,
-                 dataset_ref: ray.ObjectRef, stream: TextIO | None = None, bases: dict[str, Base] | None = None) -> None:
+                 fold_refs: list[ray.ObjectRef], stream: TextIO | None = None, bases: dict[str, Base] | None = None
+                 ) -> None:
     """Run, or go on with, one model's search in ``run_dir`` (which holds its manifest), until every sample has
     ended or the search is interrupted (Ctrl-C: the trials stop where they are, to be continued by the next call).
 
-    ``dataset_ref`` is what every trial passes to ``ray.get``: normally the prepared dataset put once into the
-    object store; anything whose ``ray.get`` gives an object with the dataset's interface works (the memory
-    benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
+    ``fold_refs`` are what every trial passes to ``ray.get``, one per fold (``search.folds``): normally the
+    prepared datasets put once into the object store; anything whose ``ray.get`` gives an object with the dataset's
+    interface works (the memory benchmark passes one that loads the data inside the trial). ``bases`` are the pretrained bases from
     ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``driver.report``."""
     run_dir = as_run_dir(run_dir)
     goal = objective(options.metric)
@@ -159,7 +160,9 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
         (stream or sys.stdout).write(f"[{space.model}] note: {note}\n")
     plan = reconcile(run_dir.work, study, ledger)
     searcher = StudySearcher(study, ledger, run_dir.root, options.samples, options.seed, plan.continuations)
-    scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor)
+    folds = len(fold_refs)
+    scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor) \
+        if folds == 1 else SuccessiveHalving(goal, folds, 1, options.reduction_factor, resource="fold")
     scheduler.replay(plan.results)
     callbacks = [WorkerEvents(ledger), ProgressPrinter(space.model, goal, options.progress_seconds, stream),
                  TensorBoardLogger(run_dir.work / TENSORBOARD_DIR, space, goal)]
@@ -169,7 +172,7 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
     try:
         with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
             tuner = tune.Tuner(
-                trainable(dataset_ref, space, options, run_dir, bases),
+                trainable(fold_refs, space, options, run_dir, bases),
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
                                             max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
                                             trial_dirname_creator=_trial_dirname),

@@ -125,7 +125,8 @@ def two_node_cluster(hidden: Path, extra_env: dict[str, str] | None = None) -> I
     token = scratch / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env = {key: value for key, value in os.environ.items()  # nodes of a cluster: no private-Ray loopback switch
+           if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}",
                **(extra_env or {}))
     port = free_port()

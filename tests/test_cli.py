@@ -70,9 +70,10 @@ def test_help_shows_every_default_and_promises_nothing_it_lacks() -> None:
         for action in options:
             assert "(default: " in action.help, (name, action.option_strings)
     text = " ".join(commands["search run"].format_help().split())
-    for shown in ("trials per model (default: 8)", "epochs a trial may train at most (default: 6)",
+    for shown in ("trials per model (default: 8)", "epochs a trial may train at most",
                   "(default: csi300)", "CPUs per trial (also its torch threads) (default: 1.0)",
-                  "seconds between progress lines (default: 10.0)", "(default: valid_ic)"):
+                  "seconds between progress lines (default: 10.0)", "(default: valid_ic)",
+                  "(per fold) (default: 6)", "walk-forward folds"):
         assert shown in text, shown
     top = parser().format_help()
     assert "table below" not in top and all(name in top for name in ("prepare", "search", "evaluate", "models"))

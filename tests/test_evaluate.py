@@ -147,3 +147,35 @@ def test_evaluation_end_to_end_on_embedded_data(tmp_path: Path, capsys: pytest.C
         assert config["mean"]["IC"] == config["runs"][0]["IC"]
     for name in ("evaluation_returns.png", "evaluation_ic.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rolling_test_retrains_every_step_on_the_window_before_and_scores_the_test_period_end_to_end(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``evaluate --rolling 10``: the test month cut into Qlib's RollingGen windows, each config retrained on each
+    window's data (its own train span, processors fitted there) and predicting its 10 test days; the predictions end
+    to end are scored over the whole test period, per seed and as the seeds' ensemble."""
+    from alphatune.datasets.periods import rolling
+    path = write_best(tmp_path)
+    assert alphatune_main(["evaluate", str(path), "--rolling", "10", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    record = yaml.safe_load((tmp_path / "evaluation_rolling.yaml").read_text())
+    calendar = datasets.DataSpec().calendar()
+    windows = rolling(calendar, *(tuple(SEGMENTS[name]) for name in ("train", "valid", "test")), 10)
+    assert record["rolling"] == {"step": 10, "train": "expanding", "windows": [w.to_dict() for w in windows]}
+    assert len(windows) == 3 and all(w.valid[1] < w.test[0] for w in windows)
+    assert windows[0].test[0] == "2019-07-01" and windows[-1].test[1] == "2019-07-31"
+    for label in ("searched", "default"):
+        config = record["configs"][label]
+        assert len(config["runs"]) == 2 and all(len(run["epochs"]) == 3 for run in config["runs"])
+        assert set(config["ensemble"]) == set(evaluate.METRICS) and np.isfinite(config["ensemble"]["IC"])
+        assert config["mean"]["IC"] == pytest.approx(np.mean([run["metrics"]["IC"] for run in config["runs"]]))
+    assert "retrained every 10 trading days (3 windows)" in out and "searched (ensemble)" in out
+    assert (tmp_path / "evaluation_rolling_returns.png").is_file() and (tmp_path / "evaluation_rolling_ic.png").is_file()
+
+
+def test_a_rolling_test_that_cannot_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_best(tmp_path)
+    assert alphatune_main(["evaluate", str(path), "--rolling", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --rolling must be a whole number of trading days ≥ 1; got 0"
+    assert alphatune_main(["evaluate", str(path), "--rolling", "5", "--data", str(tmp_path)]) == 2
+    assert "--rolling prepares each window from best.yaml's source" in capsys.readouterr().err

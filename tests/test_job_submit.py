@@ -58,7 +58,8 @@ def client_environment(token_path: Path) -> dict[str, str]:
     """This process's environment with token authentication on, the token read from ``token_path``, the
     project's virtualenv first on PATH (the cluster's ``python`` is the one ``ray start`` finds), and no
     inherited Ray address or inline token."""
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env = {key: value for key, value in os.environ.items()  # nodes of a cluster: no private-Ray loopback switch
+           if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
                PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
     return env

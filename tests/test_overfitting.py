@@ -1,4 +1,4 @@
-"""The search's odds of overfitting (search.overfitting): CSCV's PBO on planted series and on cases checked by
+"""The search's odds of overfitting (evaluation.overfitting): CSCV's PBO on planted series and on cases checked by
 hand, the best-of-N bar, and the paired comparison with Qlib's default."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from alphatune.search.overfitting import best_of_n, cscv, expected_max_normal, paired
+from alphatune.evaluation.overfitting import best_of_n, cscv, expected_max_normal, paired
 
 
 def test_pbo_by_hand_two_trials_that_swap_between_the_halves() -> None:

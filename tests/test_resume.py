@@ -143,7 +143,7 @@ def write_ledger(run_dir: Path, rows: list[dict]) -> None:
 
 
 def asha(max_t: int = 4, grace: int = 1, factor: float = 2.0) -> SuccessiveHalving:
-    return SuccessiveHalving(GOAL, max_epochs=max_t, grace_epochs=grace, reduction_factor=factor)
+    return SuccessiveHalving(GOAL, max_t=max_t, grace=grace, reduction_factor=factor)
 
 
 @pytest.mark.parametrize("max_t, grace, factor", [(4, 1, 2.0), (6, 1, 2.0), (9, 2, 3.0), (20, 1, 4.0)])

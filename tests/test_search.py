@@ -608,3 +608,58 @@ def test_a_search_confirms_its_best_configs_and_the_default_on_new_seeds_and_res
 def unfinished_runs_of(run_dir) -> int:
     from alphatune.search.confirm import unfinished_runs
     return unfinished_runs(run_dir, read_manifest(run_dir))
+
+
+def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_is_which(ray_session, tiny_table,
+                                                                                        tmp_path) -> None:
+    """--folds 3 on a price table: each fold's data is prepared from the source on its own windows; a trial reports
+    after each fold with the mean over its folds so far, ASHA prunes between folds (never within one), Optuna holds
+    one intermediate value per fold, the winner is judged on every fold, and best.yaml, TensorBoard and the daily
+    validation IC say which fold is which; the confirmation compares (seed, fold) pairs."""
+    from conftest import tiny_segments
+    from alphatune.search.odds import read_daily
+    from alphatune.storage import Location
+    segments = tiny_segments()
+    options = tiny_options(tmp_path, tiny_table, samples=4, max_epochs=2, folds=3, fold_train="expanding",
+                           confirm=1, confirm_seeds=2, name="folds", **segments)
+    [run_dir] = driver.run(options)
+    manifest = read_manifest(run_dir)
+    assert manifest.fold_count == 3 and manifest.folds.train == "expanding"
+    windows = manifest.folds.windows
+    assert windows[0].valid[0] == segments["valid"][0] and windows[-1].valid[1] <= segments["valid"][1]
+    assert all(window.train[0] == windows[0].train[0] for window in windows)  # expanding: the same start
+
+    trials = read_ledger(run_dir)
+    for trial in trials:
+        rows = trial.results
+        assert [row["epoch"] for row in rows] == sorted({row["epoch"] for row in rows})
+        assert all(row["folds"] == 3 and 1 <= row["fold"] <= 3 for row in rows)
+        if trial.status and not rows[-1]["final"]:  # pruned: always at a fold's end
+            assert rows[-1]["fold_final"], rows[-1]
+    records = {record.trial_id: record for record in read_trials(run_dir, manifest)}
+    assert any(record.outcome == "pruned" and len(record.folds) < 3 for record in records.values())
+    study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    for frozen in study.trials:
+        record = records[frozen.user_attrs["ray_trial_id"]]
+        assert sorted(frozen.intermediate_values) == [fold["fold"] for fold in record.folds]
+        if frozen.state.name == "COMPLETE":
+            assert frozen.value == pytest.approx(sum(fold["valid_ic"] for fold in record.folds) / 3)
+
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    winner = records[best["trial_id"]]
+    assert winner.complete and best["checkpoint"].endswith(f"/trials/{winner.trial_id}/fold3/model.pt")
+    assert models.load_checkpoint(best["checkpoint"])[0] == "lstm"
+    folds = best["validation"]["folds"]
+    assert [fold["fold"] for fold in folds] == [1, 2, 3] and best["validation"]["fold_train"] == "expanding"
+    assert [tuple(fold["valid"]) for fold in folds] == [window.valid for window in windows]
+    assert best["validation"]["valid_ic"] == pytest.approx(sum(fold["valid_ic"] for fold in folds) / 3)
+    tags = scalars(run_dir / "tensorboard" / winner.trial_id)
+    assert {"fold1/valid_ic", "fold2/valid_ic", "fold3/valid_ic", "kept_valid_ic"} <= set(tags)
+    assert [step for step, _ in tags["fold2/valid_ic"]] == list(range(1, winner.folds[1]["epochs"] + 1))
+    daily = read_daily(Location.of(run_dir / "daily_valid_ic.parquet"))
+    assert str(daily[winner.trial_id].dropna().index[0].date()) >= windows[0].valid[0]
+    assert str(daily.index[-1].date()) <= windows[-1].valid[1] and len(daily) > 10  # the three folds' days
+    against = best["confirmation"]["against_default"]
+    assert against is None or "(seed, fold) pair" in against["verdict"] or "default config itself" in against["verdict"]
+    runs = [run for config in best["confirmation"]["configs"] for run in config["runs"]]
+    assert runs and all(len(run["folds"]) == 3 for run in runs)

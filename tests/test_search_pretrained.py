@@ -25,7 +25,7 @@ from planted import planted_dataset
 from alphatune.search import cluster, driver
 from alphatune.cli import main as alphatune_main
 from alphatune.evaluation.best import Best
-from alphatune.evaluation.evaluate import _start
+from alphatune.evaluation.evaluate import base_start
 from alphatune.search.options import SearchOptions
 from alphatune.models.bases import Base, base_shape, choose
 from alphatune.search.pretrained import base_kinds, read_bases
@@ -110,10 +110,10 @@ def test_best_yaml_records_the_base_and_best_qlib_yaml_loads_it_as_model_path(ga
     record = Best.read(run_dir / "best.yaml")
     for hyperparameters in (best["hyperparameters"], spaces.load("gats").default):
         options: dict = {}
-        assert _start("gats", hyperparameters, record, run_dir / "best.yaml", options) == str(run_dir / "base_lstm.pt")
+        assert base_start("gats", hyperparameters, record, run_dir / "best.yaml", options) == str(run_dir / "base_lstm.pt")
         assert options == {"pretrained": str(run_dir / "base_lstm.pt")}
     options = {"pretrained": "none"}
-    assert _start("gats", best["hyperparameters"], record, run_dir / "best.yaml", options) == "none"
+    assert base_start("gats", best["hyperparameters"], record, run_dir / "best.yaml", options) == "none"
     assert options == {}
 
 

@@ -12,9 +12,9 @@
 * ``best_of_n`` — the **bar the winner must clear**: the value the best of N trials reaches by chance if they
   were all equally good, given the trials' own dispersion: mean + std · E[max of N standard normals] (for a metric
   to minimise, mean − ...). A winner under the bar is no better than the luckiest of N draws of noise.
-* ``paired`` — the **winner against Qlib's default on the same seeds** (the confirmation's): the mean of the
-  per-seed differences, its standard error, on how many seeds the winner was ahead, and whether the difference
-  is beyond noise (a two-sided paired t-test at 5 %).
+* ``paired`` — the **winner against Qlib's default on the same seeds** (the confirmation's), or on the same
+  (seed, fold) pairs with walk-forward folds: the mean of the pairwise differences, its standard error, on how many
+  pairs the winner was ahead, and whether the difference is beyond noise (a two-sided paired t-test at 5 %).
 
 Edges: a trial with no defined day in a block's half scores NaN there and ranks last; a day undefined for a trial
 (NaN) is left out of that trial's mean; fewer than two trials, or fewer days than blocks, give no PBO (``None``
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,20 +132,22 @@ def best_of_n(values: list[float] | np.ndarray, maximize: bool = True) -> BestOf
 
 @dataclass(frozen=True)
 class Paired:
-    """The winner minus the default on the seeds both have, in the direction where positive is better."""
+    """The winner minus the default on the pairs both have (seeds, or (seed, fold) pairs: ``unit`` names them), in
+    the direction where positive is better."""
 
-    seeds: int
+    seeds: int                     # how many pairs (seeds, or (seed, fold) pairs)
     mean: float
-    standard_error: float | None   # None with one seed
-    ahead: int                     # seeds on which the winner was better
+    standard_error: float | None   # None with one pair
+    ahead: int                     # pairs on which the winner was better
     beyond_noise: bool             # a two-sided paired t-test at 5 % rejects "no difference"
+    unit: str = "seed"
 
     def verdict(self, metric: str) -> str:
         """The comparison in words."""
-        ahead = f"ahead on {self.ahead} of {self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        ahead = f"ahead on {self.ahead} of {self.seeds} {self.unit}{'s' if self.seeds != 1 else ''}"
         if self.standard_error is None:
-            return (f"{self.mean:+.4f} {metric} on one seed ({ahead}): one seed cannot tell a difference from "
-                    f"noise")
+            return (f"{self.mean:+.4f} {metric} on one {self.unit} ({ahead}): one {self.unit} cannot tell a difference "
+                    f"from noise")
         size = f"{self.mean:+.4f} ± {self.standard_error:.4f} (standard error) {metric}"
         if self.beyond_noise:
             side = "better" if self.mean > 0 else "worse"
@@ -152,23 +155,25 @@ class Paired:
         return f"within noise: {size}, {ahead} (paired t-test, 5 %)"
 
 
-def paired(winner: dict[int, float], default: dict[int, float], maximize: bool = True) -> Paired | None:
-    """The paired comparison over the seeds both configurations have a finite value for; ``None`` when there is
-    no such seed. Differences are oriented so that positive means the winner is better."""
-    seeds = sorted(seed for seed in winner if seed in default and _finite(winner[seed]) and _finite(default[seed]))
-    if not seeds:
+def paired(winner: dict[Hashable, float], default: dict[Hashable, float], maximize: bool = True,
+           unit: str = "seed") -> Paired | None:
+    """The paired comparison over the keys (seeds, or (seed, fold) pairs, named ``unit``) both configurations have
+    a finite value for; ``None`` when there is none. Differences are oriented so that positive means the winner is
+    better."""
+    keys = sorted(key for key in winner if key in default and _finite(winner[key]) and _finite(default[key]))
+    if not keys:
         return None
     sign = 1.0 if maximize else -1.0
-    differences = np.asarray([sign * (winner[seed] - default[seed]) for seed in seeds])
+    differences = np.asarray([sign * (winner[key] - default[key]) for key in keys])
     mean = float(differences.mean())
     ahead = int(np.sum(differences > 0))
-    if len(seeds) < 2:
-        return Paired(1, mean, None, ahead, False)
-    error = float(differences.std(ddof=1) / math.sqrt(len(seeds)))
+    if len(keys) < 2:
+        return Paired(1, mean, None, ahead, False, unit)
+    error = float(differences.std(ddof=1) / math.sqrt(len(keys)))
     if error == 0:
-        return Paired(len(seeds), mean, 0.0, ahead, mean != 0)
-    critical = float(stats.t.ppf(0.975, len(seeds) - 1))
-    return Paired(len(seeds), mean, error, ahead, abs(mean) > critical * error)
+        return Paired(len(keys), mean, 0.0, ahead, mean != 0, unit)
+    critical = float(stats.t.ppf(0.975, len(keys) - 1))
+    return Paired(len(keys), mean, error, ahead, abs(mean) > critical * error, unit)
 
 
 def _finite(value: float | None) -> bool:
