@@ -14,10 +14,11 @@ behind. Nothing heavy (torch, Ray, pandas) is imported before the arguments are 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from alphatune import __version__
 from alphatune.arguments import add_arguments, from_arguments
@@ -57,8 +58,16 @@ def _add_command(commands: Any, name: str, command: Command) -> None:
     sub.set_defaults(main=lambda args: main_function(from_arguments(options_class, args)))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with bad arguments as one line (``error: alphatune search run: argument --metric: invalid choice:
+    ...``, exit 2), not the usage block before it; ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="alphatune", description=__doc__.splitlines()[0])
+    top = OneLineParser(prog="alphatune", description=__doc__.splitlines()[0])
     top.add_argument("--version", action="version", version=f"alphatune {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, entry in COMMANDS.items():
@@ -111,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         return args.main(args)
+    except BrokenPipeError:  # the reader went away (`alphatune models list | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         _forget_unhandled_interrupt()
         from alphatune.search.rundir import lost_writer

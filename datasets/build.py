@@ -99,7 +99,11 @@ def resolve_source(source: str | os.PathLike | None, concepts: str | os.PathLike
 def trading_calendar(source: str | os.PathLike | None) -> np.ndarray:
     """Every trading day of a source (``None``: the embedded data), datetime64[ns], sorted: a Qlib directory's
     ``calendars/day.txt``, a price table's dates (only its date column is read)."""
-    resolved = resolve_source(source, None)
+    return source_calendar(resolve_source(source, None))
+
+
+def source_calendar(resolved: Source) -> np.ndarray:
+    """``trading_calendar`` of a resolved source."""
     if resolved.kind == "qlib":
         return read_calendar(resolved.path)
     dates = read_frame(resolved.path, ("date",))
@@ -234,8 +238,10 @@ def market_data(panel: Panel, first: int, last: int, columns: np.ndarray, instru
 
 
 def build(source: Source, market: str, segments: dict[str, tuple[str, str]], benchmark: str | None,
-          directory: Path, key: str, progress: Progress, panel: Panel | None = None) -> None:
-    """Prepare everything into ``directory`` (which must not exist yet or be empty)."""
+          directory: Path, key: str, progress: Progress, panel: Panel | None = None, request: str = "") -> None:
+    """Prepare everything into ``directory`` (which must not exist yet or be empty); ``request``: the key of what
+    was asked for (segments left to the source's defaults unresolved), recorded so that the same request reuses
+    the result without reading the source again."""
     if panel is None:
         panel = read_panel(source, market, benchmark)
     progress(f"read {source.label}: {len(panel.instruments)} stocks with data, {panel.calendar.size} trading days")
@@ -275,7 +281,7 @@ def build(source: Source, market: str, segments: dict[str, tuple[str, str]], ben
         instruments=instruments, segments=segments, arrays={},
         feature_median=stats[0], feature_scale=stats[1], source=source.label, market_name=market,
         benchmark=benchmark, market=market_panel, concepts=concepts, concept_names=concept_names,
-        info={"notes": panel.notes, "segments": counts})
+        info={"notes": panel.notes, "segments": counts, "request": request})
     write_meta(directory, ds, key, segment_names=list(positions))
 
 
@@ -306,6 +312,12 @@ def prepare(source: str | os.PathLike | None = None, market: str = DEFAULT_MARKE
     given = {name: span for name, span in (("train", train), ("valid", valid), ("test", test)) if span is not None}
     defaults = (EMBEDDED_SEGMENTS if resolved.kind == "embedded" else QLIB_SEGMENTS if resolved.kind == "qlib"
                 else None)
+    request = cache_key(resolved, market, {name: given.get(name) for name in segment_names}, benchmark)
+    if out is not None and (Path(out).expanduser() / META).is_file():  # the same request as the last time: reuse
+        meta = json.loads((Path(out).expanduser() / META).read_text())
+        if (meta.get("info") or {}).get("request") == request and meta.get("format_version") == FORMAT_VERSION:
+            report(f"reusing the prepared dataset at {Path(out).expanduser().resolve()}")
+            return load_prepared(Path(out).expanduser().resolve())
     panel = None
     if defaults is None and not set(segment_names) <= set(given):
         panel = read_panel(resolved, market, benchmark)
@@ -332,7 +344,7 @@ def prepare(source: str | os.PathLike | None = None, market: str = DEFAULT_MARKE
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        build(resolved, market, segments, benchmark, staging, key, report, panel)
+        build(resolved, market, segments, benchmark, staging, key, report, panel, request)
         if replace:
             report(f"{target} held a dataset prepared with other settings or format; replacing it")
             shutil.rmtree(target)

@@ -94,8 +94,13 @@ def read_qlib_dir(root: Path, market: str, benchmark: str | None) -> Panel:
     """
     calendar = read_calendar(root)
     instruments_file = root / "instruments" / f"{market}.txt"
+    if not (root / "instruments").is_dir():
+        raise DataError(f"{root}: a Qlib data directory needs an instruments/ folder (instruments/{market}.txt lists "
+                        f"the market's members); this one has none")
     if not instruments_file.is_file():
-        raise DataError(f"{instruments_file}: unknown market {market!r}; available: {available_markets(root)}")
+        markets = available_markets(root)
+        raise DataError(f"{instruments_file}: unknown market {market!r}; "
+                        + (f"available: {', '.join(markets)}" if markets else "instruments/ holds no <market>.txt"))
     span_symbols, span_starts, span_ends = read_spans(instruments_file)
     members = np.unique(span_symbols)
     with_data = np.array([feature_dir(root, s).is_dir() for s in members], dtype=bool)

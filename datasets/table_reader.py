@@ -53,6 +53,12 @@ def read_frame(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFra
         raise DataError(f"{path}: not a readable CSV table ({first})") from None
 
 
+def _place(where: str, row: int) -> str:
+    """Where data row ``row`` (0-based) is, as its file's reader would look for it: a CSV's line (the header is
+    line 1), a Parquet table's row (0-based)."""
+    return f"row {row}" if where.lower().endswith((".parquet", ".pq")) else f"line {row + 2}"
+
+
 def parse_dates(values: pd.Series, where: str, column: str) -> np.ndarray:
     """datetime64[ns] of a date column; raises ``DataError`` naming the first unparsable value."""
     if values.dtype.kind == "M":
@@ -66,7 +72,8 @@ def parse_dates(values: pd.Series, where: str, column: str) -> np.ndarray:
         parsed = parsed.tz_localize(None)
     bad = np.flatnonzero(parsed.isna() & values.notna().to_numpy())
     if bad.size:
-        raise DataError(f"{where}: column {column!r} row {bad[0]} has unparsable date {values.iloc[bad[0]]!r}")
+        raise DataError(f"{where}: column {column!r} {_place(where, int(bad[0]))} has unparsable date "
+                        f"{values.iloc[bad[0]]!r}")
     return parsed.normalize().to_numpy(dtype="datetime64[ns]")
 
 
@@ -80,7 +87,7 @@ def read_membership(path: Path, symbols_with_data: np.ndarray, first_dates: np.n
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (need symbol, start, end)")
     if frame["symbol"].isna().any():
-        raise DataError(f"{path}: row {int(np.flatnonzero(frame['symbol'].isna())[0])} has no symbol")
+        raise DataError(f"{path}: {_place(str(path), int(np.flatnonzero(frame['symbol'].isna())[0]))} has no symbol")
     symbols = frame["symbol"].astype(str).str.strip().str.upper().to_numpy(dtype=str)
     if symbols.size == 0:
         raise DataError(f"{path}: no members (empty universe)")
@@ -128,10 +135,10 @@ def read_price_table(path: Path, market: str, benchmark: str | None) -> Panel:
     if frame.empty:
         raise DataError(f"{path}: no rows")
     if frame["symbol"].isna().any():
-        raise DataError(f"{path}: row {int(np.flatnonzero(frame['symbol'].isna())[0])} has no symbol")
+        raise DataError(f"{path}: {_place(str(path), int(np.flatnonzero(frame['symbol'].isna())[0]))} has no symbol")
     dates = parse_dates(frame["date"], str(path), "date")
     if np.isnat(dates).any():
-        raise DataError(f"{path}: row {int(np.flatnonzero(np.isnat(dates))[0])} has no date")
+        raise DataError(f"{path}: {_place(str(path), int(np.flatnonzero(np.isnat(dates))[0]))} has no date")
     symbols = frame["symbol"].astype(str).str.strip().str.upper().to_numpy(dtype=str)
     calendar, day = np.unique(dates, return_inverse=True)
     universe, stock = np.unique(symbols, return_inverse=True)

@@ -193,6 +193,12 @@ class Best:
         """A ``Best`` from best.yaml's content (any format); ``EvaluationError`` naming ``where`` and the field."""
         if not isinstance(data, dict):
             raise EvaluationError(f"{where}: expected a mapping with model, hyperparameters and data")
+        # A search writes validation, then search and training, and format last: a file with the first and without
+        # the last lost its end (a hand-made file, or one of format 1, has no format and no training either).
+        if "format" not in data and "validation" in data and ("search" not in data or "training" in data):
+            missing = [key for key in ("search", "training", "format") if key not in data]
+            raise EvaluationError(f"{where}: the file is cut short (it ends before {', '.join(missing)}); write it "
+                                  f"again with `alphatune search export RUN_DIR`")
         if data.get("model") not in models.REGISTRY:
             raise EvaluationError(f"{where}: model: {data.get('model')!r} is not one of {', '.join(models.REGISTRY)}")
         if not isinstance(data.get("hyperparameters"), dict):
@@ -217,6 +223,14 @@ class Best:
                    provisional=bool(data.get("provisional", False)), unfinished=int(data.get("unfinished") or 0),
                    confirmation=confirmation, overfitting=overfitting, format=FORMAT)
 
+    def check_hyperparameters(self, where: str = "best.yaml") -> None:
+        """Every hyperparameter through the model's own rule (``models.Hyperparameters``; this loads torch):
+        ``EvaluationError`` naming the file and the value at fault."""
+        try:
+            models.get_spec(self.model).hyperparameters(self.hyperparameters)
+        except (ValueError, TypeError) as error:
+            raise EvaluationError(f"{where}: hyperparameters: {error}") from None
+
     @classmethod
     def read(cls, path: str | Path | Location) -> "Best":
         """best.yaml at ``path``, a local path or a URI (errors name the file, its line for bad YAML, and the
@@ -232,6 +246,22 @@ class Best:
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
             raise EvaluationError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
         return cls.from_dict(data, str(path))
+
+
+def epoch_budget(best: Best, epochs: int | str | None, where: str = "best.yaml") -> tuple[int | None, str]:
+    """``(cap on n_epochs or None, what the run says about it)`` for ``--epochs`` (``None``: the search's budget)."""
+    if epochs == "own":
+        return None, "each config's own n_epochs (--epochs own)"
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise EvaluationError(f"--epochs must be a positive number or 'own'; got {epochs!r}")
+        return epochs, f"at most {epochs} epochs (--epochs {epochs})"
+    budget = best.search.max_epochs
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
+        return budget, (f"at most {budget} epochs, the search's budget (best.yaml search.max_epochs; --epochs N or "
+                        f"--epochs own to change it)")
+    raise EvaluationError(f"{where} records no search budget (search.max_epochs: {budget!r}): a damaged file, or one "
+                          f"no search wrote; give --epochs N, or --epochs own for each config's own n_epochs")
 
 
 def _confirmation(data: Any, where: str) -> Confirmation | None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 
-from alphatune.evaluation.best import Best
+from alphatune.evaluation.best import Best, epoch_budget
 from alphatune.evaluation.options import EvaluateOptions
 
 
 def evaluate_main(options: EvaluateOptions) -> int:
     options.validate()
-    Best.read(options.best)  # a missing or bad best.yaml is one line before torch loads
+    epoch_budget(Best.read(options.best), options.epochs, options.best)  # a missing, bad or cut best.yaml: one line before torch
     fit_options = {"device": options.device, "amp": options.amp, "graphs": options.graphs, "tf32": options.tf32,
                    **({"pretrained": options.pretrained} if options.pretrained else {})}
     common = dict(seeds=options.seeds, epochs=options.epochs, threads=options.threads, out_dir=options.out,

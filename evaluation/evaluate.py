@@ -42,7 +42,7 @@ from alphatune import models
 from alphatune import spaces
 from alphatune.datasets import DataSpec, is_prepared
 from alphatune.models.registry import get_spec
-from alphatune.evaluation.best import Best, ConfirmedConfig, ConfirmedRun
+from alphatune.evaluation.best import Best, ConfirmedConfig, ConfirmedRun, epoch_budget
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.storage import Location
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
@@ -255,21 +255,6 @@ def evaluation_record(best_path: Location, model: str, ds: datasets.PreparedData
     })
 
 
-def epoch_budget(best: Best, epochs: int | str | None) -> tuple[int | None, str]:
-    """``(cap on n_epochs or None, what the run says about it)`` for ``--epochs`` (``None``: the search's budget)."""
-    if epochs == "own":
-        return None, "each config's own n_epochs (--epochs own)"
-    if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise EvaluationError(f"--epochs must be a positive number or 'own'; got {epochs!r}")
-        return epochs, f"at most {epochs} epochs (--epochs {epochs})"
-    budget = best.search.max_epochs
-    if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
-        return budget, (f"at most {budget} epochs, the search's budget (best.yaml search.max_epochs; --epochs N or "
-                        f"--epochs own to change it)")
-    return None, "each config's own n_epochs (best.yaml records no search budget)"
-
-
 def speed_options(best: Best, device: str, amp: bool | None = None, graphs: bool | None = None,
                   tf32: bool | None = None) -> dict[str, Any]:
     """The trainer's ``amp``, ``graphs`` and ``tf32`` for training on ``device``: each as given, else as the
@@ -307,8 +292,9 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
         raise EvaluationError(f"--seeds must be at least 1, got {seeds}")
     best_path = Location.of(best_path)
     best = Best.read(best_path)
+    best.check_hyperparameters(str(best_path))
     model = best.model
-    cap, budget = epoch_budget(best, epochs)
+    cap, budget = epoch_budget(best, epochs, str(best_path))
     torch.set_num_threads(thread_count(best, threads))
     speed = speed_options(best, options.get("device", "cpu"), options.pop("amp", None), options.pop("graphs", None),
                           options.pop("tf32", None))

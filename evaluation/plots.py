@@ -53,18 +53,36 @@ def plot_daily_ic(daily_ic: dict[str, pd.Series], path: Path | Location, title: 
     _save(figure, axes, "IC (Pearson, prediction vs raw label)", title, path)
 
 
-def plot_overfitting(logits: "list[float] | pd.Series", pbo: float, path: Path | Location, title: str) -> None:
-    """The CSCV logits of a search (``evaluation.overfitting.cscv``): a histogram with the median line (λ = 0); PBO,
-    the share left of it, in the legend."""
-    figure, axes = plt.subplots(figsize=(7, 4))
-    values = pd.Series(list(logits), dtype="float64")
-    axes.hist(values, bins=min(30, max(5, len(values) // 3)), color="tab:blue", alpha=0.75,
-              label=f"{len(values)} splits; PBO {pbo:.2f} (share with λ < 0)")
+def plot_overfitting(logits: "list[float] | pd.Series", pbo: float, path: Path | Location, title: str,
+                     values: "list[float] | None" = None, bar: dict | None = None, metric: str = "valid_ic") -> None:
+    """A search's odds of overfitting, two panels. Left: the CSCV logits (``evaluation.overfitting.cscv``), a
+    histogram with the median line (λ = 0), PBO (the share left of it) in the legend. Right, when ``values`` (the
+    trials' search values) and ``bar`` (``best_of_n``'s record: ``mean``, ``bar``, ``search_best``) are given: the
+    trials' values, best first, against the bar the best of that many equally good trials reaches by chance."""
+    panels = 2 if values and bar else 1
+    figure, axes_all = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+    axes = axes_all[0][0]
+    logit_values = pd.Series(list(logits), dtype="float64")
+    axes.hist(logit_values, bins=min(30, max(5, len(logit_values) // 3)), color="tab:blue", alpha=0.75,
+              label=f"{len(logit_values)} splits; PBO {pbo:.2f} (share with λ < 0)")
     axes.axvline(0.0, color="tab:red", linewidth=1.2, label="median out of sample (λ = 0)")
     axes.set_xlabel("λ = logit of the in-sample best trial's out-of-sample relative rank")
     axes.set_ylabel("splits")
     axes.set_title(title)
     axes.legend(loc="best")
+    if panels == 2:
+        trials = axes_all[0][1]
+        ordered = sorted(values, reverse=bar["bar"] >= bar["mean"])  # best first, whichever way is better
+        trials.bar(range(1, len(ordered) + 1), ordered, color="tab:gray", alpha=0.8, label=f"{len(ordered)} trials")
+        trials.axhline(bar["bar"], color="tab:red", linewidth=1.2,
+                       label=f"best of {bar['trials']} by chance: {bar['bar']:.4f}")
+        trials.axhline(bar["mean"], color="tab:blue", linestyle="--", linewidth=1.0,
+                       label=f"trials' mean: {bar['mean']:.4f}")
+        trials.set_xlabel("trial, best first")
+        trials.set_ylabel(f"{metric} in the search")
+        trials.set_title(f"the search's best {bar['search_best']:.4f} "
+                         + ("clears the chance bar" if bar.get("clears") else "does not clear the chance bar"))
+        trials.legend(loc="best")
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=110)

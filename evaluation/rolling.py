@@ -31,11 +31,11 @@ from alphatune import models
 from alphatune.datasets import DataError
 from alphatune.datasets.periods import Window, rolling
 from alphatune.evaluation.backtest import BacktestConfig
-from alphatune.evaluation.best import Best
+from alphatune.evaluation.best import Best, epoch_budget
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.evaluation.evaluate import (METRICS, backtest_settings, base_start, capped, default_hyperparameters,
-                                           epoch_budget, evaluation_seeds, full_config, open_dataset, score,
-                                           speed_options, thread_count)
+                                           evaluation_seeds, full_config, open_dataset, score, speed_options,
+                                           thread_count)
 from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
 from alphatune.models.registry import get_spec
 from alphatune.storage import Location
@@ -82,8 +82,9 @@ def evaluate_rolling(best_path: str | Path | Location, step: int, train_kind: st
         raise EvaluationError(f"--seeds must be at least 1, got {seeds}")
     best_path = Location.of(best_path)
     best = Best.read(best_path)
+    best.check_hyperparameters(str(best_path))
     model = best.model
-    cap, budget = epoch_budget(best, epochs)
+    cap, budget = epoch_budget(best, epochs, str(best_path))
     torch.set_num_threads(thread_count(best, threads))
     options = {**options, **speed_options(best, options.get("device", "cpu"), options.pop("amp", None),
                                           options.pop("graphs", None), options.pop("tf32", None))}

@@ -1,4 +1,5 @@
-"""``alphatune models list [--json]``: every registered model with its Qlib defaults, batch mode and size."""
+"""``alphatune models list [--json]``: every registered model with its Qlib defaults and valid ranges (``name=default
+[low, high]``, ``{choices}``), batch mode and size."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
 def as_text(entry: dict[str, Any]) -> str:
     """A few aligned lines for one model."""
     def settings(network: bool) -> str:
-        return "  ".join(f"{key}={value['default']}" for key, value in entry["hyperparameters"].items()
+        return "  ".join(f"{key}={value['default']} {_valid(value)}" for key, value in entry["hyperparameters"].items()
                          if value["network"] is network)
 
     batch = "one trading day per batch" if entry["batch_mode"] == "day" else "random minibatches of rows"
@@ -47,6 +48,14 @@ def as_text(entry: dict[str, Any]) -> str:
     return (f"{entry['name']:<12} {entry['parameters']:>9,} parameters  {batch}{base}  (Qlib: {entry['qlib_class']})\n"
             f"  network   {settings(True)}\n"
             f"  training  {settings(False)}")
+
+
+def _valid(entry: dict[str, Any]) -> str:
+    """A hyperparameter's valid values: ``{a,b}`` or ``[low, high]`` (an open end is ``-inf``/``inf``)."""
+    if "choices" in entry:
+        return "{" + ",".join(map(str, entry["choices"])) + "}"
+    low, high = entry["range"]
+    return f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
 
 
 @dataclass

@@ -1,31 +1,28 @@
-"""Driver-side Tune plug-ins: the stopper (NaN, a trial's own failure, a fault of the environment), a concise
-progress line, and TensorBoard logging.
+"""Driver-side Tune plug-ins: the stopper (NaN, a trial's own failure, a fault of the environment), the ledger's
+worker events, and TensorBoard logging (the progress display is ``search.progress``).
 
 They run in the driver process (never in a trial), so a trial's worker stays free of logging work, and the
 TensorBoard files of all trials land in one place: ``RUN/tensorboard/<trial id>/``. What only Tune's callbacks
-see of the workers (starts, error texts) goes to the run's ledger through ``search.ledger.WorkerEvents``.
+see of the workers (starts, error texts) goes to the run's ledger through ``WorkerEvents``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
+from alphatune.search.ledger import Ledger
 from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
 from alphatune.search.rundir import EnvironmentFault
 from alphatune.search.searcher import OPTUNA_TRIAL, TENSORBOARD_RUN
 from alphatune.search.trial import ERROR, FAULT
 from alphatune.spaces import Conditional, Space
-
-PROGRESS = ("running", "pending", "finished", "pruned", "failed", "interrupted")
-
 
 def tune_outcome(trial: Trial, metric: str) -> str:
     """The outcome (``search.results.outcome``) of a trial as Tune holds it now; ``pending`` before it started,
@@ -63,100 +60,32 @@ class TrialStopper(Stopper):
         return False
 
 
-class ProgressPrinter(Callback):
-    """A line every ``every`` seconds (and one per ended trial) with the counts and the best so far::
+class WorkerEvents(Callback):
+    """What only Tune's callbacks see, into the run's ledger (``search.ledger``): each time a worker starts a trial
+    (retries included), and a trial Tune gave up on (its worker or node lost beyond ``--max-failures``:
+    interrupted by the environment, with the error's last line; the trial has not ended)."""
 
-        [lstm 01:25] 2 running · 3 pending · 3 finished · 2 pruned · 1 failed | best valid_ic 0.0412 (trial 3a1f, epoch 4)
-    """
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
 
-    def __init__(self, model: str, goal: Objective, every: float = 10.0, stream: TextIO | None = None) -> None:
-        self.model, self.goal, self.every = model, goal, every
-        self.stream = stream
-        self.start = time.monotonic()
-        self.last_print = 0.0
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "stream": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """A restored printer (resumed search) counts time from the resume."""
-        self.__dict__.update(state, start=time.monotonic(), last_print=0.0)
-
-    def _write(self, line: str) -> None:
-        stream = self.stream or sys.stdout
-        stream.write(line + "\n")
-        stream.flush()
-
-    def line(self, trials: list[Trial], ended: tuple[Trial, str] | None = None) -> str:
-        """The counts and the best so far; ``ended`` is a trial Tune still lists as running, with its outcome."""
-        counts = dict.fromkeys(PROGRESS, 0)
-        best: tuple[float, Trial] | None = None
-        for trial in trials:
-            if ended is not None and trial is ended[0]:
-                counts[ended[1]] += 1
-            else:
-                counts[tune_outcome(trial, self.goal.name)] += 1
-            value = (trial.last_result or {}).get(self.goal.best)
-            if finite(value) and (best is None or self.goal.better(value, best[0])):
-                best = (value, trial)
-        elapsed = int(time.monotonic() - self.start)
-        text = f"[{self.model} {elapsed // 60:02d}:{elapsed % 60:02d}] " + " · ".join(
-            f"{counts[key]} {key}" for key in PROGRESS)
-        if best is not None:
-            text += (f" | best {self.goal.name} {best[0]:.4f} (trial {best[1].trial_id}, "
-                     f"epoch {best[1].last_result.get('best_epoch')})")
-        return text
-
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        now = time.monotonic()
-        if now - self.last_print >= self.every:
-            self.last_print = now
-            self._write(self.line(trials))
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._ended(trials, trial, Trial.TERMINATED)
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ledger.append("start", trial.trial_id, time=time.time())
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._ended(trials, trial, Trial.ERROR)
+        self.ledger.interrupted(trial.trial_id, trial_error_line(trial) or "its worker was lost")
 
-    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._write(f"[{self.model}] trial {trial.trial_id}: its worker was lost after epoch "
-                    f"{(trial.last_result or {}).get('epoch', 0)}{_why(trial)}; Tune retries it from its last "
-                    f"epoch")
-
-    def _ended(self, trials: list[Trial], trial: Trial, status: str) -> None:
-        result = trial.last_result or {}
-        if status == Trial.ERROR:
-            self._write(f"[{self.model}] trial {trial.trial_id} interrupted after epoch {result.get('epoch', 0)}: its "
-                        f"worker was lost beyond --max-failures{_why(trial)}; not failed: it continues from its last "
-                        f"saved epoch when the search is resumed")
-            self.last_print = time.monotonic()
-            self._write(self.line(trials, ended=(trial, "interrupted")))
-            return
-        how = outcome(status, result, self.goal.name)
-        value = result.get(self.goal.best)
-        shown = f"{value:.4f}" if finite(value) else str(value)
-        why = (f": {result[ERROR]}" + (f" (traceback: {result['traceback']})" if result.get("traceback") else "")
-               if result.get(ERROR) else "")
-        if "fold" in result:  # walk-forward: where it stopped, and its value, the mean over the folds it ended
-            done = int(result["fold"]) - (0 if result.get("fold_final") else 1)
-            self._write(f"[{self.model}] trial {trial.trial_id} {how} after fold {done} of {result['folds']} "
-                        f"(mean best {self.goal.name} over its folds {shown}){why}")
-        else:
-            self._write(f"[{self.model}] trial {trial.trial_id} {how} after epoch {result.get('epoch', 0)} "
-                        f"(best {self.goal.name} {shown} at epoch {result.get('best_epoch', 0)}){why}")
-        self.last_print = time.monotonic()
-        self._write(self.line(trials, ended=(trial, how)))
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.ledger.close()
 
 
-def _why(trial: Trial) -> str:
-    """``: <the error's last line> (traceback: <file>)`` for a trial whose worker was lost, if Tune wrote it."""
+def trial_error_line(trial: Trial) -> str | None:
+    """The last line of the error Tune wrote for a trial (the exception itself), if it can be read."""
     path = trial.error_file
     try:
         lines = Path(path).read_text(encoding="utf-8", errors="replace").strip().splitlines() if path else []
     except OSError:
         lines = []
-    return f": {lines[-1][:300]} (traceback: {path})" if lines else ""
+    return lines[-1][:500] if lines else None
 
 
 def written_steps(run: Path) -> set[int]:
@@ -200,26 +129,35 @@ def _column(name: str, values: tuple[Any, ...] = (), numeric: bool = False, diff
     return info
 
 
-def _searched_column(name: str, param: Any) -> Any:
+TICKED = 5  # the columns TensorBoard's HParams table ticks by default
+
+
+def _searched_column(name: str, param: Any, differs: bool = False) -> Any:
     dist = param.cases[0][1] if isinstance(param, Conditional) else param
-    return _column(name, dist.choices) if dist.kind == "categorical" else _column(name, numeric=True)
+    return _column(name, dist.choices, differs=differs) if dist.kind == "categorical" else \
+        _column(name, numeric=True, differs=differs)
 
 
 def write_experiment(logdir: Path, model_spaces: dict[str, Space], goal: Objective) -> None:
     """The HParams experiment of a search, written into one model's ``logdir`` (``RUN/tensorboard``): every
     searched model's hyperparameters (the union, so the table at the search's root shows them all, whichever
-    model's experiment TensorBoard reads), with ``model``, ``outcome`` and ``trial`` first (the dashboard shows the
-    first five columns ticked), and the metrics named for what they are: the kept epoch's numbers first (the
-    trial's result; the objective's own first), then the last epoch's."""
+    model's experiment TensorBoard reads), then ``model``, ``outcome`` and ``trial``, and the metrics named for what
+    they are: the kept epoch's numbers first (the trial's result; the objective's own first), then the last epoch's.
+
+    TensorBoard ticks the first five columns by default, after sorting them by ``differs`` (true first) and by
+    name: the searched hyperparameters say they differ (the first five in the spaces' own order, so that ``lr``,
+    ``hidden_size`` and ``num_layers`` are not hidden behind ``batch_size`` and ``dropout``), the rest do not."""
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from torch.utils.tensorboard import SummaryWriter
     from alphatune.search.results import OUTCOMES
-    columns = {"model": _column("model", tuple(model_spaces), differs=True),
-               "outcome": _column("outcome", OUTCOMES, differs=True), "trial": _column("trial", differs=True)}
+    columns: dict[str, Any] = {}
     for space in model_spaces.values():
         for name, param in space.params.items():
-            columns.setdefault(name, _searched_column(name, param))
+            if name not in columns:
+                columns[name] = _searched_column(name, param, differs=len(columns) < TICKED)
+    columns.update({"model": _column("model", tuple(model_spaces)), "outcome": _column("outcome", OUTCOMES),
+                    "trial": _column("trial")})
     columns["optuna_trial"] = _column("optuna_trial", numeric=True)
     other = "valid_loss" if goal.name == "valid_ic" else "valid_ic"
     metrics = [(f"kept_{goal.name}", f"{goal.name} at the kept epoch",

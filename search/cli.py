@@ -11,7 +11,8 @@ from pathlib import Path
 
 from alphatune.search.cluster import prefer_loopback
 from alphatune.search.options import ExportOptions, OptionError, ResumeOptions, SearchOptions, check_name
-from alphatune.search.rundir import check_resumable, find_run_dirs, recorded_address
+from alphatune.search.ledger import read_ledger
+from alphatune.search.rundir import RunDir, check_resumable, find_run_dirs, recorded_address
 
 
 def run_main(options: SearchOptions) -> int:
@@ -40,6 +41,14 @@ def _status(run_dirs: list[Path]) -> int:
     return 0 if all(driver.has_winner(run_dir) for run_dir in run_dirs) else 1
 
 
+def has_reports(run_dir: RunDir) -> bool:
+    """Whether some trial of the run has reported an epoch, from its ledger alone (a run in a bucket is brought
+    down first; a run of an earlier version without a ledger is assumed to have)."""
+    run_dir.pull()
+    trials = read_ledger(run_dir.work)
+    return trials is None or any(trial.results for trial in trials)
+
+
 def resume_main(options: ResumeOptions) -> int:
     run_dirs = find_run_dirs(options.run_dir)
     check_resumable(run_dirs)  # one line before torch and Ray load
@@ -50,7 +59,11 @@ def resume_main(options: ResumeOptions) -> int:
 
 def export_main(options: ExportOptions) -> int:
     options.validate()
-    find_run_dirs(options.run_dir)
+    run_dirs = find_run_dirs(options.run_dir)
+    if not any(has_reports(run_dir) for run_dir in run_dirs):  # nothing to export: said before torch and Ray load
+        for run_dir in run_dirs:
+            print(f"[{run_dir.name}] no trial of {run_dir} has reported an epoch yet: nothing to export")
+        return 1
     from alphatune.search import driver
     written = driver.export(options.run_dir, qlib_data=options.qlib_data, schedule=options.schedule,
                             out_dir=options.out)

@@ -103,7 +103,19 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
             searched.append(run_dir)
             if _interrupted(run_dir, out):
                 break
+        if len(searched) > 1:
+            out.write(f"every model's trials in one TensorBoard: {tensorboard_command(searched)}\n")
         return searched
+
+
+def tensorboard_command(run_dirs: list[RunDir]) -> str:
+    """The command that shows the trials of every run in ``run_dirs`` in one TensorBoard (their HParams tables
+    together): the search's directory, or, for runs in a bucket (whose TensorBoard files are in local copies), each
+    model's copy by name."""
+    if all(run_dir.is_local for run_dir in run_dirs):
+        return f"tensorboard --logdir {run_dirs[0].parent} --host 127.0.0.1"
+    return ("tensorboard --logdir_spec " + ",".join(f"{run_dir.name}:{run_dir.work}" for run_dir in run_dirs)
+            + " --host 127.0.0.1")
 
 
 def _say_amp(options: SearchOptions, device: str, out: TextIO) -> None:

@@ -33,9 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-from ray.tune.experiment import Trial
-
 from alphatune.storage import LineFile
 
 LEDGER = "trials.jsonl"
@@ -191,31 +188,3 @@ class Ledger:
 
     def close(self) -> None:
         self._lines.close()
-
-
-class WorkerEvents(Callback):
-    """What only Tune's callbacks see, into the ledger: each time a worker starts a trial (retries included), and a
-    trial Tune gave up on (its worker or node lost beyond ``--max-failures``: interrupted by the environment, with
-    the error's last line; the trial has not ended)."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.ledger.append("start", trial.trial_id, time=time.time())
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.ledger.interrupted(trial.trial_id, (trial.error_file and last_line(trial.error_file))
-                                or "its worker was lost")
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self.ledger.close()
-
-
-def last_line(path: str) -> str | None:
-    """The last non-empty line of a Tune error file (the exception itself), if it can be read."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return None
-    return text[-1][:500] if text else None

@@ -95,12 +95,24 @@ def overfitting(run_dir: RunDir, records: list[TrialRecord], metric: str, out: L
                            daily_valid_ic=DAILY_FILE)
     plot_overfitting(result.logits, result.pbo, out / PLOT_FILE,
                      title=f"{run_dir.name}: {result.trials} trials, {result.days} validation days, "
-                           f"{result.blocks} blocks")
+                           f"{result.blocks} blocks", values=scored, bar=bar, metric=goal.name)
     quantiles = np.quantile(result.logits, [0.0, 0.25, 0.5, 0.75, 1.0])
     return Overfitting(pbo=result.pbo, blocks=result.blocks, splits=result.splits, trials=result.trials,
                        days=result.days, logits=dict(zip(("min", "q25", "median", "q75", "max"),
                                                          map(float, quantiles))),
                        bar=bar, daily_valid_ic=DAILY_FILE, plot=PLOT_FILE)
+
+
+def pbo_meaning(pbo: float) -> str:
+    """What a PBO says, in words: near 0 the selection is real, near 0.5 it picks noise, above it it picks trials
+    that do worse than the median out of sample (overfit)."""
+    if pbo < 0.2:
+        return "near 0: the in-sample best stays good out of sample, a real difference"
+    if pbo < 0.35:
+        return "the in-sample best often falls below the median out of sample"
+    if pbo <= 0.65:
+        return "near 0.5: the in-sample best is no better than the rest out of sample, i.e. noise"
+    return "above 0.5: the in-sample best does worse than the median out of sample more often than not, i.e. overfit"
 
 
 def describe(report: Overfitting, metric: str) -> str:
@@ -111,9 +123,7 @@ def describe(report: Overfitting, metric: str) -> str:
     else:
         lines.append(f"probability of backtest overfitting (CSCV over {report.trials} trials' daily validation IC, "
                      f"{report.days} days in {report.blocks} blocks, {report.splits} splits): PBO {report.pbo:.2f} "
-                     + ("(near 0: the in-sample best stays good out of sample)" if report.pbo < 0.2 else
-                        "(near 0.5: the in-sample best is no better than the rest out of sample, i.e. noise)"
-                        if report.pbo >= 0.35 else "(the in-sample best often falls below the median out of sample)"))
+                     f"({pbo_meaning(report.pbo)})")
     if report.bar is not None:
         bar = report.bar
         lines.append(f"the best of {bar['trials']} equally good trials reaches {metric} {bar['bar']:.4f} by chance "

@@ -265,12 +265,19 @@ def space_origin(source: str) -> str:
     return source
 
 
+NAME_MAX = 200  # bytes: a directory name every file system takes, with room for the temporary files beside it
+
+
 def check_name(name: Any) -> None:
-    """A search name is one plain directory name: no separator, not ``.``/``..``, no control character, not blank."""
+    """A search name is one plain directory name: no separator, not ``.``/``..``, no control character, not blank,
+    at most ``NAME_MAX`` bytes."""
     if (not isinstance(name, str) or not name.strip() or name != name.strip() or "/" in name or "\\" in name
             or name in (".", "..") or any(ord(char) < 32 or ord(char) == 127 for char in name)):
         raise OptionError(f"--name must be a plain directory name (no '/', no control characters, not blank); "
                           f"got {name!r}")
+    if len(name.encode("utf-8")) > NAME_MAX:
+        raise OptionError(f"--name is {len(name.encode('utf-8'))} bytes long; a directory name may have at most "
+                          f"{NAME_MAX}: {name[:40]}...")
 
 
 def _number(value: Any) -> bool:

@@ -4,9 +4,10 @@
 exist), the ``--address`` probe (seconds, not Ray's minute of retries), the storage (writable, without creating a
 folder), run directories already holding a search, then the data (opened with numpy and pandas only: a missing
 column, a bad date, an empty file, reversed segments, a folder that is not a Qlib directory are one line in
-about a second, before torch and Ray load), what each model needs of it (HIST's concepts), the walk-forward folds
-(``--folds``: cut from the source's calendar, each fold's data prepared once), and last the spaces,
-checked against each model's declared hyperparameters (which live beside the networks, so this loads torch).
+about a second, before torch and Ray load; a space file's YAML and its shape are checked before it), what each model
+needs of it (HIST's concepts), the walk-forward folds (``--folds``: cut from the source's calendar, each fold's data
+prepared once), and last the spaces' values, checked against each model's declared hyperparameters (which live
+beside the networks, so this loads torch).
 Only then does the driver import Ray, start it and create the run directories: a refused search leaves nothing
 behind.
 """
@@ -16,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from alphatune import models
+from alphatune import models, spaces
 from alphatune.datasets import DataError, DataSpec
-from alphatune.search.cluster import check_named_address
+from alphatune.search.cluster import check_gpus, check_named_address
 from alphatune.search.folds import FoldPlan, open_folds, plan_folds
 from alphatune.search.options import OptionError, SearchOptions, without_password
 from alphatune.search.rundir import MANIFEST, RunDirError, check_not_held, check_writable
@@ -46,6 +47,7 @@ def check(options: SearchOptions) -> Checked:
         except (FileNotFoundError, ValueError) as error:
             raise OptionError(f"--pretrained: {error}") from None
     check_named_address(options.address)
+    check_gpus(options.gpus_per_trial, options.address)  # before the data: torch says at once whether CUDA is here
     check_writable(options.search_dir, "--storage-path")
     for model in options.models:
         check_not_held(options.run_dir(model))
@@ -54,6 +56,8 @@ def check(options: SearchOptions) -> Checked:
                               f"pick --name")
     if options.study_storage:
         check_study_storage(options)
+    for model, path in options.space_files.items():  # damaged space files: one line before the data and torch
+        spaces.check_file(path, model)
     ds = options.spec().open()
     check_dataset(ds, options.models)
     spec = DataSpec.of(ds, options.concepts)
@@ -72,6 +76,17 @@ def check_dataset(ds: Any, model_names: list[str]) -> None:
             models.get_spec(name).check_dataset(ds)
         except ValueError as error:
             raise OptionError(f"--model {error}") from None
+
+
+# SQLAlchemy's driver name in a storage URL (``postgresql+psycopg://``) → the package that provides it.
+DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "postgresql": "psycopg2-binary",
+           "pymysql": "pymysql", "mysqldb": "mysqlclient", "mysql": "mysqlclient"}
+
+
+def _chain(error: BaseException | None) -> Any:
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def check_study_storage(options: SearchOptions) -> None:
@@ -96,6 +111,13 @@ def check_study_storage(options: SearchOptions) -> None:
         storage = optuna.storages.RDBStorage(url)
         existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
     except Exception as error:  # a driver missing, a refused login, a database that does not exist, ...
+        missing = [link for link in _chain(error) if isinstance(link, ImportError)]
+        if missing:
+            module = next((link.name for link in reversed(missing) if link.name), None)
+            package = DRIVERS.get(parts.scheme.split("+")[-1])
+            raise OptionError(f"--study-storage {without_password(url)}: its database driver "
+                              f"{module or package or ''} is not installed"
+                              + (f"; install it: pip install '{package}'" if package else "")) from None
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OptionError(f"--study-storage {without_password(url)}: {first}") from None
     taken = [f"{options.name}/{model}" for model in options.models if f"{options.name}/{model}" in existing]

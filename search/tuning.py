@@ -26,9 +26,10 @@ from ray import tune
 from ray.tune import Callback
 
 from alphatune import spaces
-from alphatune.search.callbacks import ProgressPrinter, TensorBoardLogger, TrialStopper
+from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEvents
+from alphatune.search.progress import SearchProgress
 from alphatune.search.cluster import concurrent_slots
-from alphatune.search.ledger import Ledger, WorkerEvents
+from alphatune.search.ledger import Ledger
 from alphatune.search.objective import objective
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base
@@ -164,11 +165,13 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
     scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor) \
         if folds == 1 else SuccessiveHalving(goal, folds, 1, options.reduction_factor, resource="fold")
     scheduler.replay(plan.results)
-    callbacks = [WorkerEvents(ledger), ProgressPrinter(space.model, goal, options.progress_seconds, stream),
+    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    callbacks = [WorkerEvents(ledger), SearchProgress(space.model, goal, options.samples, options.max_epochs,
+                                                      len(fold_refs), slots, options.progress_seconds, stream,
+                                                      done=sum(len(rows) for rows in plan.results.values())),
                  TensorBoardLogger(run_dir.work / TENSORBOARD_DIR, space, goal)]
     if not run_dir.is_local:
         callbacks.append(RunSync(run_dir))
-    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     try:
         with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
             tuner = tune.Tuner(

@@ -30,9 +30,9 @@ if __name__ != "alphatune.spaces":  # a checkout's folder imported as a bare `sp
     hand_over(__name__, __file__)
 
 from alphatune.spaces.distributions import KINDS, Conditional, Distribution, Param, Scalar
-from alphatune.spaces.files import SPACES_DIR, available, load, path_of
+from alphatune.spaces.files import SPACES_DIR, available, check_file, load, path_of
 from alphatune.spaces.parser import DECIDED_BY_THE_SEARCH, SpaceError, load_dict, loads
 from alphatune.spaces.space import Space
 
 __all__ = ["DECIDED_BY_THE_SEARCH", "KINDS", "SPACES_DIR", "Conditional", "Distribution", "Param", "Scalar", "Space",
-           "SpaceError", "available", "load", "load_dict", "loads", "path_of"]
+           "SpaceError", "available", "check_file", "load", "load_dict", "loads", "path_of"]

@@ -39,3 +39,24 @@ def load(name_or_path: str | Path, model: str | None = None) -> Space:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError(f"{path}: cannot read space file: {exc}") from None
     return loads(text, source=str(path), model=model)
+
+
+def check_file(name_or_path: str | Path, model: str | None = None) -> None:
+    """A space file's YAML and shape, without loading the models (so without torch): it parses, it is a mapping
+    with ``model`` (``model``'s, when given) and ``params``. ``SpaceError`` (``file:line: what is wrong``) otherwise;
+    ``load`` checks the values."""
+    import yaml
+    path = path_of(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(f"{path}: cannot read space file: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise SpaceError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
+    if not isinstance(data, dict) or "params" not in data or "model" not in data:
+        missing = [key for key in ("model", "params") if not isinstance(data, dict) or key not in data]
+        raise SpaceError(f"{path}: a space file needs {' and '.join(missing)} (the file is empty or damaged?)")
+    if model is not None and str(data["model"]).lower() != model:
+        raise SpaceError(f"{path}: a space for {data['model']!r}, given for --model {model}")

@@ -31,7 +31,7 @@ TABLES = {
                     "missing.csv: missing column(s) volume; a price table needs date, symbol, open, high, low, close, "
                     "volume"),
     "baddate.csv": ("date,symbol,open,high,low,close,volume\n2020-13-02,SH600000,1,1,1,1,5\n",
-                    "baddate.csv: column 'date' row 0 has unparsable date '2020-13-02'"),
+                    "baddate.csv: column 'date' line 2 has unparsable date '2020-13-02'"),
     "header.csv": ("date,symbol,open,high,low,close,volume\n", "header.csv: no rows"),
     "empty.csv": ("", "empty.csv: empty file (no header, no rows)"),
 }
@@ -82,3 +82,40 @@ def test_a_missing_run_or_best_yaml_is_one_line_before_torch_and_ray_load(tmp_pa
         assert (code, errors) == (2, [f"error: {message}"]), argv
         assert not any(loaded.values()), (argv, loaded)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_study_storage_whose_driver_is_not_installed_names_the_package(tmp_path) -> None:
+    """A database that answers, and no driver for it in this environment (here: PyMySQL): one line that says which
+    package to install, not "Failed to import DB access module"."""
+    import socket
+    import subprocess
+    import sys
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        done = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--study-storage",
+                               f"mysql+pymysql://alice:pw@127.0.0.1:{port}/optuna", "--storage-path",
+                               str(tmp_path / "runs"), "--name", "db"], capture_output=True, text=True, timeout=300)
+    finally:
+        listener.close()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: --study-storage mysql+pymysql://alice@127.0.0.1:{port}/optuna: its database driver pymysql is not "
+        f"installed; install it: pip install 'pymysql'"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model: lstm\nparams:\n  lr: {type: float, low: 1\n", "space.yaml:4: invalid YAML: expected ',' or '}'"),
+    ("model: lstm\n", "space.yaml: a space file needs params (the file is empty or damaged?)"),
+    ("", "space.yaml: a space file needs model and params (the file is empty or damaged?)"),
+    ("model: gru\nparams: {}\n", "space.yaml: a space for 'gru', given for --model lstm"),
+])
+def test_a_damaged_space_file_is_one_line_before_the_data_and_torch(text: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(text)
+    code, errors, loaded = run_command(["search", "run", "--space", str(tmp_path / "space.yaml"), "--storage-path",
+                                        str(tmp_path / "runs")], tmp_path)
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / message}"), errors
+    assert not loaded["torch"] and not loaded["ray"] and not (tmp_path / "runs").exists()

@@ -145,3 +145,17 @@ def test_ray_put_shares_the_arrays_between_gets(tiny_ds):
         assert_same_dataset(first, tiny_ds)
     finally:
         ray.shutdown()
+
+
+def test_preparing_the_same_request_into_the_same_folder_again_reuses_it_without_reading_the_source(
+        tiny_table, tmp_path, capsys) -> None:
+    """``alphatune prepare --out DIR`` twice with the same source and options (segments left to the table's
+    defaults): the second run reuses DIR at once, without reading the table again."""
+    from alphatune.cli import main
+    argv = ["prepare", "--data", str(tiny_table), "--out", str(tmp_path / "prepared")]
+    assert main(argv) == 0
+    first = capsys.readouterr().err
+    assert main(argv) == 0
+    second = capsys.readouterr().err
+    assert f"read {tiny_table}" in first and f"read {tiny_table}" not in second
+    assert f"reusing the prepared dataset at {tmp_path / 'prepared'}" in second

@@ -79,8 +79,10 @@ def test_the_budget_is_the_searchs_unless_said_otherwise() -> None:
     assert evaluate.epoch_budget(best, None) == (6, "at most 6 epochs, the search's budget (best.yaml "
                                                     "search.max_epochs; --epochs N or --epochs own to change it)")
     assert evaluate.epoch_budget(best, 3)[0] == 3 and evaluate.epoch_budget(best, "own")[0] is None
-    assert evaluate.epoch_budget(best_of(), None) == (None, "each config's own n_epochs (best.yaml records no search "
-                                                          "budget)")
+    with pytest.raises(evaluate.EvaluationError, match=r"^best\.yaml records no search budget \(search\.max_epochs: "
+                                                       r"None\): a damaged file, or one no search wrote; give --epochs"):
+        evaluate.epoch_budget(best_of(), None)  # never Qlib's 200 epochs without being asked
+    assert evaluate.epoch_budget(best_of(), "own") == (None, "each config's own n_epochs (--epochs own)")
     assert evaluate.thread_count(best, None) == 2 and evaluate.thread_count(best, 1) == 1
     assert evaluate.thread_count(best_of(), None) == 1
     with pytest.raises(evaluate.EvaluationError, match="--epochs must be a positive number or 'own'"):
@@ -179,3 +181,33 @@ def test_a_rolling_test_that_cannot_run_is_one_line(tmp_path: Path, capsys: pyte
     assert capsys.readouterr().err.strip() == "error: --rolling must be a whole number of trading days ≥ 1; got 0"
     assert alphatune_main(["evaluate", str(path), "--rolling", "5", "--data", str(tmp_path)]) == 2
     assert "--rolling prepares each window from best.yaml's source" in capsys.readouterr().err
+
+
+def test_a_damaged_best_yaml_is_one_line_before_torch_or_the_data_load(tmp_path: Path) -> None:
+    """The issue's cases: best.yaml cut at 700 bytes (its search section gone) and cut mid-value (``lr: 0.``). Each
+    is one line naming the file and what is wrong, exit 2, before torch (a cut file) or the data (a bad value)."""
+    import subprocess
+    import sys
+    from alphatune.evaluation.best import Best
+    written = Best.read(write_best(tmp_path)).to_dict()  # best.yaml as a search writes it, its keys in order
+    whole = tmp_path / "best.yaml"
+    whole.write_text(yaml.safe_dump(written, sort_keys=False))
+    text = whole.read_text()
+    cut = tmp_path / "cut" / "best.yaml"
+    cut.parent.mkdir()
+    cut.write_text(text[:text.index("search:")])  # everything from the search section on is gone
+    bad = tmp_path / "bad" / "best.yaml"
+    bad.parent.mkdir()
+    bad.write_text(text.replace("lr: 0.002", "lr: 0."))
+    assert "lr: 0." in bad.read_text() and Best.read(whole).search.max_epochs == 1
+    cases = {cut: (f"error: {cut}: the file is cut short (it ends before search, training, format); write it "
+                   f"again with `alphatune search export RUN_DIR`", False),
+             bad: (f"error: {bad}: hyperparameters: lstm: lr=0.0 is out of range", True)}
+    for path, (line, torch_loaded) in cases.items():
+        script = ("import json, sys\nfrom alphatune.cli import main\n"
+                  f"code = main(['evaluate', {str(path)!r}])\n"
+                  "print(json.dumps([code, 'torch' in sys.modules, 'alphatune.datasets.build' in sys.modules]))\n")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        code, torch_in, data_in = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+        [error] = done.stderr.strip().splitlines()
+        assert code == 2 and error.startswith(line) and not data_in and torch_in is torch_loaded, (error, done.stdout)

@@ -22,12 +22,12 @@ PACKAGES = {"alphatune": "alphatune", "alphatune.storage": "alphatune/storage", 
 ALLOWED = {
     "alphatune.storage": set(),  # the storage layer stands on its own: everything else asks it
     "alphatune.datasets": {"alphatune.arguments", "alphatune.storage"},
-    "alphatune.models": {"alphatune", "alphatune.arguments", "alphatune.storage"},
+    "alphatune.models": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.progress"},
     "alphatune.spaces": {"alphatune.models"},
-    "alphatune.evaluation": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.datasets",
-                             "alphatune.models", "alphatune.spaces"},
-    "alphatune.search": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.datasets",
-                         "alphatune.models", "alphatune.spaces", "alphatune.evaluation"},
+    "alphatune.evaluation": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.progress",
+                             "alphatune.datasets", "alphatune.models", "alphatune.spaces"},
+    "alphatune.search": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.progress",
+                         "alphatune.datasets", "alphatune.models", "alphatune.spaces", "alphatune.evaluation"},
 }
 for package, allowed in ALLOWED.items():  # a folder imported under its bare name hands over (alphatune._folders)
     if package != "alphatune.storage":

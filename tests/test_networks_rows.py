@@ -250,4 +250,4 @@ def test_cli_lists_every_model_with_defaults_and_sizes(capsys: pytest.CaptureFix
     text = completed.stdout
     for name in models.REGISTRY:
         assert f"\n{name} " in "\n" + text
-    assert "hidden_size=64" in text and "448,257" in text
+    assert "hidden_size=64 [1, 4096]" in text and "metric=loss {loss,ic}" in text and "448,257" in text

@@ -71,9 +71,12 @@ class Location:
         import pyarrow.fs as pafs
         try:
             fs, path = pafs.FileSystem.from_uri(text)
-        except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
+        except ValueError as error:  # pyarrow.ArrowInvalid: a scheme no filesystem takes, a malformed URI
             raise StorageError(f"{text}: not a storage location this machine can use ({_first_line(error)}); "
                                f"give a local path or an s3://, gs:// (or other pyarrow) URI") from None
+        except OSError as error:  # the scheme is known, its server could not be asked (network, credentials)
+            raise StorageError(f"{text}: its storage could not be reached ({_first_line(error)}); "
+                               f"{_access_hint(scheme)}") from None
         return cls(text.rstrip("/"), path.rstrip("/"), fs)
 
     # ------------------------------------------------------------------ naming
@@ -312,6 +315,19 @@ def _read_only(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _access_hint(scheme: str) -> str:
+    """What to check when a bucket's server cannot be asked."""
+    if scheme in ("s3", "s3a"):
+        missing = [name for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(name)]
+        return ("check the network, AWS_ENDPOINT_URL for a server of your own, AWS_DEFAULT_REGION and the credentials"
+                + (f" ({' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set and there is no "
+                   f"~/.aws/credentials)"
+                   if missing and not (Path.home() / ".aws" / "credentials").is_file() else ""))
+    if scheme == "gs":
+        return "check the network and GOOGLE_APPLICATION_CREDENTIALS"
+    return "check the network and the credentials for it"
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,0 +1,177 @@
+"""The quick start as a new user meets it, timed from a fresh venv, with where its minutes go.
+
+Runs the README's first command in a fresh clone of this checkout (``git clone``, then ``python3 -m venv .venv &&
+.venv/bin/pip install torch==2.13.0 -e . && .venv/bin/alphatune search run``; ``--venv DIR`` reuses an installed
+environment and skips the install) and splits its wall time with the run's own records (the ledger's times, each
+epoch's measured training and validation seconds) and the times its output lines arrive:
+
+* install (pip), the command's start (imports, argument and data checks), the data (the embedded data prepared, or
+  loaded from the cache), Ray's start;
+* the trials: their training epochs (the trainer's own seconds: training and validation), each trial's start (a
+  worker process started or reused, torch imported, the dataset fetched from the object store, the network built),
+  the work around each epoch (model and state files, the daily IC, the report), and the trial slots left idle;
+* the confirmation, likewise; the export and the summary at the end.
+
+    python benchmarks/bench_quickstart.py [--venv DIR] [--no-record] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import report  # noqa: E402
+
+INSTALL = "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ."
+
+
+def timed_lines(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], int]:
+    """Run ``command``; every output line with the second it arrived (from the start)."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[tuple[float, str]] = []
+    for line in process.stdout:
+        lines.append((time.monotonic() - started, line.rstrip("\n")))
+        print(line, end="", file=sys.stderr, flush=True)
+    return lines, process.wait()
+
+
+def first(lines: list[tuple[float, str]], *needles: str) -> float | None:
+    return next((at for at, line in lines if any(needle in line for needle in needles)), None)
+
+
+def breakdown(lines: list[tuple[float, str]], wall: float, run_dir: Path, slots: int) -> dict[str, Any]:
+    """Where the command's wall time went (see the module doc), from its output and the run's ledger."""
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines() if line.strip()]
+    created = {event["trial"]: event["time"] for event in events if event.get("event") == "trial"}
+    results = [event for event in events if event.get("event") == "result"]
+    confirmed = [event for event in events if event.get("event") == "confirmed"]
+    plan = next((event for event in events if event.get("event") == "confirmation"), None)
+    ends = [event["time"] for event in events if event.get("event") == "end"]
+    t0 = min(created.values())  # the first trial's creation, in wall-clock seconds
+    rays_up = first(lines, "trial slot")
+    trials_start = first(lines, "searching")
+    trials_end = first(lines, "confirming") or first(lines, "] 8 trials:") or wall
+    starts = {trial: min(row["started_at"] for row in results if row["trial"] == trial) for trial in created
+              if any(row["trial"] == trial for row in results)}
+    train = sum(row["seconds"] for row in results)
+    worker_start = sum(starts[trial] - created[trial] for trial in starts)
+    per_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in results:
+        per_trial.setdefault(row["trial"], []).append(row)
+    around = 0.0
+    busy = 0.0
+    for trial, rows in per_trial.items():
+        rows.sort(key=lambda row: row["reported_at"])
+        previous = rows[0]["started_at"]
+        for row in rows:
+            around += max(0.0, row["reported_at"] - previous - row["seconds"])
+            previous = row["reported_at"]
+        busy += rows[-1]["reported_at"] - created[trial]
+    phase = (max(ends) - t0) if ends else 0.0
+    confirmation = {}
+    if plan is not None and confirmed:
+        runs_seconds = sum(entry.get("seconds") or 0.0 for entry in confirmed)
+        confirmation = {"wall": max(entry["time"] for entry in confirmed) - plan["time"], "runs": len(confirmed),
+                        "epochs": sum(int(entry.get("epoch") or 0) for entry in confirmed),
+                        "run_seconds": sum((entry["reported_at"] - entry["started_at"]) for entry in confirmed
+                                           if "reported_at" in entry)}
+    return {"wall": wall, "before_trials": trials_start, "ray_up": rays_up, "trials_phase": phase,
+            "trials_output_span": (trials_end or wall) - (trials_start or 0.0), "train_seconds": train,
+            "epochs": len(results), "trials": len(created), "worker_start": worker_start, "around_epochs": around,
+            "idle_slots": max(0.0, slots * phase - busy), "slots": slots, "confirmation": confirmation,
+            "after_confirmation": wall - (first(lines, "] 8 trials:") or wall)}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="alphatune-quickstart-", dir="/tmp"))
+    try:
+        clone = scratch / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "ALPHATUNE_"))}
+        env.update(PYTHONUNBUFFERED="1", ALPHATUNE_CACHE=str(scratch / "cache"))
+        install = 0.0
+        if args.venv is None:
+            began = time.monotonic()
+            subprocess.run(INSTALL, shell=True, cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+            install = time.monotonic() - began
+            alphatune = clone / ".venv" / "bin" / "alphatune"
+        else:
+            alphatune = Path(args.venv) / "bin" / "alphatune"
+        command = [str(alphatune), "search", "run", "--storage-path", str(scratch / "runs"), "--name", "quickstart"]
+        if args.smoke:
+            command += ["--samples", "2", "--max-epochs", "1", "--confirm-seeds", "1", "--train", "2018-12-03:2018-12-14",
+                        "--valid", "2019-01-02:2019-01-15", "--test", "2019-03-01:2019-03-29"]
+        began = time.monotonic()
+        lines, code = timed_lines(command, clone, env)
+        wall = time.monotonic() - began
+        if code != 0:
+            raise SystemExit(f"the quick start exited with {code}")
+        result = breakdown(lines, wall, scratch / "runs" / "quickstart" / "lstm", slots=os.cpu_count() or 2)
+        result["install"] = install
+        result["command"] = " ".join(command[1:])
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def render(result: dict[str, Any], smoke: bool) -> str:
+    minutes = lambda seconds: f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"  # noqa: E731
+    confirmation = result["confirmation"] or {}
+    rows = [["install (fresh venv)", minutes(result["install"]) if result["install"] else "(reused)"],
+            ["start to the first trial (imports, checks, data, Ray)", minutes(result["before_trials"] or 0)],
+            ["of which: until Ray is up", minutes(result["ray_up"] or 0)],
+            [f"trials ({result['trials']} trials, {result['epochs']} epochs, {result['slots']} slots)",
+             minutes(result["trials_phase"])],
+            ["of which: training epochs (the trainer's seconds, all slots)", minutes(result["train_seconds"])],
+            ["of which: trial starts (worker, imports, data, network)", minutes(result["worker_start"])],
+            ["of which: the work around each epoch (files, report)", minutes(result["around_epochs"])],
+            ["of which: idle slot time", minutes(result["idle_slots"])],
+            [f"confirmation ({confirmation.get('runs', 0)} runs, {confirmation.get('epochs', 0)} epochs)",
+             minutes(confirmation.get("wall", 0.0))],
+            ["summary, export, exit", minutes(result["after_confirmation"])],
+            ["**the command, start to end**", f"**{minutes(result['wall'])}**"]]
+    return ("Smoke run: checks the script, measures nothing. " if smoke else "") + (
+        f"`alphatune {result['command']}` (the README's quick start) from a fresh clone"
+        + (f", after `{INSTALL}`" if result["install"] else ", in an installed venv") + ". Times of the trials "
+        "and the confirmation are sums over the slots where they say so.\n\n"
+        + report.markdown_table(["part", "time"], rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--venv", help="an installed environment to use instead of a fresh one")
+    parser.add_argument("--json", type=Path, help="also write the measured numbers here")
+    parser.add_argument("--render-from", type=Path, help="measure nothing: render (and record) a --json file")
+    parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.no_record, args.venv = True, args.venv or str(Path(sys.executable).parent.parent)
+    if args.render_from:
+        result = json.loads(args.render_from.read_text())
+    else:
+        result = measure(args)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+    body = render(result, args.smoke)
+    print(body)
+    if not args.no_record:
+        report.write_section("bench_quickstart", "The quick start: how long, and where the time goes", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
