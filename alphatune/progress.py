@@ -19,11 +19,18 @@ from typing import Any, TextIO
 
 
 def is_terminal(stream: TextIO) -> bool:
-    """Whether ``stream`` is a terminal a bar can be redrawn on."""
+    """Whether ``stream`` is a terminal a bar can be redrawn on, or a notebook's output (Jupyter's kernel), which
+    draws one too."""
+    if in_notebook() and stream in (sys.stdout, sys.stderr):
+        return True
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def in_notebook() -> bool:
+    return "ipykernel" in sys.modules
 
 
 def duration(seconds: float | None) -> str:
@@ -57,7 +64,7 @@ class Progress:
         self._bar: Any = None
         self.width = shutil.get_terminal_size((120, 24)).columns or 120  # a pty may say 0 columns
         if self.terminal:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm  # a widget in a notebook, text on a terminal
             self._bar = tqdm(total=total or 1, desc=label, unit=unit, file=self.stream, leave=True, ncols=self.width,
                              nrows=24, bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} {unit}s "
                                                   "[{elapsed}]{postfix}")

@@ -44,6 +44,7 @@ from alphatune.datasets import DataSpec, is_prepared
 from alphatune.models.registry import get_spec
 from alphatune.evaluation.best import Best, ConfirmedConfig, ConfirmedRun, epoch_budget
 from alphatune.evaluation.errors import EvaluationError
+from alphatune.progress import Progress
 from alphatune.storage import Location
 from alphatune.evaluation.backtest import BacktestConfig, BacktestReport, backtest
 from alphatune.evaluation.plots import plot_cumulative_excess, plot_daily_ic
@@ -146,7 +147,7 @@ def train_and_score(model: str, hyperparameters: dict[str, Any], seed: int, ds: 
     hp = {**capped(model, hyperparameters, epochs), "seed": seed}
     began = time.perf_counter()
     callback = (lambda metrics, _: progress(metrics)) if progress is not None else None
-    trainer, fit = models.fit(model, ds, hp, callback=callback, **options)
+    trainer, fit = models.fit(model, ds, hp, callback=callback, progress=False, **options)
     prediction = trainer.predict(ds, "test")
     signal, portfolio = score(prediction, ds, config)
     metrics = {**signal.summary, **{key: portfolio.risk[key] for key in METRICS[4:]}}
@@ -312,6 +313,10 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
     configs = {"searched": dict(best.hyperparameters), "default": {**default_hyperparameters(model), **same_metric}}
     results = {label: ConfigResult(hp) for label, hp in configs.items()}
     same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
+    # Every epoch a line in a log (every=0), a bar on a terminal; the total shrinks as runs stop early.
+    shown = Progress((1 if same else 2) * len(seed_list) * (cap or max(
+        get_spec(model).hyperparameters(hp).n_epochs for hp in configs.values())), model, "epoch", every=0)
+    began = time.monotonic()
     for label, result in results.items():
         if label == "default" and same:
             result.runs, result.pretrained = results["searched"].runs, results["searched"].pretrained
@@ -331,20 +336,25 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
             if seed in reusable:
                 run = score_confirmed(model, reusable[seed], ds, config, options.get("device", "cpu"))
                 result.runs.append(run)
-                log(f"{model} {label} seed {seed}: the confirmation's model, reused ({run.epochs} epochs, best "
-                    f"{run.best_epoch}), IC {run.metrics['IC']:.4f}, annualized excess "
-                    f"{run.metrics['annualized_return']:.4f}")
+                shown.event(f"{model} {label} seed {seed}: the confirmation's model, reused ({run.epochs} epochs, "
+                            f"best {run.best_epoch}), IC {run.metrics['IC']:.4f}, annualized excess "
+                            f"{run.metrics['annualized_return']:.4f}")
                 continue
 
             def progress(metrics: models.EpochMetrics, label: str = label, seed: int = seed) -> None:
-                log(f"{model} {label} seed {seed} epoch {metrics.epoch}: train loss {metrics.train_loss:.4f}, "
-                    f"valid loss {metrics.valid_loss:.4f}, valid IC {metrics.valid_ic:.4f} ({metrics.seconds:.1f} s)")
+                shown.update(1)
+                rate = (time.monotonic() - began) / shown.done
+                shown.status(f"{model} {label} seed {seed} epoch {metrics.epoch}: train loss {metrics.train_loss:.4f}, "
+                             f"valid loss {metrics.valid_loss:.4f}, valid IC {metrics.valid_ic:.4f} "
+                             f"({metrics.seconds:.1f} s)", rate * max(0, shown.total - shown.done))
 
             run = train_and_score(model, result.hyperparameters, seed, ds, config, cap, run_options, progress)
+            shown.set_total(shown.total - ((cap or run.epochs) - run.epochs))  # it stopped early: fewer to come
             result.runs.append(run)
-            log(f"{model} {label} seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
-                f"IC {run.metrics['IC']:.4f}, annualized excess {run.metrics['annualized_return']:.4f}, "
-                f"{run.seconds:.0f} s")
+            shown.event(f"{model} {label} seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
+                        f"IC {run.metrics['IC']:.4f}, annualized excess {run.metrics['annualized_return']:.4f}, "
+                        f"{run.seconds:.0f} s")
+    shown.close()
 
     benchmark = results["searched"].runs[0].portfolio.benchmark
     record = evaluation_record(best_path, model, ds, benchmark, results, config, same, cap)

@@ -165,7 +165,7 @@ def roll(model: str, configs: dict[str, RollingConfig], window_data: list[Any], 
             for number, window_ds in enumerate(window_data, 1):
                 began_window = time.perf_counter()
                 trainer, fit = models.fit(model, window_ds, {**capped(model, result.hyperparameters, cap),
-                                                             "seed": seed}, **run_options)
+                                                             "seed": seed}, progress=False, **run_options)
                 pieces.append(trainer.predict(window_ds, "test"))
                 trained.append(len(fit.history))
                 seconds += time.perf_counter() - began_window

@@ -6,9 +6,12 @@ LSTM/GRU base copied in (``models.bases``), as Qlib's ``model_path`` does.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
+
+from alphatune.progress import Progress
 
 from alphatune.models.bases import load_base, pretrain_base
 from alphatune.models.config import RUN_OPTIONS
@@ -37,7 +40,8 @@ def initial_network(hp: Hyperparameters, ds: Any = None, pretrained: str | None 
 
 
 def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | Hyperparameters | None = None,
-        callback: Callback | None = None, pretrained: str | None = None, **options: Any) -> tuple[Trainer, FitResult]:
+        callback: Callback | None = None, pretrained: str | None = None, progress: bool = True,
+        **options: Any) -> tuple[Trainer, FitResult]:
     """Build model ``name`` from its hyperparameters (a flat dict in Qlib's names over Qlib's defaults, or the
     typed object), train it on ``ds`` and return ``(trainer, result)``.
 
@@ -45,6 +49,8 @@ def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | Hyperparameters | 
     HIST and IGMTF start from ``pretrained``: an LSTM/GRU state_dict file (ours or Qlib's ``.pkl``), ``"pretrain"``
     (train the base on ``ds`` first) or ``None`` (random weights). With a seed, torch and numpy are seeded before the
     network is built, so the same seed gives the same initial weights and, on CPU, the same predictions.
+    ``progress``: show the epochs (``alphatune.progress``: a bar on a terminal or in a notebook, a line at most every
+    10 s elsewhere; each epoch's losses and IC, the best epoch and the time left), on stdout.
     """
     spec = get_spec(name)
     run = {key: value for key, value in options.items() if key in RUN_OPTIONS}
@@ -55,4 +61,20 @@ def fit(name: str, ds: Any, hyperparameters: dict[str, Any] | Hyperparameters | 
         hp = checked_hyperparameters(spec.name, {**(hyperparameters or {}), **values})
     net = initial_network(hp, ds, pretrained, **run)
     trainer = Trainer(net, train_config(hp, **run), hp)
-    return trainer, trainer.fit(ds, callback)
+    if not progress:
+        return trainer, trainer.fit(ds, callback)
+    shown = Progress(hp.n_epochs, name, "epoch")
+    began = time.monotonic()
+
+    def report(metrics: Any, fitted: Trainer) -> bool | None:
+        shown.update(1)
+        left = (time.monotonic() - began) / metrics.epoch * (hp.n_epochs - metrics.epoch)
+        shown.status(f"epoch {metrics.epoch}: train loss {metrics.train_loss:.4f}, valid loss {metrics.valid_loss:.4f}, "
+                     f"valid IC {metrics.valid_ic:.4f}; best epoch {metrics.best_epoch}", left)
+        return callback(metrics, fitted) if callback is not None else None
+
+    try:
+        result = trainer.fit(ds, report)
+    finally:
+        shown.close()
+    return trainer, result

@@ -20,13 +20,16 @@ import contextlib
 import math
 import os
 import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 import numpy as np
 import ray
+from ray.util.queue import Queue
 
 from alphatune import models
+from alphatune.progress import Progress
 from alphatune.evaluation.best import Confirmation, ConfirmedConfig, ConfirmedRun
 from alphatune.search.cluster import concurrent_slots
 from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
@@ -104,15 +107,21 @@ def candidates(records: list[TrialRecord], configs: dict[str, dict[str, Any]], m
 
 
 def _confirm_run(fold_refs: list[Any], hyperparameters: models.Hyperparameters, run_dir: str, directory: str,
-                 **kwargs: Any) -> dict[str, Any]:
+                 progress: Any = None, name: str = "", **kwargs: Any) -> dict[str, Any]:
     """A Ray task: one confirmation run over every fold, through the search's training path; returns its last
     report (with walk-forward folds, ``fold_results``: each fold's kept numbers), or the report of its failure
-    (``search.trial.reporting_failures``: ``error`` its own, ``fault`` the environment's)."""
+    (``search.trial.reporting_failures``: ``error`` its own, ``fault`` the environment's). Each epoch is also put on
+    ``progress`` (a ``ray.util.queue.Queue``, as ``(name, epoch)``) for the driver's display."""
     last: dict[str, Any] = {}
     folds: dict[int, dict[str, Any]] = {}
 
     def keep(result: dict[str, Any]) -> None:
         last.update(result)
+        if progress is not None:
+            try:
+                progress.put_nowait((name, int(result["epoch"])))
+            except Exception:  # a display that cannot be told is no reason to stop training
+                pass
         if result.get("fold_final"):
             folds[int(result["fold"])] = {"fold": int(result["fold"]), "valid_ic": result["fold_best_valid_ic"],
                                           "valid_loss": result["fold_best_valid_loss"],
@@ -145,8 +154,12 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
         run_dir.push()
     chosen = [Candidate(**candidate) for candidate in plan["candidates"]]
     seeds = [int(seed) for seed in plan["seeds"]]
-    todo = [(candidate, seed) for candidate in chosen for seed in seeds
-            if run_id(candidate.trial, seed) not in done]
+    # Longest first (by the seconds each candidate's search trial took per epoch), so that no long run is left
+    # alone at the end while the other slots idle.
+    cost = epoch_seconds(run_dir)
+    todo = sorted(((candidate, seed) for candidate in chosen for seed in seeds
+                   if run_id(candidate.trial, seed) not in done),
+                  key=lambda item: -cost.get(item[0].trial, statistics.fmean(cost.values()) if cost else 0.0))
     total = len(chosen) * len(seeds)
     names = ", ".join(candidate.trial + (" (Qlib's default)" if candidate.default else "") for candidate in chosen)
     out.write(f"[{space.model}] confirming {len(chosen)} configurations ({names}) on {len(seeds)} new seeds each: "
@@ -162,6 +175,11 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     pending: dict[Any, tuple[Candidate, int]] = {}
     finished, lost = total - len(todo), 0
+    budget = options.max_epochs * len(fold_refs)
+    shown = Progress(len(todo) * budget, f"{space.model} confirmation", "epoch", out, options.progress_seconds)
+    epochs: dict[str, set[int]] = {}
+    began = time.monotonic()
+    queue = Queue()
     try:
         while todo or pending:
             while todo and len(pending) < slots:
@@ -169,9 +187,20 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
                 hyperparameters = trial_hyperparameters(space, {**candidate.config, "seed": seed}, options.metric,
                                                         options.max_epochs)
                 reference = task.remote(list(fold_refs), hyperparameters,
-                                        directory=str(run_location(run_dir, candidate.trial, seed)), **common)
+                                        directory=str(run_location(run_dir, candidate.trial, seed)),
+                                        progress=queue, name=run_id(candidate.trial, seed), **common)
                 pending[reference] = (candidate, seed)
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            while not queue.empty():
+                name, epoch = queue.get_nowait()
+                if epoch not in epochs.setdefault(name, set()):
+                    epochs[name].add(epoch)
+                    shown.update(1)
+            done_epochs = sum(len(seen) for seen in epochs.values())
+            left = (time.monotonic() - began) / done_epochs * (shown.total - done_epochs) if done_epochs else None
+            shown.status("running: " + ", ".join(
+                f"{candidate.trial[:4]} seed {str(seed)[:4]}… {len(epochs.get(run_id(candidate.trial, seed), ()))}/"
+                f"{budget}" for candidate, seed in pending.values()) + f" · {finished} of {total} runs done", left)
             for reference in ready:
                 candidate, seed = pending.pop(reference)
                 name = run_id(candidate.trial, seed)
@@ -179,9 +208,8 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
                     result = ray.get(reference)
                 except Exception as error:  # its worker or node lost beyond the retries: the environment's fault
                     lost += 1
-                    out.write(f"[{space.model}] confirm {candidate.trial} seed {seed}: interrupted, its worker was "
-                              f"lost ({_last_line(error)}); not failed: resume trains it again from its last epoch\n")
-                    out.flush()
+                    shown.event(f"[{space.model}] confirm {candidate.trial} seed {seed}: interrupted, its worker was "
+                                f"lost ({_last_line(error)}); not failed: resume trains it again from its last epoch")
                     continue
                 if result.get(FAULT):  # its storage failed: stop here, every run stays as it is
                     raise EnvironmentFault(str(result[FAULT]), trial_id=name, node=result.get("node"),
@@ -198,17 +226,29 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
                         + ", ".join(f"{fold[goal.name]:.4f}" for fold in result[FOLD_RESULTS]) + ")")
                 finished += 1
                 run_dir.push()
-                out.write(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]\n")
-                out.flush()
+                shown.event(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]")
     except KeyboardInterrupt:  # the driver says how to go on (unfinished_runs)
         _stop(pending, ledger, run_dir)
         return False
     except EnvironmentFault:  # the driver says what failed and how to go on (fault_guard)
         _stop(pending, ledger, run_dir)
         raise
+    finally:
+        shown.close()
+        ray.kill(queue.actor)
     ledger.close()
     run_dir.push()
     return not lost
+
+
+def epoch_seconds(run_dir: RunDir) -> dict[str, float]:
+    """Each search trial's mean seconds per epoch (its reports' own timing), from the ledger."""
+    out = {}
+    for trial in read_ledger(run_dir.work) or []:
+        seconds = [float(row["seconds"]) for row in trial.results if finite(row.get("seconds"))]
+        if seconds:
+            out[trial.trial_id] = statistics.fmean(seconds)
+    return out
 
 
 def _stop(pending: dict[Any, Any], ledger: Ledger, run_dir: RunDir) -> None:
