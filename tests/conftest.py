@@ -113,3 +113,21 @@ def tiny_table(tmp_path: Path) -> Path:
     tiny_prices().to_csv(tmp_path / "prices.csv", index=False)
     tiny_membership().to_csv(tmp_path / "csi300.csv", index=False)
     return tmp_path / "prices.csv"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that hit a time limit (``limits.HANG_SECONDS``) says what was still running: the command, its output
+    so far, and the processes this test run had left."""
+    outcome = yield
+    report = outcome.get_result()
+    error = call.excinfo.value if call.excinfo is not None else None
+    import subprocess
+    if isinstance(error, subprocess.TimeoutExpired):
+        def tail(data) -> str:
+            text = data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+            return text[-3000:]
+        listing = subprocess.run(["ps", "-eo", "pid,etime,args", "--sort=start_time"], capture_output=True, text=True)
+        report.sections.append(("still running", f"{error.cmd}\n--- its output so far ---\n{tail(error.output)}\n"
+                                                 f"--- its errors so far ---\n{tail(error.stderr)}\n--- processes ---\n"
+                                                 f"{listing.stdout[-3000:]}"))

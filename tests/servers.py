@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from limits import HANG_SECONDS
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -156,11 +157,11 @@ def two_node_cluster(hidden: Path, extra_env: dict[str, str] | None = None) -> I
 def _wait_for_nodes(address: str, env: dict[str, str], count: int, process: subprocess.Popen, log: Path) -> None:
     script = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
               f"print(sum(node['Alive'] for node in ray.nodes()))")
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + HANG_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"a Ray node exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=HANG_SECONDS)
         if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
         time.sleep(2)

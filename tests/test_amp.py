@@ -28,6 +28,7 @@ from alphatune.models.config import TrainConfig
 from alphatune.models.days import in_autocast_dtype
 from alphatune.models.precision import Precision, amp_unavailable
 from alphatune.models.metrics import masked_mse
+from limits import HANG_SECONDS
 
 REDUCED = {torch.float16, torch.bfloat16}
 
@@ -145,7 +146,7 @@ def test_amp_where_the_cpu_cannot_run_it_trains_in_float32_says_so_once_and_repo
     """)
     tests = os.path.dirname(__file__)
     env = {**AVX2_ONLY, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert lines["unavailable"].startswith("this CPU has no bfloat16 kernels")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from limits import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +21,7 @@ def run_command(argv: list[str], cwd: Path) -> tuple[int, list[str], dict[str, b
               f"code = main({argv!r})\n"
               "print(json.dumps({'code': code, 'loaded': {name: name in sys.modules for name in "
               "('torch', 'ray', 'matplotlib')}}))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return report["code"], done.stderr.strip().splitlines(), report["loaded"]
@@ -97,7 +98,7 @@ def test_a_study_storage_whose_driver_is_not_installed_names_the_package(tmp_pat
     try:
         done = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--study-storage",
                                f"mysql+pymysql://alice:pw@127.0.0.1:{port}/optuna", "--storage-path",
-                               str(tmp_path / "runs"), "--name", "db"], capture_output=True, text=True, timeout=300)
+                               str(tmp_path / "runs"), "--name", "db"], capture_output=True, text=True, timeout=HANG_SECONDS)
     finally:
         listener.close()
     assert done.returncode == 2, done.stderr[-2000:]

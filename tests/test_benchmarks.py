@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from limits import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 DOC = ROOT / "docs" / "benchmarks.md"
 SCRIPTS = sorted(path.name for pattern in ("bench_*.py", "check_*.py") for path in BENCHMARKS.glob(pattern))
 AT_ONCE = 3
-TIMEOUT_SECONDS = 600
 
 
 def digest(path: Path) -> str:
@@ -43,9 +43,10 @@ class SmokeRuns:
         while script not in self.ended:
             self._fill()
             for name, (process, started) in list(self.running.items()):
-                if process.poll() is None and time.monotonic() - started > TIMEOUT_SECONDS:
-                    process.kill()
+                if process.poll() is None and time.monotonic() - started > HANG_SECONDS:
+                    process.kill()  # a hang, not slowness: the output so far says where it was
                     process.wait()
+                    (self.folder / f"{name}.err").open("a").write(f"\n[killed after {HANG_SECONDS:.0f} s: still running]")
                 if process.poll() is not None:
                     del self.running[name]
                     out, err = (self.folder / f"{name}.{kind}" for kind in ("out", "err"))

@@ -18,6 +18,7 @@ import pytest
 from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
 from alphatune.cli import parser
+from limits import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +88,7 @@ def test_a_stale_ray_cluster_file_is_ignored_and_a_private_cluster_started(tiny_
     (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
     completed = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--storage-path", str(tmp_path),
                                 "--name", "stale"], cwd=ROOT, env=search_env(ray_tmpdir), capture_output=True,
-                               text=True, timeout=300)  # joining the dead address would retry for many minutes
+                               text=True, timeout=HANG_SECONDS)  # joining the dead address would retry for many minutes
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     assert (tmp_path / "stale" / "lstm" / "best.yaml").is_file()
     assert "Failed to connect to GCS" not in completed.stderr
@@ -97,14 +98,14 @@ def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search
     port = free_port()
     completed = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--storage-path", str(tmp_path),
                                 "--address", f"127.0.0.1:{port}"], cwd=ROOT, env=search_env(ray_tmpdir),
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=HANG_SECONDS)
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
         f"error: --address 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port} (connection refused); start "
         f"one with `ray start --head`, or leave --address and $RAY_ADDRESS unset for a private local cluster"]
     assert not list(tmp_path.iterdir())  # refused before anything was written
     web = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--address", "http://127.0.0.1:8265"], cwd=ROOT,
-                         env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=120)
+                         env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert web.returncode == 2 and "that is a dashboard or job-server URL" in web.stderr
 
 
@@ -145,7 +146,7 @@ def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, 
             if " trial " in line and " finished " in line:
                 break
     process.send_signal(stop)
-    rest, _ = process.communicate(timeout=300)
+    rest, _ = process.communicate(timeout=HANG_SECONDS)
     text = "".join(output) + rest
     assert "Traceback" not in text, text[-3000:]
     assert process.returncode == 130, text[-3000:]
@@ -174,7 +175,7 @@ def test_a_full_disk_is_one_line_and_the_search_resumes_once_there_is_room(tiny_
                                                                            ray_tmpdir) -> None:
     args = [*tiny_search, "--samples", "8", "--max-epochs", "3", "--storage-path", str(small_disk), "--name", "full"]
     full = subprocess.run([sys.executable, "-m", "alphatune", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_SECONDS)
     assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-2000:]
     errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
     # The driver or a trial's worker meets the full disk first; either way one line, and no trial is charged.
@@ -188,7 +189,7 @@ def test_a_full_disk_is_one_line_and_the_search_resumes_once_there_is_room(tiny_
 
     subprocess.run(["mount", "-o", "remount,size=50m", str(small_disk)], check=True)
     resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(small_disk / "full")], cwd=ROOT,
-                             env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=300)
+                             env=search_env(ray_tmpdir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     run_dir = small_disk / "full" / "lstm"
     import yaml
@@ -210,7 +211,7 @@ def test_amp_where_the_cpu_cannot_run_it_is_said_once_and_best_yaml_records_floa
     env = {**search_env(ray_tmpdir), "ONEDNN_MAX_CPU_ISA": "AVX2"}
     completed = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--amp",
                                 "--storage-path", str(tmp_path), "--name", "amp"], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=300)
+                               capture_output=True, text=True, timeout=HANG_SECONDS)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-3000:]
     said = [line for line in output.splitlines() if "bfloat16" in line]
@@ -260,11 +261,11 @@ def test_storage_failing_under_the_workers_stops_the_search_charges_no_trial_and
                "--samples", "3", "--max-epochs", "4", "--grace-epochs", "4", "--max-concurrent", "1", "--confirm", "0",
                "--sampler", "random", "--storage-path", str(runs), "--name", "ro"]
     search = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600  # guards a hang only
+    deadline = time.monotonic() + HANG_SECONDS  # guards a hang only
     while time.monotonic() < deadline and search.poll() is None and not list((run_dir / "trials").glob("*/state.pt")):
         time.sleep(0.05)
     read_only_mount(run_dir / "trials")
-    out, err = search.communicate(timeout=600)
+    out, err = search.communicate(timeout=HANG_SECONDS)
     assert search.returncode == 2, out[-3000:] + err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {run_dir}: [Errno 30] Read-only file system: "), err[-3000:]
@@ -282,7 +283,7 @@ def test_storage_failing_under_the_workers_stops_the_search_charges_no_trial_and
     with open(run_dir / "optuna.db", "r+b") as file:
         file.write(os.urandom(100))
     resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(runs / "ro")], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=HANG_SECONDS)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     notes = [line for line in resumed.stdout.splitlines() if "rebuilt it from the ledger" in line]
     assert len(notes) == 1 and "file is not a database" in notes[0], resumed.stdout[-3000:]
@@ -311,14 +312,14 @@ def test_a_read_only_run_is_exported_and_evaluated_elsewhere_and_its_resume_is_o
     searched = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--space", str(space),
                                "--samples", "2", "--max-epochs", "1", "--confirm", "0",
                                "--storage-path", str(tmp_path / "runs"),
-                               "--name", "shared"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                               "--name", "shared"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-2000:]
     run_dir = tmp_path / "runs" / "shared" / "lstm"
     read_only_mount(tmp_path / "runs")
 
     def alphatune(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "alphatune", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=HANG_SECONDS)
 
     for args, message in [(("search", "export", str(run_dir)), "cannot write best.yaml there (Read-only file system"),
                           (("search", "resume", str(run_dir)), "cannot resume a search there (Read-only file system"),

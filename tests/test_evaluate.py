@@ -13,6 +13,7 @@ from alphatune import datasets
 from alphatune.cli import main as alphatune_main
 from alphatune.evaluation import evaluate
 from alphatune.evaluation.best import Best
+from limits import HANG_SECONDS
 
 SEGMENTS = {"train": ["2018-12-01", "2018-12-31"], "valid": ["2019-01-01", "2019-01-31"],
             "test": ["2019-07-01", "2019-07-31"]}
@@ -207,7 +208,7 @@ def test_a_damaged_best_yaml_is_one_line_before_torch_or_the_data_load(tmp_path:
         script = ("import json, sys\nfrom alphatune.cli import main\n"
                   f"code = main(['evaluate', {str(path)!r}])\n"
                   "print(json.dumps([code, 'torch' in sys.modules, 'alphatune.datasets.build' in sys.modules]))\n")
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_SECONDS)
         code, torch_in, data_in = __import__("json").loads(done.stdout.strip().splitlines()[-1])
         [error] = done.stderr.strip().splitlines()
         assert code == 2 and error.startswith(line) and not data_in and torch_in is torch_loaded, (error, done.stdout)

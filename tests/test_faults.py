@@ -28,6 +28,7 @@ from alphatune.storage import (Lease, LineFile, Location, Mirror, StorageError, 
 from alphatune.storage.objects import ConditionalObject, S3Object
 from servers import s3_server
 from test_resume import GOAL, result, searcher, study_of, tiny_space
+from limits import HANG_SECONDS
 
 
 # ------------------------------------------------------------------ whose fault
@@ -251,7 +252,7 @@ def test_a_lease_renews_conditionally_and_a_holder_whose_lease_was_taken_finds_o
     assert json.loads(where.read_text())["since"] == since and json.loads(where.read_text())["renewals"] >= 1
     where.write_text(json.dumps({"token": "someone-else", "pid": 1, "host": "elsewhere", "command": "x",
                                  "since": "then"}))  # another writer took it over
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_SECONDS
     while not told and time.monotonic() < deadline:
         time.sleep(0.1)
     assert holder.lost is not None and told == [holder.lost] and "taken over by pid 1 on elsewhere" in holder.lost
@@ -303,7 +304,7 @@ def test_lease_expiry_is_judged_by_the_storages_clock_not_by_clocks_ten_minutes_
     live.acquire("s3://runs/skew")
     try:
         contender = _holder(s3, -skew)
-        out, _ = contender.communicate(timeout=120)
+        out, _ = contender.communicate(timeout=HANG_SECONDS)
         assert contender.returncode == 3 and out.startswith("refused: s3://runs/skew is being written by pid "), out
     finally:
         live.release()

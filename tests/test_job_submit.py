@@ -35,6 +35,7 @@ import yaml
 from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
 from servers import VENV_BIN, free_port
+from limits import HANG_SECONDS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def stop_head(head: subprocess.Popen) -> None:
         head.wait(timeout=30)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_SECONDS
     while time.monotonic() < deadline:  # the group's other members exit after the leader
         try:
             os.killpg(head.pid, 0)
@@ -118,7 +119,7 @@ def local_head() -> Iterator[LocalHead]:
     head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + HANG_SECONDS
         while True:
             if head.poll() is not None:
                 log_tail = (scratch / "head.log").read_text()[-3000:]
@@ -142,7 +143,7 @@ def ray_job(head: LocalHead, *args: str, env: dict[str, str] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """``ray job ARGS --address <head>`` from the repository root, retried while the job server is not ready."""
     command = [str(VENV_BIN / "ray"), "job", args[0], "--address", head.dashboard, *args[1:]]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_SECONDS
     while True:
         completed = subprocess.run(command, cwd=ROOT, env=env or head.client_env, capture_output=True, text=True,
                                    timeout=timeout)
@@ -160,10 +161,10 @@ def test_the_job_server_refuses_clients_without_the_token(local_head: LocalHead)
     no_token = {key: value for key, value in local_head.client_env.items()
                 if key not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
     no_token["HOME"] = str(local_head.scratch)  # no ~/.ray/auth_token to fall back on
-    refused = ray_job(local_head, "list", env=no_token, timeout=120)
+    refused = ray_job(local_head, "list", env=no_token, timeout=HANG_SECONDS)
     assert refused.returncode != 0
     assert "Authentication" in refused.stdout + refused.stderr
-    listed = ray_job(local_head, "list", timeout=120)
+    listed = ray_job(local_head, "list", timeout=HANG_SECONDS)
     assert listed.returncode == 0, listed.stderr[-2000:]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from alphatune import datasets
 from planted import TINY_SPACE, planted_dataset
+from limits import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"alphatune": "alphatune", "alphatune.storage": "alphatune/storage", "alphatune.datasets": "datasets",
@@ -101,13 +102,13 @@ def test_the_command_and_a_search_run_beside_foreign_packages_of_the_same_names(
     env = {**os.environ, "PYTHONPATH": f"{foreign_packages}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     listed = subprocess.run([sys.executable, "-m", "alphatune", "models", "list"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=HANG_SECONDS)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "igmtf" in listed.stdout
     searched = subprocess.run([sys.executable, "-m", "alphatune", "search", "run", "--space", str(tmp_path / "space.yaml"),
                                "--data", str(tmp_path / "data"), "--samples", "2", "--max-epochs", "1", "--confirm", "0",
                                "--storage-path", str(tmp_path / "runs"), "--name", "beside"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=HANG_SECONDS)
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-3000:]
     assert (tmp_path / "runs" / "beside" / "lstm" / "best.yaml").is_file()
 
@@ -133,7 +134,7 @@ def test_in_a_checkouts_root_a_bare_import_hands_over_to_the_installed_package_o
               "print(datasets.DataSpec.__module__, models.get_spec('lstm').name)\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == [f"the installed {name}" for name in NAMES] + [
         "alphatune.datasets.spec lstm"]
@@ -143,9 +144,9 @@ def test_in_a_checkouts_root_a_bare_import_hands_over_to_the_installed_package_o
 def test_in_a_checkouts_root_a_bare_import_without_such_a_package_says_to_import_alphatune(name: str) -> None:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=HANG_SECONDS)
     installed = subprocess.run([sys.executable, "-c", f"import importlib.util as u; print(bool(u.find_spec({name!r})))"],
-                               cwd=ROOT.parent, env=env, capture_output=True, text=True, timeout=120)
+                               cwd=ROOT.parent, env=env, capture_output=True, text=True, timeout=HANG_SECONDS)
     if installed.stdout.strip() == "True":
         pytest.skip(f"a package named {name} is installed here: the hand-over test above covers it")
     assert done.returncode == 1

@@ -14,6 +14,7 @@ from torch import nn
 
 from alphatune import models
 from alphatune.cli import main as alphatune_main
+from limits import HANG_SECONDS
 
 ROW_MODELS = ("lstm", "gru", "transformer", "localformer", "tcn")
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,7 +246,7 @@ def test_cli_lists_every_model_with_defaults_and_sizes(capsys: pytest.CaptureFix
     assert by_name["transformer"]["hyperparameters"]["reg"]["default"] == 1e-3
     assert by_name["tcn"]["hyperparameters"]["dropout"] == {"default": 0.5, "network": True, "range": [0.0, 0.99]}
     completed = subprocess.run([sys.executable, "-m", "alphatune", "models", "list"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=120)
+                               timeout=HANG_SECONDS)
     assert completed.returncode == 0, completed.stderr
     text = completed.stdout
     for name in models.REGISTRY:

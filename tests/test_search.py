@@ -41,6 +41,7 @@ from alphatune.search.rundir import read_manifest
 from alphatune.search.study import make_sampler, trial_seed
 from servers import postgres_server, postgres_unavailable
 from tensorboard_client import hparams_table
+from limits import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,7 +212,7 @@ def test_a_nan_trial_is_cut_at_once_recorded_failed_not_retried_and_the_search_g
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "alphatune", "search", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+                          timeout=HANG_SECONDS)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -32,6 +32,7 @@ from alphatune.search.pretrained import base_kinds, read_bases
 from alphatune.search.ledger import read_ledger
 from alphatune.search.results import read_trials
 from alphatune.search.rundir import read_manifest
+from limits import HANG_SECONDS
 
 # lr 1e-7 keeps one epoch from moving the weights visibly: a trial's checkpoint still shows where it started.
 GATS_SPACE = """\
@@ -187,7 +188,7 @@ def test_a_retried_trial_keeps_its_restored_weights_and_does_not_reload_the_base
     poisoned: list[Path] = []
 
     def poison_base_then_kill_worker() -> None:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + HANG_SECONDS
         while time.monotonic() < deadline:
             trials = read_ledger(run_dir) or []
             if trials and list((run_dir / "trials").glob("*/state.pt")):

@@ -26,6 +26,7 @@ from alphatune.search.options import SearchOptions
 from alphatune.search.ledger import read_ledger
 from alphatune.search.results import read_trials
 from alphatune.search.rundir import read_manifest
+from limits import HANG_SECONDS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_th
                "--storage-path", str(tmp_path / "runs"), "--name", "killed", "--progress-seconds", "1"]
     driver_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ended_lines = []
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_SECONDS
     for line in driver_process.stdout:
         if " trial " in line and (" finished " in line or " pruned " in line or " failed " in line):
             ended_lines.append(line)
@@ -72,14 +73,14 @@ def test_resume_after_killing_the_driver_keeps_every_ended_trial_and_finishes_th
     assert len(before) >= 2
     assert not (run_dir / "best.yaml").exists()
     exported = subprocess.run([sys.executable, "-m", "alphatune", "search", "export", str(run_dir)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=HANG_SECONDS)
     assert exported.returncode == 0, exported.stderr[-3000:]
     interrupted_best = yaml.safe_load((run_dir / "best.yaml").read_text())
     assert interrupted_best["trial_id"] in reported
     assert interrupted_best["provisional"] is True and interrupted_best["unfinished"] >= 9
 
     resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(run_dir.parent)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=400)
+                             capture_output=True, text=True, timeout=HANG_SECONDS)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     records = {record.trial_id: record for record in read_trials(run_dir, read_manifest(run_dir))}
@@ -110,7 +111,7 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_path)
     killed: list[int] = []
 
     def kill_worker_after_two_epochs() -> None:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + HANG_SECONDS
         while time.monotonic() < deadline:
             for rows in ended_trials(run_dir).values():
                 if len(rows) >= 2:
@@ -154,7 +155,7 @@ def test_a_driver_killed_seconds_after_an_asha_stop_resumes_without_running_that
                "--storage-path", str(tmp_path / "runs"), "--name", "asha", "--progress-seconds", "1", "--confirm", "0"]
     driver_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pruned = None
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_SECONDS
     for line in driver_process.stdout:
         if " trial " in line and " pruned after epoch 1 " in line:
             pruned = line.split(" trial ")[1].split()[0]
@@ -167,7 +168,7 @@ def test_a_driver_killed_seconds_after_an_asha_stop_resumes_without_running_that
     driver_process.wait(timeout=30)
     run_dir = tmp_path / "runs" / "asha" / "lstm"
     resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(run_dir.parent)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=400)
+                             capture_output=True, text=True, timeout=HANG_SECONDS)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     [trial] = [trial for trial in read_ledger(run_dir) if trial.trial_id == pruned]
     assert sorted(trial.epochs()) == [1] and trial.starts == 1  # stopped by ASHA, never started again
@@ -200,7 +201,7 @@ def test_a_node_lost_mid_trial_costs_no_trial_the_trial_goes_on_elsewhere_from_i
         killed: dict[str, object] = {}
 
         def kill_the_second_node_under_a_trial() -> None:
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + HANG_SECONDS
             while time.monotonic() < deadline and search.poll() is None:
                 trials = ended_trials(run_dir)
                 training = [trial for trial, rows in trials.items() if rows[-1]["epoch"] < 5
@@ -212,7 +213,7 @@ def test_a_node_lost_mid_trial_costs_no_trial_the_trial_goes_on_elsewhere_from_i
 
         killer = threading.Thread(target=kill_the_second_node_under_a_trial)
         killer.start()
-        out, _ = search.communicate(timeout=900)
+        out, _ = search.communicate(timeout=HANG_SECONDS)
         killer.join()
     assert killed, "the second node was never killed under a training trial:\n" + out[-3000:]
     assert search.returncode == 0, out[-3000:]

@@ -19,6 +19,7 @@ import yaml
 from alphatune.storage import Lease, Location, StorageError
 from planted import TINY_SPACE
 from servers import can_unshare, postgres_unavailable, s3_server, two_node_cluster
+from limits import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +94,7 @@ def test_a_storage_uri_that_cannot_be_used_is_one_line_and_never_a_local_folder(
     script = ("import json, sys\nfrom alphatune.cli import main\n"
               f"code = main(['search', 'run', '--storage-path', {uri!r}, '--name', 'n'])\n"
               "print(json.dumps([code, 'torch' in sys.modules, 'ray' in sys.modules]))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [2, False, False], done.stderr[-2000:]
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"error: {message}"), line
@@ -116,7 +117,7 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
     for line in driver.stdout:
         if " trial " in line and (" finished " in line or " pruned " in line):
             break
-    deadline = time.monotonic() + 60  # the driver puts its records into the bucket after every ended trial
+    deadline = time.monotonic() + HANG_SECONDS  # the driver puts its records into the bucket after every ended trial
     while time.monotonic() < deadline and '"event": "end"' not in _text(s3, "runs", "team/killed/lstm/trials.jsonl"):
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its private Ray, at once
@@ -296,7 +297,7 @@ def test_a_search_whose_lease_is_taken_over_stops_and_writes_no_more_into_the_bu
                "--samples", "3", "--max-epochs", "4", "--grace-epochs", "4", "--max-concurrent", "1", "--confirm", "0",
                "--storage-path", "s3://runs/taken", "--name", "over"]
     search = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600  # guards a hang only
+    deadline = time.monotonic() + HANG_SECONDS  # guards a hang only
     while time.monotonic() < deadline and search.poll() is None and not [
             key for key in s3.keys("runs", "taken/over/lstm/trials/") if key.endswith("/state.pt")]:
         time.sleep(0.1)
@@ -306,7 +307,7 @@ def test_a_search_whose_lease_is_taken_over_stops_and_writes_no_more_into_the_bu
     time.sleep(1.0)  # a push the driver began before the takeover (its lease then confirmed) has ended
     taken_at = {key: s3.client().head_object(Bucket="runs", Key=key)["ETag"]
                 for key in s3.keys("runs", "taken/over/lstm/") if "/trials/" not in key and not key.endswith(".lease")}
-    out, err = search.communicate(timeout=600)
+    out, err = search.communicate(timeout=HANG_SECONDS)
     assert search.returncode == 2, out[-3000:] + err[-3000:]
     [line] = [line for line in err.splitlines() if line.startswith("error:")]
     assert line.startswith("error: s3://runs/taken/over/lstm was taken over by pid 1 on elsewhere ") and \
