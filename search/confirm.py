@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import ray
+from ray.tune import Callback
 from ray.util.queue import Queue
 
 from alphatune import models
@@ -35,6 +36,7 @@ from alphatune.search.cluster import concurrent_slots
 from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
 from alphatune.search.objective import finite, objective
 from alphatune.evaluation.overfitting import paired
+from alphatune.search import results
 from alphatune.search.results import TrialRecord, best_trial, kept_model
 from alphatune.search.rundir import CONFIRM_DIR, EnvironmentFault, Manifest, RunDir
 from alphatune.search.trial import (ERROR, FAULT, check_visible, reporting_failures, report_fields, train_folds,
@@ -134,110 +136,216 @@ def _confirm_run(fold_refs: list[Any], hyperparameters: models.Hyperparameters, 
     return {**last, **({FOLD_RESULTS: [folds[fold] for fold in sorted(folds)]} if folds else {})}
 
 
+class Runs:
+    """The confirmation runs of one run directory in flight: Ray tasks with the trials' resources, each over every
+    fold, each epoch put on a queue for the display (``Progress``), each end written to the ledger as it comes
+    (``record``). Started by ``confirm`` once the plan is made, or earlier by the search (``EarlyStart``) while its
+    last trials still train; ``RUNS`` keeps them between the two."""
+
+    def __init__(self, run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: dict[str, Any] | None) -> None:
+        options = manifest.options
+        self.run_dir, self.manifest, self.fold_refs = run_dir, manifest, list(fold_refs)
+        device = "cuda" if options.gpus_per_trial > 0 else "cpu"
+        self.task = ray.remote(_confirm_run).options(
+            num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
+            max_retries=-1 if options.max_failures < 0 else options.max_failures, retry_exceptions=False)
+        self.common = {"metric": options.metric, "threads": max(1, int(options.cpus_per_trial)), "device": device,
+                       "speed": options.speed(device), "bases": bases, "run_dir": str(run_dir.root)}
+        self.pending: dict[Any, tuple[Candidate, int]] = {}
+        self.epochs: dict[str, set[int]] = {}
+        self.queue = Queue()
+        self.ledger = Ledger(run_dir.work)
+        self.budget = options.max_epochs * len(fold_refs)
+
+    def names(self) -> set[str]:
+        return {run_id(candidate.trial, seed) for candidate, seed in self.pending.values()}
+
+    def start(self, candidate: Candidate, seed: int) -> None:
+        options, space = self.manifest.options, self.manifest.space
+        hyperparameters = trial_hyperparameters(space, {**candidate.config, "seed": seed}, options.metric,
+                                                options.max_epochs)
+        reference = self.task.remote(self.fold_refs, hyperparameters,
+                                     directory=str(run_location(self.run_dir, candidate.trial, seed)),
+                                     progress=self.queue, name=run_id(candidate.trial, seed), **self.common)
+        self.pending[reference] = (candidate, seed)
+
+    def poll(self, timeout: float) -> list[tuple[Candidate, int, Any]]:
+        """The runs that ended within ``timeout`` seconds: (candidate, seed, its report or the error it raised);
+        the epochs reported meanwhile are counted (``epochs``)."""
+        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout) \
+            if self.pending else ([], [])
+        while not self.queue.empty():
+            name, epoch = self.queue.get_nowait()
+            self.epochs.setdefault(name, set()).add(epoch)
+        ended = []
+        for reference in ready:
+            candidate, seed = self.pending.pop(reference)
+            try:
+                ended.append((candidate, seed, ray.get(reference)))
+            except Exception as error:  # its worker or node lost beyond the retries: the environment's fault
+                ended.append((candidate, seed, error))
+        return ended
+
+    def record(self, candidate: Candidate, seed: int, result: Any) -> str | None:
+        """Write an ended run to the ledger; what to say of it (``None``: its worker was lost, nothing written, it
+        is trained again on resume). ``EnvironmentFault`` when its storage failed."""
+        goal = objective(self.manifest.options.metric)
+        name = run_id(candidate.trial, seed)
+        if isinstance(result, BaseException):
+            return None
+        if result.get(FAULT):  # its storage failed: stop here, every run stays as it is
+            raise EnvironmentFault(str(result[FAULT]), trial_id=name, node=result.get("node"),
+                                   full=bool(result.get("full")))
+        if result.get(ERROR):
+            self.ledger.confirmed(name, trial=candidate.trial, seed=seed, error=result[ERROR])
+            return f"failed: {result[ERROR]}"
+        self.ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result),
+                              **({FOLD_RESULTS: result[FOLD_RESULTS]} if FOLD_RESULTS in result else {}))
+        self.run_dir.push()
+        if FOLD_RESULTS in result:
+            return (f"{goal.name} {result.get(goal.best, math.nan):.4f}, the mean over its folds ("
+                    + ", ".join(f"{fold[goal.name]:.4f}" for fold in result[FOLD_RESULTS]) + ")")
+        return (f"{goal.name} {result.get(goal.best, math.nan):.4f} at its kept epoch {result.get('best_epoch')} of "
+                f"{result.get('epoch')}")
+
+    def stop(self) -> None:
+        """Cancel the runs still training (each goes on from its last epoch when resumed); save the records."""
+        for reference in self.pending:
+            ray.cancel(reference, force=True)
+        self.pending.clear()
+        ray.kill(self.queue.actor)
+        self.ledger.close()
+        with contextlib.suppress(Exception):  # best effort: the storage may be what failed
+            self.run_dir.push()
+
+
+RUNS: dict[str, Runs] = {}  # run root → its confirmation runs in flight (started early, taken over by confirm)
+
+
+def stop_runs(run_dir: RunDir) -> None:
+    """Cancel the confirmation runs of ``run_dir`` still in flight (an interrupted search); nothing when none."""
+    runs = RUNS.pop(run_dir.root.uri, None)
+    if runs is not None:
+        runs.stop()
+
+
+def early_candidates(records: list[TrialRecord], configs: dict[str, dict[str, Any]], manifest: Manifest,
+                     running: list[dict[str, Any]]) -> list[Candidate]:
+    """The candidates the plan will hold whatever the trials still ``running`` (their searched values) do: with r
+    of them running, the top K - r of the ended ones (each running trial can push at most one out), and Qlib's
+    default; none whose configuration a running trial shares (it could take that candidate's place)."""
+    space = manifest.space
+    ended = [record for record in records if record.outcome != "running"]
+    sure = candidates(ended, configs, manifest, max(0, manifest.options.confirm - len(running)))
+    shared = [{name: config.get(name) for name in space.params} for config in running]
+    return [candidate for candidate in sure if candidate.config not in shared]
+
+
+class EarlyStart(Callback):
+    """In the search: once every trial has been handed out and slots fall idle (the last trials still training),
+    start the confirmation runs of the candidates the plan will hold anyway (``early_candidates``) in them, longest
+    first. Nothing of the plan is written yet: each run's end is recorded as it comes, and ``confirm`` picks them up."""
+
+    def __init__(self, runs: Runs, searcher: Any, slots: int, seeds: list[int]) -> None:
+        self.runs, self.searcher, self.slots, self.seeds = runs, searcher, slots, seeds
+        self.ended = -1
+        self.queue: list[tuple[Candidate, int]] = []
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self.searcher.all_handed_out():
+            return
+        live = [trial for trial in trials if trial.status in ("RUNNING", "PENDING")]
+        ended = len(trials) - len(live)
+        if ended != self.ended:  # a trial ended: what is sure may have grown
+            self.ended = ended
+            run_dir, manifest = self.runs.run_dir, self.runs.manifest
+            records = results.read_trials(run_dir, manifest)
+            configs = {trial.trial_id: trial.config for trial in read_ledger(run_dir.work) or []}
+            _, done = read_confirmation(run_dir.work)
+            started = self.runs.names() | set(done)
+            cost = epoch_seconds(run_dir)
+            self.queue = sorted(((candidate, seed) for candidate in early_candidates(
+                records, configs, manifest, [trial.config for trial in live]) for seed in self.seeds
+                if run_id(candidate.trial, seed) not in started), key=lambda item: -cost.get(item[0].trial, 0.0))
+        for candidate, seed, result in self.runs.poll(0):
+            self.runs.record(candidate, seed, result)
+        while self.queue and len(live) + len(self.runs.pending) < self.slots:
+            self.runs.start(*self.queue.pop(0))
+
+
 def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: dict[str, Any] | None,
             records: list[TrialRecord], out: TextIO) -> bool:
     """Run (or go on with) the confirmation of a search whose trials have all ended, each run over every fold
-    (``fold_refs``: the folds' datasets in the object store); returns whether it is complete (``False``:
-    interrupted, Ctrl-C, or runs whose workers were lost). Nothing to do with ``--confirm 0``."""
+    (``fold_refs``: the folds' datasets in the object store), taking over the runs the search started early;
+    returns whether it is complete (``False``: interrupted, Ctrl-C, or runs whose workers were lost). Nothing to
+    do with ``--confirm 0``."""
     options, space = manifest.options, manifest.space
     if options.confirm == 0:
         return True
-    goal = objective(options.metric)
-    ledger = Ledger(run_dir.work)
+    runs = RUNS.pop(run_dir.root.uri, None) or Runs(run_dir, manifest, fold_refs, bases)
     plan, done = read_confirmation(run_dir.work)
     if plan is None:
         configs = {trial.trial_id: trial.config for trial in read_ledger(run_dir.work) or []}
         chosen = candidates(records, configs, manifest, options.confirm)
         plan = {"seeds": confirmation_seeds(options.seed, options.confirm_seeds), "top": options.confirm,
                 "candidates": [asdict(candidate) for candidate in chosen]}
-        ledger.confirmation(plan)
+        runs.ledger.confirmation(plan)
         run_dir.push()
     chosen = [Candidate(**candidate) for candidate in plan["candidates"]]
     seeds = [int(seed) for seed in plan["seeds"]]
     # Longest first (by the seconds each candidate's search trial took per epoch), so that no long run is left
     # alone at the end while the other slots idle.
     cost = epoch_seconds(run_dir)
+    early = runs.names()
     todo = sorted(((candidate, seed) for candidate in chosen for seed in seeds
-                   if run_id(candidate.trial, seed) not in done),
+                   if run_id(candidate.trial, seed) not in done and run_id(candidate.trial, seed) not in early),
                   key=lambda item: -cost.get(item[0].trial, statistics.fmean(cost.values()) if cost else 0.0))
     total = len(chosen) * len(seeds)
     names = ", ".join(candidate.trial + (" (Qlib's default)" if candidate.default else "") for candidate in chosen)
     out.write(f"[{space.model}] confirming {len(chosen)} configurations ({names}) on {len(seeds)} new seeds each: "
-              f"{len(todo)} of {total} runs to train, at most {options.max_epochs} epochs each"
+              f"{len(todo) + len(early)} of {total} runs to train"
+              + (f" ({len(early)} started while the search's last trials trained)" if early else "")
+              + f", at most {options.max_epochs} epochs each"
               + (f" on each of {len(fold_refs)} folds" if len(fold_refs) > 1 else "") + "\n")
     out.flush()
-    device = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    task = ray.remote(_confirm_run).options(
-        num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
-        max_retries=-1 if options.max_failures < 0 else options.max_failures, retry_exceptions=False)
-    common = {"metric": options.metric, "threads": max(1, int(options.cpus_per_trial)), "device": device,
-              "speed": options.speed(device), "bases": bases, "run_dir": str(run_dir.root)}
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
-    pending: dict[Any, tuple[Candidate, int]] = {}
-    finished, lost = total - len(todo), 0
-    budget = options.max_epochs * len(fold_refs)
-    shown = Progress(len(todo) * budget, f"{space.model} confirmation", "epoch", out, options.progress_seconds)
-    epochs: dict[str, set[int]] = {}
+    finished, lost = total - len(todo) - len(early), 0
+    shown = Progress((len(todo) + len(early)) * runs.budget, f"{space.model} confirmation", "epoch", out,
+                     options.progress_seconds)
+    counted = sum(len(epochs) for epochs in runs.epochs.values())
+    shown.update(counted)
     began = time.monotonic()
-    queue = Queue()
     try:
-        while todo or pending:
-            while todo and len(pending) < slots:
-                candidate, seed = todo.pop(0)
-                hyperparameters = trial_hyperparameters(space, {**candidate.config, "seed": seed}, options.metric,
-                                                        options.max_epochs)
-                reference = task.remote(list(fold_refs), hyperparameters,
-                                        directory=str(run_location(run_dir, candidate.trial, seed)),
-                                        progress=queue, name=run_id(candidate.trial, seed), **common)
-                pending[reference] = (candidate, seed)
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            while not queue.empty():
-                name, epoch = queue.get_nowait()
-                if epoch not in epochs.setdefault(name, set()):
-                    epochs[name].add(epoch)
-                    shown.update(1)
-            done_epochs = sum(len(seen) for seen in epochs.values())
-            left = (time.monotonic() - began) / done_epochs * (shown.total - done_epochs) if done_epochs else None
-            shown.status("running: " + ", ".join(
-                f"{candidate.trial[:4]} seed {str(seed)[:4]}… {len(epochs.get(run_id(candidate.trial, seed), ()))}/"
-                f"{budget}" for candidate, seed in pending.values()) + f" · {finished} of {total} runs done", left)
-            for reference in ready:
-                candidate, seed = pending.pop(reference)
-                name = run_id(candidate.trial, seed)
-                try:
-                    result = ray.get(reference)
-                except Exception as error:  # its worker or node lost beyond the retries: the environment's fault
+        while todo or runs.pending:
+            while todo and len(runs.pending) < slots:
+                runs.start(*todo.pop(0))
+            ended = runs.poll(1.0)
+            now = sum(len(epochs) for epochs in runs.epochs.values())
+            shown.update(now - counted)
+            left = (time.monotonic() - began) / (now - counted) * (shown.total - now) if now > counted else None
+            running = ", ".join(f"{candidate.trial[:4]} seed {str(seed)[:4]}… "
+                                f"{len(runs.epochs.get(run_id(candidate.trial, seed), ()))}/{runs.budget}"
+                                for candidate, seed in runs.pending.values())
+            shown.status((f"running: {running} · " if running else "") + f"{finished} of {total} runs done", left)
+            counted = now
+            for candidate, seed, result in ended:
+                line = runs.record(candidate, seed, result)
+                if line is None:
                     lost += 1
                     shown.event(f"[{space.model}] confirm {candidate.trial} seed {seed}: interrupted, its worker was "
-                                f"lost ({_last_line(error)}); not failed: resume trains it again from its last epoch")
+                                f"lost ({_last_line(result)}); not failed: resume trains it again from its last epoch")
                     continue
-                if result.get(FAULT):  # its storage failed: stop here, every run stays as it is
-                    raise EnvironmentFault(str(result[FAULT]), trial_id=name, node=result.get("node"),
-                                           full=bool(result.get("full")))
-                if result.get(ERROR):
-                    ledger.confirmed(name, trial=candidate.trial, seed=seed, error=result[ERROR])
-                    line = f"failed: {result[ERROR]}"
-                else:
-                    ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result),
-                                     **({FOLD_RESULTS: result[FOLD_RESULTS]} if FOLD_RESULTS in result else {}))
-                    line = (f"{goal.name} {result.get(goal.best, math.nan):.4f} at its kept epoch "
-                            f"{result.get('best_epoch')} of {result.get('epoch')}") if FOLD_RESULTS not in result else (
-                        f"{goal.name} {result.get(goal.best, math.nan):.4f}, the mean over its folds ("
-                        + ", ".join(f"{fold[goal.name]:.4f}" for fold in result[FOLD_RESULTS]) + ")")
                 finished += 1
-                run_dir.push()
                 shown.event(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]")
     except KeyboardInterrupt:  # the driver says how to go on (unfinished_runs)
-        _stop(pending, ledger, run_dir)
+        runs.stop()
         return False
     except EnvironmentFault:  # the driver says what failed and how to go on (fault_guard)
-        _stop(pending, ledger, run_dir)
+        runs.stop()
         raise
     finally:
         shown.close()
-        ray.kill(queue.actor)
-    ledger.close()
-    run_dir.push()
+    runs.stop()
     return not lost
 
 
@@ -249,15 +357,6 @@ def epoch_seconds(run_dir: RunDir) -> dict[str, float]:
         if seconds:
             out[trial.trial_id] = statistics.fmean(seconds)
     return out
-
-
-def _stop(pending: dict[Any, Any], ledger: Ledger, run_dir: RunDir) -> None:
-    """Cancel the runs still training (each goes on from its last epoch when resumed) and save the records."""
-    for reference in pending:
-        ray.cancel(reference, force=True)
-    ledger.close()
-    with contextlib.suppress(Exception):  # best effort: the storage may be what failed
-        run_dir.push()
 
 
 def _last_line(error: BaseException) -> str:

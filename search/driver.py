@@ -97,8 +97,11 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
                                                                              else "") + f"{space.describe()}\n")
             out.flush()
             with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
-                search_model(run_dir, space, options, fold_refs, stream, bases)
-                _confirm(run_dir, fold_refs, bases, out)
+                try:
+                    search_model(run_dir, space, options, fold_refs, stream, bases)
+                    _confirm(run_dir, fold_refs, bases, out)
+                finally:
+                    confirm.stop_runs(run_dir)  # runs started early that nothing took over (a fault)
                 report(run_dir, out, writer="search run")
             searched.append(run_dir)
             if _interrupted(run_dir, out):
@@ -151,6 +154,8 @@ def _confirm(run_dir: RunDir, fold_refs: list[ray.ObjectRef], bases: dict[str, B
     if _unfinished(manifest, records) == 0:
         confirm.confirm(run_dir, manifest, fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()},
                         records, out)
+    else:  # interrupted: runs the search started early stop where they are, to be resumed with the rest
+        confirm.stop_runs(run_dir)
 
 
 def _interrupted(run_dir: RunDir, out: TextIO) -> bool:
@@ -223,8 +228,11 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
             out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
             out.flush()
             bases = read_bases(run_dir)
-            search_model(run_dir, manifest.space, manifest.options, fold_refs, out, bases)
-            _confirm(run_dir, fold_refs, bases, out)
+            try:
+                search_model(run_dir, manifest.space, manifest.options, fold_refs, out, bases)
+                _confirm(run_dir, fold_refs, bases, out)
+            finally:
+                confirm.stop_runs(run_dir)
             report(run_dir, out, writer="search resume")
         if _interrupted(run_dir, out):
             break

@@ -29,12 +29,13 @@ from alphatune import spaces
 from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEvents
 from alphatune.search.progress import SearchProgress
 from alphatune.search.cluster import concurrent_slots
-from alphatune.search.ledger import Ledger
+from alphatune.search import confirm
+from alphatune.search.ledger import Ledger, read_confirmation
 from alphatune.search.objective import objective
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base
 from alphatune.search.resume import close_abandoned, open_study, reconcile
-from alphatune.search.rundir import TENSORBOARD_DIR, RunDir, as_run_dir, fault_in
+from alphatune.search.rundir import TENSORBOARD_DIR, RunDir, as_run_dir, fault_in, read_manifest
 from alphatune.search.scheduler import SuccessiveHalving
 from alphatune.search.searcher import StudySearcher
 from alphatune.search.study import StudyPlace, make_sampler
@@ -172,6 +173,11 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
                  TensorBoardLogger(run_dir.work / TENSORBOARD_DIR, space, goal)]
     if not run_dir.is_local:
         callbacks.append(RunSync(run_dir))
+    if options.confirm > 0 and read_confirmation(run_dir.work)[0] is None:  # idle slots at the end: confirm early
+        runs = confirm.RUNS.setdefault(run_dir.root.uri, confirm.Runs(
+            run_dir, read_manifest(run_dir), fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()}))
+        callbacks.append(confirm.EarlyStart(runs, searcher, slots,
+                                            confirm.confirmation_seeds(options.seed, options.confirm_seeds)))
     try:
         with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
             tuner = tune.Tuner(

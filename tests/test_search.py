@@ -668,3 +668,25 @@ def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_i
     assert against is None or "(seed, fold) pair" in against["verdict"] or "default config itself" in against["verdict"]
     runs = [run for config in best["confirmation"]["configs"] for run in config["runs"]]
     assert runs and all(len(run["folds"]) == 3 for run in runs)
+
+
+def test_slots_the_last_trials_leave_idle_start_the_confirmation_runs_the_plan_will_hold_anyway(
+        ray_session, tmp_path, capsys) -> None:
+    """Two slots, three trials of four epochs (no pruning): the third trains alone once the first two have ended,
+    and its idle slot starts confirmation runs before the plan is made, only of candidates the plan holds whatever
+    that trial does (the top one of K=2, and Qlib's default). The confirmation takes them over and trains the rest;
+    every run of the plan ends once."""
+    from alphatune.search.ledger import read_confirmation
+    data = tmp_path / "data"
+    datasets.save(planted_dataset(n_days=220, n_stocks=120, seed=4), data)
+    options = tiny_options(tmp_path, data, samples=3, max_epochs=4, grace_epochs=4, confirm=2, confirm_seeds=2,
+                           max_concurrent=None, name="early")
+    [run_dir] = driver.run(options)
+    said = re.search(r"(\d+) started while the search's last trials trained", capsys.readouterr().out)
+    assert said and int(said[1]) >= 1
+    events = [json.loads(line) for line in (run_dir.work / "trials.jsonl").read_text().splitlines()]
+    plan, runs = read_confirmation(run_dir.work)
+    planned = {f"{candidate['trial']}-seed{seed}" for candidate in plan["candidates"] for seed in plan["seeds"]}
+    confirmed = [event["run"] for event in events if event["event"] == "confirmed"]
+    assert sorted(confirmed) == sorted(planned)  # each once, none outside the plan
+    assert Best.read(run_dir.work / "best.yaml").confirmation.complete
