@@ -288,7 +288,8 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
     assert {"lr", "hidden_size", "dropout", "model", "outcome", "trial", "optuna_trial"} <= set(columns["hparams"])
     # The searched hyperparameters are shown without the user ticking them (not batch_size and dropout ahead of lr).
     searched_names = {name for run_dir in run_dirs for name in read_manifest(run_dir).space.params}
-    assert set(columns["ticked"]) == searched_names if len(searched_names) <= 5 else set(columns["ticked"]) < searched_names
+    ticked = set(columns["ticked"])
+    assert (searched_names <= ticked if len(searched_names) <= 5 else ticked < searched_names), (ticked, searched_names)
     assert columns["metrics"] == ["kept_valid_ic", "kept_valid_loss", "kept_epoch", "valid_ic", "valid_loss",
                                   "train_loss"]
     assert columns["metric_names"]["kept_valid_loss"] == "valid_loss at the kept epoch"
@@ -304,6 +305,19 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
     for session in hist_sessions.values():
         assert session["metrics"]["kept_valid_ic"] == pytest.approx(max(session["metrics"]["kept_valid_ic"],
                                                                         session["metrics"]["valid_ic"]))
+
+
+def test_tensorboard_ticks_the_first_searched_hyperparameters_not_the_first_by_name(tmp_path) -> None:
+    # LSTM's and the Transformer's spaces together search eight hyperparameters; by name alone TensorBoard would
+    # tick batch_size, d_model, dropout, hidden_size and lr, hiding num_layers behind the Transformer's d_model.
+    from alphatune.search.callbacks import write_experiment
+    from alphatune.search.objective import OBJECTIVES
+    model_spaces = {name: spaces.load(name) for name in ("lstm", "transformer")}
+    write_experiment(tmp_path / "lstm" / "tensorboard", model_spaces, OBJECTIVES["valid_ic"])
+    _, columns = hparams_table(tmp_path)
+    union = list(dict.fromkeys(name for space in model_spaces.values() for name in space.params))
+    assert len(union) > 5 and set(columns["ticked"]) == set(union[:5])
+    assert {"num_layers", "lr"} <= set(columns["ticked"]) and "d_model" not in columns["ticked"]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
