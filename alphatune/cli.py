@@ -87,10 +87,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alphatune.datasets.errors import DataError
     from alphatune.evaluation.errors import EvaluationError
     from alphatune.search.cluster import ClusterError
+    from alphatune.search.ledger import LedgerError
     from alphatune.search.options import OptionError
     from alphatune.search.rundir import RunDirError
     from alphatune.spaces import SpaceError
-    return OptionError, SpaceError, RunDirError, DataError, ClusterError, EvaluationError, FileNotFoundError
+    return (OptionError, SpaceError, RunDirError, LedgerError, DataError, ClusterError, EvaluationError,
+            FileNotFoundError)
 
 
 def _terminate(signum: int, frame: object) -> None:

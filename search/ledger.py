@@ -19,7 +19,8 @@ One JSON object per line, appended by the driver (``Ledger``) as the search goes
 The searcher writes a trial's results and end here *before* it tells Optuna (``search.searcher``), so after any
 kill the ledger holds everything the study holds, and ``search.resume`` brings the study up to it. Appending whole
 lines (``alphatune.storage.LineFile``) keeps the file valid through a kill: a torn last line is skipped on reading,
-and ended before the next append, so that it swallows nothing. ``read_ledger`` folds the lines
+and ended before the next append, so that it swallows nothing. Any other line no ``Ledger`` wrote is damage, one
+line (``LedgerError``) whoever reads the file. ``read_ledger`` folds the lines
 into one ``LedgerTrial`` per trial, in the order the trials first appeared; a trial taken over by another is
 folded into it. Only JSON is read: nothing in a run directory can run code in whoever reads it.
 """
@@ -31,7 +32,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from alphatune.storage import LineFile
 
@@ -82,16 +83,66 @@ def _number(value: Any) -> Any:
     return math.nan if value is None else value
 
 
-def parse_ledger(lines: Any) -> list[LedgerTrial]:
-    """The trials of a ledger's lines (see the module doc), in first-appearance order."""
+class LedgerError(ValueError):
+    """A ledger that is damaged (not one written by ``Ledger``, torn tails aside): one line naming the file, the
+    line and what is wrong with it."""
+
+
+_FIELDS = {"trial": str, "event": str, "config": dict, "run": str}  # a field, when present, and its type
+
+
+def torn_fragment(line: str) -> bool:
+    """Whether ``line`` (not valid JSON) is the start of a ledger record cut short by a kill: a JSON object
+    whose text stops in a string, a number or a literal, or between tokens. Anything else is damage."""
+    if not line.startswith("{"):
+        return False
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data":  # a whole object with more after it
+            return False
+        rest = line[error.pos:]
+        return error.msg.startswith("Unterminated string") or all(char.isalnum() or char in ".+-" for char in rest)
+    return False
+
+
+def ledger_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of the ledger at ``path``, in order; a torn fragment (see ``torn_fragment``) is passed over.
+    ``LedgerError`` (``FILE:LINE: what``) at the first line that no ``Ledger`` wrote: bytes that are not UTF-8, a
+    line that is not a JSON object, a record without its event or with a field of the wrong type."""
+    with Path(path).open("rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise LedgerError(f"{path}:{number}: not UTF-8 text: the ledger is damaged") from None
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as error:
+                if torn_fragment(line):
+                    continue
+                raise LedgerError(f"{path}:{number}: not a ledger record ({error.msg} at column {error.colno}): "
+                                  f"the ledger is damaged") from None
+            if not isinstance(entry, dict):
+                raise LedgerError(f"{path}:{number}: a JSON {type(entry).__name__}, not a ledger record: the ledger "
+                                  f"is damaged")
+            if "event" not in entry:
+                raise LedgerError(f"{path}:{number}: a record without its event: the ledger is damaged")
+            for name, kind in _FIELDS.items():
+                if name in entry and not isinstance(entry[name], kind):
+                    raise LedgerError(f"{path}:{number}: {name} is {entry[name]!r}, not a {kind.__name__}: the ledger "
+                                      f"is damaged")
+            yield entry
+
+
+def parse_ledger(entries: Iterable[dict[str, Any]]) -> list[LedgerTrial]:
+    """The trials of a ledger's records (``ledger_entries``; see the module doc), in first-appearance order."""
     trials: dict[str, LedgerTrial] = {}
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-        if not isinstance(entry, dict) or not isinstance(entry.get("trial"), str):
-            continue
+    for entry in entries:
+        if not isinstance(entry.get("trial"), str):
+            continue  # a record of no trial (the confirmation's plan)
         trial = trials.setdefault(entry["trial"], LedgerTrial(entry["trial"]))
         event = entry.get("event")
         if event == "start":
@@ -126,8 +177,7 @@ def read_ledger(run_dir: str | Path) -> list[LedgerTrial] | None:
     path = Path(run_dir) / LEDGER
     if not path.is_file():
         return None
-    with path.open(encoding="utf-8") as lines:
-        return parse_ledger(lines)
+    return parse_ledger(ledger_entries(path))
 
 
 def read_confirmation(run_dir: str | Path) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
@@ -137,18 +187,11 @@ def read_confirmation(run_dir: str | Path) -> tuple[dict[str, Any] | None, dict[
     plan, runs = None, {}
     if not path.is_file():
         return plan, runs
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(entry, dict):
-                continue
-            if entry.get("event") == "confirmation" and plan is None:
-                plan = entry
-            elif entry.get("event") == "confirmed" and isinstance(entry.get("run"), str):
-                runs[entry["run"]] = {key: _number(value) if key in _NUMBERS else value for key, value in entry.items()}
+    for entry in ledger_entries(path):
+        if entry["event"] == "confirmation" and plan is None:
+            plan = entry
+        elif entry["event"] == "confirmed" and isinstance(entry.get("run"), str):
+            runs[entry["run"]] = {key: _number(value) if key in _NUMBERS else value for key, value in entry.items()}
     return plan, runs
 
 

@@ -43,6 +43,7 @@ import yaml
 from alphatune import spaces
 from alphatune.storage import Location, Mirror, StorageError, cache_dir, disk_full, environment_fault, writer
 from alphatune.search.folds import FoldPlan
+from alphatune.search.ledger import read_ledger
 from alphatune.search.options import SearchOptions, space_origin
 
 MANIFEST = "search.yaml"
@@ -56,7 +57,6 @@ class RunDirError(ValueError):
 
 
 DRIVER_STUDY = "optuna.db"
-LEDGER_FILE = "trials.jsonl"
 
 
 @dataclass(frozen=True)
@@ -250,13 +250,16 @@ def check_not_held(run_dir: RunDir | Path | str) -> None:
 
 def check_resumable(run_dirs: list[RunDir]) -> None:
     """``RunDirError`` (one line) for a run directory this process cannot write (read-only: it can still be exported
-    elsewhere and evaluated) or that another process is writing; creates nothing."""
+    elsewhere and evaluated) or that another process is writing, ``LedgerError`` for a local one whose ledger is
+    damaged (a bucket's is read once it is brought down); creates nothing."""
     for run_dir in run_dirs:
         reason = run_dir.root.unwritable()
         if reason is not None:
             raise RunDirError(f"{run_dir}: cannot resume a search there ({reason}); a read-only run can still be "
                               f"exported (search export --out DIR) and evaluated")
         check_not_held(run_dir)
+        if run_dir.is_local:
+            read_ledger(run_dir.work)
 
 
 def release_writer(run_dir: RunDir | Path | str) -> None:

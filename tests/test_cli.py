@@ -3,6 +3,7 @@ Ctrl-C, and ``--help``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -92,6 +93,39 @@ def test_a_stale_ray_cluster_file_is_ignored_and_a_private_cluster_started(tiny_
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     assert (tmp_path / "stale" / "lstm" / "best.yaml").is_file()
     assert "Failed to connect to GCS" not in completed.stderr
+
+
+def test_a_damaged_ledger_is_one_line_naming_its_line_before_torch_and_a_torn_tail_is_not_damage(
+        tiny_search, tmp_path, ray_tmpdir) -> None:
+    """The ledger is read as a whole before export or resume do any work: a line no search wrote (here, an editor's
+    stray text in the middle) is one line naming the file and the line, exit 2, before torch or Ray loads; the
+    torn last line a kill leaves is no damage and export goes on."""
+    env = search_env(ray_tmpdir)
+    searched = subprocess.run([sys.executable, "-m", "alphatune", "search", *tiny_search, "--storage-path",
+                               str(tmp_path), "--name", "ledger"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=HANG_SECONDS)
+    assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-3000:]
+    run_dir = tmp_path / "ledger" / "lstm"
+    ledger = run_dir / "trials.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+
+    def alphatune(*args: str) -> tuple[int, list[str], bool]:
+        script = ("import json, sys\nfrom alphatune.cli import main\n"
+                  f"code = main({list(args)!r})\n"
+                  "print(json.dumps([code, 'torch' in sys.modules or 'ray' in sys.modules]))\n")
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=HANG_SECONDS)
+        code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+        return code, done.stderr.strip().splitlines(), heavy
+
+    ledger.write_text("".join(lines[:3]) + "trial 2 looked odd, rerun it\n" + "".join(lines[3:]))
+    for args in (("search", "export", str(run_dir)), ("search", "resume", str(run_dir))):
+        code, errors, heavy = alphatune(*args)
+        assert code == 2 and errors == [f"error: {ledger}:4: not a ledger record (Expecting value at column 1): "
+                                        f"the ledger is damaged"] and not heavy, (args, errors)
+    ledger.write_text("".join(lines) + lines[-1][:len(lines[-1]) // 2])  # a kill's torn tail: no damage
+    code, errors, _ = alphatune("search", "export", str(run_dir))
+    assert code == 0 and not [line for line in errors if line.startswith("error")], errors
 
 
 def test_an_address_that_does_not_answer_is_one_line_before_any_work(tiny_search, tmp_path, ray_tmpdir) -> None:

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from alphatune.search.ledger import LEDGER, read_ledger
+from alphatune.search.ledger import LEDGER, LedgerError, read_confirmation, read_ledger, torn_fragment
 from alphatune.search.resume import open_study
 from alphatune.search.rundir import RunDirError
 from alphatune.search.searcher import OPTUNA_TRIAL
@@ -120,6 +120,34 @@ def test_a_torn_ledger_line_swallows_nothing_and_every_count_stays_right(tmp_pat
         ("t1", 0, "TERMINATED", 1), ("t2", 1, "TERMINATED", 2), ("t3", 2, "TERMINATED", 2)]
     states = {trial.number: (trial.state.name, trial.value) for trial in study_of(tmp_path).trials}
     assert states == {0: ("PRUNED", -0.00638), 1: ("COMPLETE", 0.02), 2: ("COMPLETE", 0.03)}
+
+
+def test_every_cut_of_a_record_is_a_torn_fragment_and_nothing_a_ledger_never_writes_is() -> None:
+    record = json.dumps({"event": "result", "trial": "t1", "epoch": 3, "valid_ic": -0.0123, "final": False,
+                         "best": None, "fold": 2, "seconds": 1.5e-3, "note": "a \"quoted\" word"})
+    assert all(torn_fragment(record[:cut]) for cut in range(1, len(record)))
+    for text in ("trial 2 looked odd", "[1, 2]", '{"event": "result"} trailing words', "", "{}x", '"text"'):
+        assert not torn_fragment(text), text
+
+
+@pytest.mark.parametrize("line, what", [
+    (b"\xff\xfe garbage", "not UTF-8 text"),
+    (b"hello", "not a ledger record (Expecting value at column 1)"),
+    (b"[1, 2]", "a JSON list, not a ledger record"),
+    (b'{"trial": "t1", "epoch": 1}', "a record without its event"),
+    (b'{"event": "trial", "trial": 7, "config": {}}', "trial is 7, not a str"),
+    (b'{"event": "trial", "trial": "t9", "config": [1]}', "config is [1], not a dict"),
+])
+def test_a_ledger_line_no_search_wrote_is_one_line_naming_the_file_and_line(line: bytes, what: str,
+                                                                            tmp_path: Path) -> None:
+    path = tmp_path / LEDGER
+    path.write_bytes(b'{"event": "trial", "trial": "t1", "config": {"lr": 0.1}}\n{"event": "end", "tri\n'
+                     + line + b'\n{"event": "end", "trial": "t1", "status": "TERMINATED"}\n')
+    with pytest.raises(LedgerError) as raised:
+        read_ledger(tmp_path)
+    assert str(raised.value) == f"{path}:3: {what}: the ledger is damaged"
+    with pytest.raises(LedgerError):
+        read_confirmation(tmp_path)
 
 
 # ------------------------------------------------------------------ a study that cannot be opened
