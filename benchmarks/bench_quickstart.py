@@ -10,9 +10,13 @@ epoch's measured training and validation seconds) and the times its output lines
 * the trials: their training epochs (the trainer's own seconds: training and validation), each trial's start (a
   worker process started or reused, torch imported, the dataset fetched from the object store, the network built),
   the work around each epoch (model and state files, the daily IC, the report), and the trial slots left idle;
-* the confirmation, likewise; the export and the summary at the end.
+* the confirmation, likewise (its runs that started while the last trials still ran, in slots they left idle,
+  and what was left after the last trial ended); the idle slot time; the export and the summary at the end.
 
-    python benchmarks/bench_quickstart.py [--venv DIR] [--no-record] [--smoke]
+With ``--baseline REV`` it measures that revision first, then this checkout's HEAD, one after the other in one
+run, and gives the ratio of their wall times.
+
+    python benchmarks/bench_quickstart.py [--venv DIR] [--baseline REV] [--json FILE] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -57,22 +61,17 @@ def breakdown(lines: list[tuple[float, str]], wall: float, run_dir: Path, slots:
     events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines() if line.strip()]
     created = {event["trial"]: event["time"] for event in events if event.get("event") == "trial"}
     results = [event for event in events if event.get("event") == "result"]
-    confirmed = [event for event in events if event.get("event") == "confirmed"]
-    plan = next((event for event in events if event.get("event") == "confirmation"), None)
+    confirmed = [event for event in events if event.get("event") == "confirmed" and "reported_at" in event]
     ends = [event["time"] for event in events if event.get("event") == "end"]
     t0 = min(created.values())  # the first trial's creation, in wall-clock seconds
-    rays_up = first(lines, "trial slot")
-    trials_start = first(lines, "searching")
-    trials_end = first(lines, "confirming") or first(lines, "] 8 trials:") or wall
+    trials_end = max(ends) if ends else t0
+    runs_end = max([trials_end] + [entry["time"] for entry in confirmed])
     starts = {trial: min(row["started_at"] for row in results if row["trial"] == trial) for trial in created
               if any(row["trial"] == trial for row in results)}
-    train = sum(row["seconds"] for row in results)
-    worker_start = sum(starts[trial] - created[trial] for trial in starts)
     per_trial: dict[str, list[dict[str, Any]]] = {}
     for row in results:
         per_trial.setdefault(row["trial"], []).append(row)
-    around = 0.0
-    busy = 0.0
+    around = busy = 0.0
     for trial, rows in per_trial.items():
         rows.sort(key=lambda row: row["reported_at"])
         previous = rows[0]["started_at"]
@@ -80,27 +79,32 @@ def breakdown(lines: list[tuple[float, str]], wall: float, run_dir: Path, slots:
             around += max(0.0, row["reported_at"] - previous - row["seconds"])
             previous = row["reported_at"]
         busy += rows[-1]["reported_at"] - created[trial]
-    phase = (max(ends) - t0) if ends else 0.0
-    confirmation = {}
-    if plan is not None and confirmed:
-        runs_seconds = sum(entry.get("seconds") or 0.0 for entry in confirmed)
-        confirmation = {"wall": max(entry["time"] for entry in confirmed) - plan["time"], "runs": len(confirmed),
-                        "epochs": sum(int(entry.get("epoch") or 0) for entry in confirmed),
-                        "run_seconds": sum((entry["reported_at"] - entry["started_at"]) for entry in confirmed
-                                           if "reported_at" in entry)}
-    return {"wall": wall, "before_trials": trials_start, "ray_up": rays_up, "trials_phase": phase,
-            "trials_output_span": (trials_end or wall) - (trials_start or 0.0), "train_seconds": train,
-            "epochs": len(results), "trials": len(created), "worker_start": worker_start, "around_epochs": around,
-            "idle_slots": max(0.0, slots * phase - busy), "slots": slots, "confirmation": confirmation,
+    run_seconds = sum(entry["reported_at"] - entry["started_at"] for entry in confirmed)
+    early = [entry for entry in confirmed if entry["started_at"] < trials_end]
+    return {"wall": wall, "before_trials": first(lines, "searching"), "ray_up": first(lines, "trial slot"),
+            "trials_phase": trials_end - t0, "train_seconds": sum(row["seconds"] for row in results),
+            "epochs": len(results), "trials": len(created),
+            "worker_start": sum(starts[trial] - created[trial] for trial in starts), "around_epochs": around,
+            "trial_slot_seconds": busy, "slots": slots,
+            "confirmation": {"runs": len(confirmed), "epochs": sum(int(entry.get("epoch") or 0) for entry in confirmed),
+                             "run_seconds": run_seconds, "early_runs": len(early),
+                             "early_seconds": sum(min(entry["reported_at"], trials_end) - entry["started_at"]
+                                                  for entry in early),
+                             "after_trials": runs_end - trials_end},
+            "idle_slots": max(0.0, slots * (runs_end - t0) - busy - run_seconds),
             "after_confirmation": wall - (first(lines, "] 8 trials:") or wall)}
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: argparse.Namespace, revision: str | None = None) -> dict[str, Any]:
+    """The quick start of this checkout's HEAD (or of ``revision``) from a fresh clone: its breakdown."""
     scratch = Path(tempfile.mkdtemp(prefix="alphatune-quickstart-", dir="/tmp"))
     try:
         clone = scratch / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "ALPHATUNE_"))}
+        if revision:
+            subprocess.run(["git", "checkout", "-q", revision], cwd=clone, check=True)
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(("RAY_", "ALPHATUNE_")) and key != "PYTHONPATH"}
         env.update(PYTHONUNBUFFERED="1", ALPHATUNE_CACHE=str(scratch / "cache"))
         install = 0.0
         if args.venv is None:
@@ -120,39 +124,68 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if code != 0:
             raise SystemExit(f"the quick start exited with {code}")
         result = breakdown(lines, wall, scratch / "runs" / "quickstart" / "lstm", slots=os.cpu_count() or 2)
-        result["install"] = install
-        result["command"] = " ".join(command[1:])
+        described = subprocess.run(["git", "log", "-1", "--format=%h %cs"], cwd=clone, capture_output=True,
+                                   text=True, check=True).stdout.strip()
+        result.update(install=install, command=" ".join(command[1:]), revision=described, load=load_average())
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def render(result: dict[str, Any], smoke: bool) -> str:
-    minutes = lambda seconds: f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"  # noqa: E731
-    confirmation = result["confirmation"] or {}
-    rows = [["install (fresh venv)", minutes(result["install"]) if result["install"] else "(reused)"],
-            ["start to the first trial (imports, checks, data, Ray)", minutes(result["before_trials"] or 0)],
-            ["of which: until Ray is up", minutes(result["ray_up"] or 0)],
-            [f"trials ({result['trials']} trials, {result['epochs']} epochs, {result['slots']} slots)",
-             minutes(result["trials_phase"])],
-            ["of which: training epochs (the trainer's seconds, all slots)", minutes(result["train_seconds"])],
-            ["of which: trial starts (worker, imports, data, network)", minutes(result["worker_start"])],
-            ["of which: the work around each epoch (files, report)", minutes(result["around_epochs"])],
-            ["of which: idle slot time", minutes(result["idle_slots"])],
-            [f"confirmation ({confirmation.get('runs', 0)} runs, {confirmation.get('epochs', 0)} epochs)",
-             minutes(confirmation.get("wall", 0.0))],
-            ["summary, export, exit", minutes(result["after_confirmation"])],
-            ["**the command, start to end**", f"**{minutes(result['wall'])}**"]]
-    return ("Smoke run: checks the script, measures nothing. " if smoke else "") + (
-        f"`alphatune {result['command']}` (the README's quick start) from a fresh clone"
-        + (f", after `{INSTALL}`" if result["install"] else ", in an installed venv") + ". Times of the trials "
-        "and the confirmation are sums over the slots where they say so.\n\n"
-        + report.markdown_table(["part", "time"], rows))
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def rows_of(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(part, time) rows of one measurement."""
+    confirmation = result["confirmation"]
+    slots = result["slots"]
+    return [("install (fresh venv)", minutes(result["install"]) if result["install"] else "(reused)"),
+            ("start to the first trial (imports, checks, data, Ray)", minutes(result["before_trials"] or 0)),
+            ("of which: until Ray is up", minutes(result["ray_up"] or 0)),
+            (f"the trials, first created to last ended", minutes(result["trials_phase"])),
+            ("trials, epochs", f"{result['trials']}, {result['epochs']}"),
+            (f"training epochs (the trainer's seconds, all {slots} slots)", minutes(result["train_seconds"])),
+            ("trial starts (worker, imports, data, network; all slots)", minutes(result["worker_start"])),
+            ("the work around each epoch (files, report; all slots)", minutes(result["around_epochs"])),
+            ("confirmation runs, epochs", f"{confirmation['runs']}, {confirmation['epochs']}"),
+            ("confirmation runs' training (all slots)", minutes(confirmation["run_seconds"])),
+            ("of which: while trials still ran (runs started early)",
+             f"{minutes(confirmation['early_seconds'])} ({confirmation['early_runs']} runs)"),
+            ("confirmation after the last trial ended", minutes(confirmation["after_trials"])),
+            ("idle slot time, first trial to last run (all slots)", minutes(result["idle_slots"])),
+            ("summary, export, exit", minutes(result["after_confirmation"])),
+            ("**the command, start to end**", f"**{minutes(result['wall'])}**")]
+
+
+def render(results: list[dict[str, Any]], smoke: bool) -> str:
+    """One column per measurement (the baseline first), and the ratio of the last to the first."""
+    columns = [dict(rows_of(result)) for result in results]
+    parts = list(columns[0])
+    header = ["part"] + [f"{result['revision']}" for result in results]
+    table = [[part] + [column[part] for column in columns] for part in parts]
+    text = ("Smoke run: checks the script, measures nothing. " if smoke else "") + (
+        f"`alphatune {results[-1]['command']}` (the README's quick start) from a fresh clone"
+        + (f", after `{INSTALL}`" if results[-1]["install"] else ", in an installed venv") + ", "
+        + (f"each of {len(results)} revisions of this repository, one after the other in one run (columns: the "
+           "commit measured); " if len(results) > 1 else "")
+        + "slot times are sums over the trial slots. Load average at each end: "
+        + ", ".join(result["load"] for result in results) + ".\n\n" + report.markdown_table(header, table))
+    if len(results) > 1:
+        before, now = results[0]["wall"], results[-1]["wall"]
+        text += (f"\n\nThe command took {now / before:.2f}× the time of {results[0]['revision']} "
+                 f"({minutes(before)} → {minutes(now)}); the same trials, epochs budget, seeds and data.")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", help="an installed environment to use instead of a fresh one")
+    parser.add_argument("--baseline", metavar="REV", help="also measure this git revision first, side by side")
     parser.add_argument("--json", type=Path, help="also write the measured numbers here")
     parser.add_argument("--render-from", type=Path, help="measure nothing: render (and record) a --json file")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -161,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.no_record, args.venv = True, args.venv or str(Path(sys.executable).parent.parent)
     if args.render_from:
-        result = json.loads(args.render_from.read_text())
+        results = json.loads(args.render_from.read_text())
     else:
-        result = measure(args)
+        results = ([measure(args, args.baseline)] if args.baseline else []) + [measure(args)]
         if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
-    body = render(result, args.smoke)
+            args.json.write_text(json.dumps(results, indent=1))
+    body = render(results, args.smoke)
     print(body)
     if not args.no_record:
         report.write_section("bench_quickstart", "The quick start: how long, and where the time goes", body)
