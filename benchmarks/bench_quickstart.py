@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,10 @@ def breakdown(lines: list[tuple[float, str]], wall: float, run_dir: Path, slots:
                                                   for entry in early),
                              "after_trials": runs_end - trials_end},
             "idle_slots": max(0.0, slots * (runs_end - t0) - busy - run_seconds),
-            "after_confirmation": wall - (first(lines, "] 8 trials:") or wall)}
+            "after_confirmation": wall - next((at for at, line in lines if SUMMARY.search(line)), wall)}
+
+
+SUMMARY = re.compile(r"\] \d+ trials?: ")  # the summary's first line, "[lstm] 8 trials: ..."
 
 
 def measure(args: argparse.Namespace, revision: str | None = None) -> dict[str, Any]:
