@@ -167,7 +167,7 @@ def measure(variant: str, trials: int, data: Path, source: str, segments: dict[s
     return {"variant": variant, "trials": trials, "arrays_mb": arrays_mb, "epochs": epochs, "idle_pss_mb": idle_pss,
             "idle_rss_mb": idle_rss, "put_peak_pss_mb": putting.peak_pss, "peak_pss_mb": training.peak_pss,
             "peak_rss_mb": training.peak_rss, "seconds": seconds,
-            "all_running_together": len(reports) == trials and max(starts) < min(ends)}
+            "all_running_together": len(reports) == trials and max(starts) < min(ends), "load": util.load_average()}
 
 
 def fold_line(rows: list[dict]) -> str:
@@ -179,12 +179,13 @@ def fold_line(rows: list[dict]) -> str:
         return ""
     fewest, most = min(folds), max(folds)
     some = folds[fewest]
-    line = (f"the {FOLDS} folds' arrays are {some['arrays_mb']:,.0f} MB ({some['arrays_mb'] / single[fewest]['arrays_mb']:.1f}× "
+    line = (f"The {FOLDS} folds' arrays are {some['arrays_mb']:,.0f} MB ({some['arrays_mb'] / single[fewest]['arrays_mb']:.1f}× "
             f"the one dataset: each fold carries its own three-year train window), in the store once for the node: ")
     if most > fewest and most in single:
-        per_fold = (folds[most]["peak_pss_mb"] - folds[fewest]["peak_pss_mb"]) / (most - fewest)
-        per_one = (single[most]["peak_pss_mb"] - single[fewest]["peak_pss_mb"]) / (most - fewest)
-        line += (f"each extra trial added {per_fold:,.0f} MB with folds against {per_one:,.0f} MB with one dataset, "
+        added = lambda r: r["peak_pss_mb"] - r["idle_pss_mb"]  # noqa: E731
+        per_fold = (added(folds[most]) - added(folds[fewest])) / (most - fewest)
+        per_one = (added(single[most]) - added(single[fewest])) / (most - fewest)
+        line += (f"each extra trial added {per_fold:,.0f} MB with folds against {per_one:,.0f} MB with one dataset: "
                  f"a worker, not another copy of the folds. ")
     else:
         line += f"peak − idle {some['peak_pss_mb'] - some['idle_pss_mb']:,.0f} MB. "
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         "that loads the data inside the trial, and the walk-forward folds on the embedded data)")
     parser.add_argument("--source", default=str(CN_CSI300), help="the Qlib directory the walk-forward folds are "
                         "prepared from")
+    parser.add_argument("--json", type=Path, help="also write the measured rows here")
+    parser.add_argument("--render-from", type=Path, help="measure nothing: render (and record) a --json file")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "TRIALS"), help=argparse.SUPPRESS)
     parser.add_argument("--settle", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -210,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
+    if args.render_from:
+        return record(json.loads(args.render_from.read_text()), args.no_record)
     from alphatune import datasets
     from alphatune.datasets.sources import is_prepared
     variants, smoke_dir = VARIANTS, None
@@ -236,8 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if smoke_dir is not None:
             shutil.rmtree(smoke_dir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return record(rows, args.no_record)
 
-    single = {r["variant"]: r["peak_pss_mb"] - r["idle_pss_mb"] for r in rows if r["trials"] == min(args.trials)}
+
+def record(rows: list[dict], no_record: bool) -> int:
+    """Print the table of ``rows`` and, unless ``no_record``, write it into docs/benchmarks.md."""
+    trial_counts = sorted({r["trials"] for r in rows})
+    single = {r["variant"]: r["peak_pss_mb"] - r["idle_pss_mb"] for r in rows if r["trials"] == min(trial_counts)}
     table = report.markdown_table(
         ["trials at once", "dataset in the trial from", "arrays MB", "epochs trained", "peak node PSS MB while trials run",
          "idle node PSS MB", "peak − idle MB", "(peak − idle) / arrays", "peak node RSS MB while trials run",
@@ -247,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{(r['peak_pss_mb'] - r['idle_pss_mb']) / r['arrays_mb']:.2f}",
           f"{r['peak_rss_mb']:,.0f}", f"{r['put_peak_pss_mb']:,.0f}", "yes" if r["all_running_together"] else "no",
           f"{r['seconds']:.0f}"] for r in rows])
-    smallest, largest = min(args.trials), max(args.trials)
+    smallest, largest = min(trial_counts), max(trial_counts)
     growth = {r["variant"]: (r["peak_pss_mb"] - r["idle_pss_mb"]) - single[r["variant"]]
               for r in rows if r["trials"] == largest}
     growth_line = (f"From {smallest} to {largest} trials the node's peak grew by: " + "; ".join(
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         f"only a small reference is put) and while the trials run. *idle* is the node after `ray.init`, before "
         f"the dataset is put; *peak − idle* is what the search added while the trials ran.",
         table,
-        growth_line + "A trial worker process (Python, torch, Ray) costs a few "
+        growth_line + fold_line(rows) + "A trial worker process (Python, torch, Ray) costs a few "
         "hundred MB whatever the data path, so *one dataset + N models* means peak − idle ≈ dataset + N × "
         "worker. The object store keeps one copy of the arrays in shared memory that every trial maps; "
         "memory-mapped files from disk share the page cache the same way (trials read only the train and valid "
@@ -275,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         "caught, the object store's put briefly holds two datasets (the driver's mapped file pages and the shared "
         "copy) until the driver drops its own. PSS is the "
         "honest sum; RSS counts each shared page once per process, so it overstates both sharing paths. On this "
-        "2-core machine 4 trials at once share 2 cores, which changes time, not memory; " + fold_line(rows) + "other engineers' jobs "
-        "were running (load average at the end: " + util.load_average() + ").",
+        "2-core machine 4 trials at once share 2 cores, which changes time, not memory; other engineers' jobs "
+        "were running (load average at the end: " + rows[-1].get("load", util.load_average()) + ").",
     ])
     print(body)
-    if not args.no_record:
+    if not no_record:
         report.write_section("bench_search_memory", "Search: peak node memory, object store vs per-trial loading",
                              body)
     return 0
