@@ -22,7 +22,8 @@ runs in its own process (``--cpus`` CPUs each, one torch thread per trial), both
 
     python benchmarks/bench_walkforward.py [--models lstm,gru] [--single-samples 24] [--fold-samples 7]
                                            [--folds 4] [--max-epochs 3] [--confirm 1] [--confirm-seeds 5]
-                                           [--rolling 40] [--rolling-train sliding] [--no-record] [--smoke]
+                                           [--rolling 40] [--rolling-train sliding] [--keep-runs DIR]
+                                           [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -54,10 +55,14 @@ SMOKE_ROLLING = {"train": ("2018-12-17", "2018-12-28"), "valid": ("2019-01-16", 
 
 
 def search(args: argparse.Namespace, scratch: Path, name: str, samples: int, folds: int) -> dict[str, Any]:
-    """One search with its confirmation; what it cost (epochs and wall time, from its ledger) and what it chose."""
+    """One search with its confirmation; what it cost (epochs and wall time, from its ledger) and what it chose.
+
+    A search that already finished in ``scratch`` (its best.yaml names a confirmed winner: ``--keep-runs`` of a
+    measurement cut short in its rolling test) is read, not run again; its cost comes from its ledger all the same.
+    """
     from alphatune.evaluation.best import Best
     from alphatune.search import driver
-    from alphatune.search.ledger import read_confirmation, read_ledger
+    from alphatune.search.ledger import LEDGER, ledger_entries, read_confirmation, read_ledger
     from alphatune.search.options import SearchOptions
 
     segments = report.SMOKE_SEGMENTS if args.smoke else SEGMENTS
@@ -65,19 +70,29 @@ def search(args: argparse.Namespace, scratch: Path, name: str, samples: int, fol
                             max_epochs=args.max_epochs, folds=folds, fold_train="rolling", confirm=args.confirm,
                             confirm_seeds=args.confirm_seeds, seed=args.seed, storage_path=str(scratch / "runs"),
                             name=name, progress_seconds=120, **segments)
-    started = time.time()
-    [run_dir] = driver.run(options, stream=sys.stderr)
-    ended = time.time()
-    plan, runs = read_confirmation(run_dir.work)
-    trials = read_ledger(run_dir.work) or []
-    best = Best.read(run_dir / "best.yaml")
-    confirmation_started = plan["time"] if plan else ended
+    finished = scratch / "runs" / name / args.model
+    if (finished / "best.yaml").is_file() and Best.read(finished / "best.yaml").confirmation.winner:
+        print(f"[{args.model}] {name}: reusing the finished search in {finished}", file=sys.stderr, flush=True)
+        work = finished
+    else:
+        [run_dir] = driver.run(options, stream=sys.stderr)
+        work = run_dir.work
+    _, runs = read_confirmation(work)
+    trials = read_ledger(work) or []
+    best = Best.read(work / "best.yaml")
+    # Wall time from the ledger: the first trial created .. the last ended (the search) .. the last run confirmed.
+    times = {}
+    for entry in ledger_entries(work / LEDGER):
+        if "time" in entry:
+            times.setdefault(entry["event"], []).append(entry["time"])
+    first, searched = min(times["trial"]), max(times["end"])
+    confirmed = max(times.get("confirmed", [searched]))
     return {"name": name, "folds": folds, "samples": samples, "winner": best.confirmation.winner,
             "hyperparameters": best.hyperparameters, "seeds": best.confirmation.seeds,
             "search_epochs": sum(len(trial.epochs()) for trial in trials),
             "confirmation_epochs": sum(sum(fold["epochs"] for fold in entry.get("fold_results") or [])
                                        or int(entry.get("epoch") or 0) for entry in runs.values()),
-            "search_s": confirmation_started - started, "confirmation_s": ended - confirmation_started,
+            "search_s": searched - first, "confirmation_s": confirmed - searched,
             "trial_counts": best.search.trials, "pbo": best.overfitting.pbo, "pbo_note": best.overfitting.pbo_note,
             "against_default": best.confirmation.against_default, "windows": best.validation.folds,
             "winner_is_default": next(config.default for config in best.confirmation.configs
@@ -210,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpus", type=int, default=1, help="CPUs of each model's private Ray node")
     parser.add_argument("--json", type=Path, help="also write the measured numbers here")
+    parser.add_argument("--keep-runs", type=Path, help="keep the searches' runs under DIR/<model>; a search already "
+                        "finished there is read, not run again (to finish a measurement cut short in its rolling test)")
     parser.add_argument("--render-from", type=Path, nargs="+", help="measure nothing: render --json files")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--smoke", action="store_true", help=report.SMOKE_HELP)
@@ -218,11 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.single_samples, args.fold_samples, args.folds = "lstm", 2, 2, 2
         args.max_epochs, args.confirm, args.confirm_seeds, args.rolling, args.no_record = 1, 1, 2, 10, True
     if args.model:  # a child: one model, its numbers as JSON
-        scratch = util.scratch_dir("alphatune-wf-")
+        scratch = args.keep_runs / args.model if args.keep_runs else util.scratch_dir("alphatune-wf-")
+        scratch.mkdir(parents=True, exist_ok=True)
         try:
             result = measure(args, scratch)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if not args.keep_runs:
+                shutil.rmtree(scratch, ignore_errors=True)
         args.json.write_text(json.dumps(result, indent=1, default=str))
         return 0
     if args.render_from:
