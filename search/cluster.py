@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -243,16 +244,17 @@ def check_gpus(gpus_per_trial: float, address: str | None) -> None:
     one without a GPU is only warned about. Call before ``start_ray`` (only torch is asked) and after."""
     if gpus_per_trial <= 0:
         return
-    import ray
     import torch
     from alphatune.search.options import OptionError
+    ray = sys.modules.get("ray")  # before start_ray Ray need not be imported: there is nothing to ask it yet
+    started = ray is not None and ray.is_initialized()
     if not named_address(address):
         if not torch.cuda.is_available():
             raise OptionError(f"--gpus-per-trial {gpus_per_trial:g}: torch sees no CUDA GPU on this machine "
                               f"(torch {torch.__version__}); use 0 for CPU trials")
-        if ray.is_initialized() and ray.cluster_resources().get("GPU", 0.0) <= 0:
+        if started and ray.cluster_resources().get("GPU", 0.0) <= 0:
             raise OptionError(f"--gpus-per-trial {gpus_per_trial:g}: this machine's Ray node has no GPU resource; "
                               f"start Ray with --num-gpus or use 0")
-    elif ray.is_initialized() and ray.cluster_resources().get("GPU", 0.0) <= 0:
+    elif started and ray.cluster_resources().get("GPU", 0.0) <= 0:
         logging.getLogger(__name__).warning("--gpus-per-trial %g: the cluster has no GPU now; trials wait until a "
                                             "GPU node joins", gpus_per_trial)

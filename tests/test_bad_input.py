@@ -4,6 +4,7 @@ imported (so within about a second, whatever the machine), and nothing left behi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +15,20 @@ from limits import HANG_SECONDS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_command(argv: list[str], cwd: Path) -> tuple[int, list[str], dict[str, bool]]:
-    """``alphatune ARGV`` in a fresh interpreter: exit status, stderr lines, and which heavy modules it imported."""
+def run_command(argv: list[str], cwd: Path, env: dict[str, str] | None = None
+                ) -> tuple[int, list[str], dict[str, bool]]:
+    """``alphatune ARGV`` in a fresh interpreter (``env``: its environment, else this one's): exit status, stderr
+    lines, and which heavy modules it imported."""
     script = ("import json, sys\n"
               "from alphatune.cli import main\n"
-              f"code = main({argv!r})\n"
+              "try:\n"
+              f"    code = main({argv!r})\n"
+              "except SystemExit as stop:  # argparse's own errors end the process\n"
+              "    code = stop.code\n"
               "print(json.dumps({'code': code, 'loaded': {name: name in sys.modules for name in "
               "('torch', 'ray', 'matplotlib')}}))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=HANG_SECONDS)
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=HANG_SECONDS,
+                          env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return report["code"], done.stderr.strip().splitlines(), report["loaded"]
@@ -82,6 +89,38 @@ def test_a_missing_run_or_best_yaml_is_one_line_before_torch_and_ray_load(tmp_pa
         code, errors, loaded = run_command(argv, tmp_path)
         assert (code, errors) == (2, [f"error: {message}"]), argv
         assert not any(loaded.values()), (argv, loaded)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_first_hours_slips_are_one_line_before_the_data_and_leave_nothing(tmp_path) -> None:
+    """The slips a new user met (issue 25): a --name too long for a directory, an unknown --metric (no usage
+    screen), GPUs asked of a machine without one (refused before the data is prepared: no [datasets] line), and a
+    bucket whose endpoint does not answer, without credentials (the message names the endpoint, within seconds,
+    not "give an s3:// URI"). Each is one line, exit 2, Ray not loaded, nothing created."""
+    import os
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --gpus-per-trial is not refused here")
+    long_name = "n" * 300
+    no_credentials = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    no_credentials.update(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_DEFAULT_REGION="us-east-1",
+                          HOME=str(tmp_path / "home"))  # no ~/.aws/credentials either
+    cases = [(["--name", long_name], None, f"--name is 300 bytes long; a directory name may have at most 200: "
+                                           f"{long_name[:40]}..."),
+             (["--metric", "foo"], None, "alphatune search run: argument --metric: invalid choice: 'foo' (choose "
+                                         "from 'valid_ic', 'valid_loss') (see alphatune search run --help)"),
+             (["--gpus-per-trial", "2"], None, "--gpus-per-trial 2: torch sees no CUDA GPU on this machine (torch "
+                                               f"{torch.__version__}); use 0 for CPU trials")]
+    for argv, env, message in cases:
+        code, errors, loaded = run_command(["search", "run", *argv, "--storage-path", "runs"], tmp_path, env)
+        assert (code, errors) == (2, [f"error: {message}"]), argv
+        assert not loaded["ray"], argv
+    code, errors, loaded = run_command(["search", "run", "--storage-path", "s3://runs/quick"], tmp_path,
+                                       no_credentials)
+    assert code == 2 and len(errors) == 1, errors
+    assert re.fullmatch(r"error: --storage-path s3://runs/quick/search-[0-9-]+: cannot write there \(the endpoint "
+                        r"127\.0\.0\.1:9 does not answer \(connection refused\)\)", errors[0]), errors
+    assert not any(loaded.values()), loaded
     assert not list(tmp_path.iterdir())
 
 

@@ -86,3 +86,28 @@ def test_the_paired_comparison_by_hand() -> None:
     one = paired({1: 0.05}, {1: 0.03})
     assert one.standard_error is None and "one seed cannot tell a difference from noise" in one.verdict("valid_ic")
     assert paired({1: 0.05}, {2: 0.03}) is None
+
+
+def test_pbo_in_words_near_0_real_near_half_noise_above_overfit() -> None:
+    """The summary's words for a PBO (issue 25: 0.86 was called noise): each side of 0.5 says what it means."""
+    from alphatune.search.odds import pbo_meaning
+    assert pbo_meaning(0.05).startswith("near 0: ") and "real" in pbo_meaning(0.05)
+    assert pbo_meaning(0.5).startswith("near 0.5: ") and "noise" in pbo_meaning(0.5)
+    assert pbo_meaning(0.86).startswith("above 0.5: ") and pbo_meaning(0.86).endswith("i.e. overfit")
+    assert "noise" not in pbo_meaning(0.86) and "overfit" not in pbo_meaning(0.6)
+
+
+def test_the_overfitting_plot_shows_the_trials_against_the_chance_bar_beside_the_logits(tmp_path) -> None:
+    """overfitting.png has two panels when the trials' values and the chance bar are known (the README's and
+    design.md's picture), one (the logits) when they are not: the image is twice as wide."""
+    import struct
+    from alphatune.evaluation.plots import plot_overfitting
+
+    def width(path) -> int:
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]  # the PNG's IHDR width
+
+    logits = [-1.0, -0.2, 0.3, 0.8, 1.5]
+    plot_overfitting(logits, 0.4, tmp_path / "one.png", "logits only")
+    plot_overfitting(logits, 0.4, tmp_path / "two.png", "with the bar", values=[0.01, 0.03, 0.02],
+                     bar={"trials": 3, "bar": 0.035, "mean": 0.02, "search_best": 0.03, "clears": False})
+    assert width(tmp_path / "two.png") == 2 * width(tmp_path / "one.png")

@@ -261,8 +261,12 @@ def test_several_models_are_searched_each_in_its_own_study_over_its_own_space(ra
                           "default: {lr: 1.0e-2, dropout: 0.0}\n")
     options = tiny_options(tmp_path, planted_dir, models=["lstm", "hist"], samples=2, max_epochs=1, sampler="tpe")
     options.space_files["hist"] = str(hist_space)
-    run_dirs = [Path(run_dir) for run_dir in driver.run(options)]
+    printed = io.StringIO()
+    run_dirs = [Path(run_dir) for run_dir in driver.run(options, stream=printed)]
     assert [path.name for path in run_dirs] == ["lstm", "hist"]
+    # the end of a several-model search names the one TensorBoard that shows them all: the search's directory
+    assert (f"every model's trials in one TensorBoard: tensorboard --logdir {options.search_dir} --host 127.0.0.1\n"
+            in printed.getvalue()), printed.getvalue()[-2000:]
     for run_dir in run_dirs:
         best = yaml.safe_load((run_dir / "best.yaml").read_text())
         assert best["model"] == run_dir.name
