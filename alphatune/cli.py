@@ -91,8 +91,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alphatune.search.options import OptionError
     from alphatune.search.rundir import RunDirError
     from alphatune.spaces import SpaceError
+    from alphatune.storage import StorageError
     return (OptionError, SpaceError, RunDirError, LedgerError, DataError, ClusterError, EvaluationError,
-            FileNotFoundError)
+            StorageError, FileNotFoundError)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -84,7 +84,10 @@ def test_a_missing_run_or_best_yaml_is_one_line_before_torch_and_ray_load(tmp_pa
                                                 f"holds search.yaml)"),
              (["search", "export", "nothing", "--qlib-data", "."], "--qlib-data .: not a Qlib data directory (no "
                                                                    "calendars/day.txt)"),
-             (["evaluate", "nothing.yaml"], "nothing.yaml: cannot read it (No such file or directory)")]
+             (["evaluate", "nothing.yaml"], "nothing.yaml: cannot read it (No such file or directory)"),
+             (["search", "export", "foo://x/y"], "foo://x/y: not a storage location this machine can use "
+                                                 "(Unrecognized filesystem type in URI: foo://x/y); give a local path "
+                                                 "or an s3://, gs:// (or other pyarrow) URI")]
     for argv, message in cases:
         code, errors, loaded = run_command(argv, tmp_path)
         assert (code, errors) == (2, [f"error: {message}"]), argv
