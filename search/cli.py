@@ -43,9 +43,11 @@ def _status(run_dirs: list[Path]) -> int:
 
 def has_reports(run_dir: RunDir) -> bool:
     """Whether some trial of the run has reported an epoch, from its ledger alone (a run in a bucket is brought
-    down first; a run of an earlier version without a ledger is assumed to have)."""
-    run_dir.pull()
-    trials = read_ledger(run_dir.work)
+    down into its reader's copy first, ``RunDir.reader``; a run of an earlier version without a ledger is assumed to
+    have)."""
+    with run_dir.reader() as copy:
+        copy.pull()
+        trials = read_ledger(copy.work)
     return trials is None or any(trial.results for trial in trials)
 
 

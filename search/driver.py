@@ -37,7 +37,7 @@ from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDir
 from alphatune.search.nodes import check_nodes
 from alphatune.search.study import StudyPlace, unopenable
 from alphatune.search.tuning import search_model
-from alphatune.storage import Location
+from alphatune.storage import Location, writer
 
 
 def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked | None = None) -> list[RunDir]:
@@ -318,13 +318,21 @@ def export(path: str | Path | Location, stream: TextIO | None = None, qlib_data:
             raise RunDirError(f"{run_dir}: cannot write best.yaml there ({run_dir.root.unwritable()}); export --out "
                               f"DIR writes the exports elsewhere")
     for run_dir, target in targets.items():
-        note = run_dir.pull()
-        if note:
-            out.write(f"[{run_dir.name}] note: {note}\n")
         if target is not None:
             target.makedirs()
-        with fault_guard(target or run_dir, "export again"):
-            best = report(run_dir, out, qlib_data=qlib_data, schedule=schedule, out_dir=target)
+        with run_dir.reader() as copy, fault_guard(target or run_dir, "export again"):
+            for note in (copy.pull(), busy_note(run_dir)):
+                if note:
+                    out.write(f"[{run_dir.name}] note: {note}\n")
+            best = report(copy, out, qlib_data=qlib_data, schedule=schedule,
+                          out_dir=target if target is not None or run_dir.is_local else run_dir.root)
         if best is not None:
             written.append(best)
     return written
+
+
+def busy_note(run_dir: RunDir) -> str | None:
+    """A note when a search is writing ``run_dir`` right now: what is exported is what it has recorded so far."""
+    holder = writer.holder(run_dir.root)
+    return None if holder is None else (f"{run_dir} is being written by {holder}: exported as far as it has recorded "
+                                        f"it" + ("" if run_dir.is_local else " in the bucket"))

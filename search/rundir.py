@@ -34,7 +34,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class RunDir:
 
     root: Location
     work: Path
+    reading: bool = False  # a reader's own copy (``reader``): it is never pushed
 
     @classmethod
     def at(cls, where: str | Path | Location) -> "RunDir":
@@ -112,6 +113,29 @@ class RunDir:
         truth). The trials' folders are not part of it: the trials write them straight into the bucket."""
         return Mirror(self.root, self.work, skip=(TRIALS_DIR, CONFIRM_DIR), sqlite=(DRIVER_STUDY,))
 
+    @contextmanager
+    def reader(self) -> Iterator["RunDir"]:
+        """This run as a process that only reads it (``search export``) sees it. A run in object storage gets its
+        reader's own local copy (``$ALPHATUNE_CACHE/exports/``), never the driver's working copy, which a search on
+        this machine may be writing this moment (a reader pulling into it could set it aside under the search);
+        two readers of one run on one machine take turns (the second is refused in one line while the first
+        reads). A reader's copy is never pushed: what a reader writes goes to the root, or elsewhere. A local run is
+        itself."""
+        if self.is_local:
+            yield self
+            return
+        copies = self.work.parent.parent / "exports"
+        copies.mkdir(parents=True, exist_ok=True)
+        lock = writer.LocalLock(copies, f".{self.work.name}.lock")
+        try:
+            lock.acquire(f"the local copy {copies / self.work.name}")
+        except StorageError as error:
+            raise RunDirError(str(error)) from None
+        try:
+            yield replace(self, work=copies / self.work.name, reading=True)
+        finally:
+            lock.release()
+
     def fresh(self) -> str | None:
         """Before a new search here: set aside any local copy of a run in object storage (nothing of an earlier run
         of the same name may decide anything); a note when one was. Nothing for a local run."""
@@ -128,6 +152,8 @@ class RunDir:
         pushes nothing, the run is someone else's now (``RunDirError``)."""
         if self.is_local:
             return
+        if self.reading:
+            raise RunDirError(f"{self}: a reader's copy is never pushed (write to the root instead)")
         taken = writer.confirm(self.root)
         if taken is not None:
             raise RunDirError(f"{taken}; this process stopped writing it")

@@ -367,6 +367,59 @@ def test_an_s3_server_that_ignores_conditions_is_detected(s3, monkeypatch) -> No
     assert not where.exists()
 
 
+# ------------------------------------------------------------------ a run directory shared by a group
+
+
+def _colleague(*code: str) -> list[str]:
+    """Run ``code`` as a colleague: another member of the run directory's group, here root without the
+    capabilities that pass over file permissions (what any other user of the group is to a file it does not own)."""
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", sys.executable, *code]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+                    reason="acting as another user of the group needs root and util-linux's setpriv")
+def test_a_colleague_of_the_group_is_refused_by_name_while_a_search_holds_a_shared_run_then_may_take_it(
+        tmp_path: Path) -> None:
+    """A run directory shared by a group: the lock file is its owner's to write and the group's to read, so a
+    colleague's resume is refused in one line that names the holder, not a PermissionError; once the holder ended,
+    the colleague takes the lock (read-only, as flock allows). A lock file an earlier version left unreadable to
+    the group is one line that says whose it is."""
+    from alphatune.storage.writer import LOCK_FILE
+    run = tmp_path / "shared"
+    run.mkdir()
+    (run / "search.yaml").write_text("model: lstm\n")  # what makes it a run directory for `search resume`
+    os.chmod(run, 0o2770)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from alphatune.storage import LocalLock; "
+                               f"lock = LocalLock({str(run)!r}); lock.acquire('it'); print('held', flush=True); "
+                               "time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    lock = run / LOCK_FILE
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert lock.stat().st_mode & 0o777 == 0o640
+        os.chown(lock, 65534, os.getgid())  # the holder is another user of the same group
+        refused = subprocess.run(_colleague("-m", "alphatune", "search", "resume", str(run)), capture_output=True,
+                                 text=True, timeout=HANG_SECONDS)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: {run} is being written by pid {holder.pid} on "), line
+    taken = subprocess.run(_colleague("-c", "from alphatune.storage import LocalLock; lock = LocalLock("
+                                      f"{str(run)!r}); lock.acquire('it'); print('taken'); lock.release()"),
+                           capture_output=True, text=True, timeout=HANG_SECONDS)
+    assert taken.stdout.strip() == "taken", taken.stderr[-3000:]
+    os.chmod(lock, 0o600)  # as an earlier version left it
+    unreadable = subprocess.run(_colleague("-m", "alphatune", "search", "resume", str(run)), capture_output=True,
+                                text=True, timeout=HANG_SECONDS)
+    assert unreadable.returncode == 2, unreadable.stderr[-3000:]
+    [line] = unreadable.stderr.strip().splitlines()
+    assert line == (f"error: {run}: this user cannot open its lock file {lock} (it belongs to user nobody (uid "
+                    f"65534)): run as user nobody (uid 65534), or let user nobody (uid 65534) make it readable by the "
+                    f"group (chmod g+r {lock})"), line
+
+
 # ------------------------------------------------------------------ Ray's own faults
 
 

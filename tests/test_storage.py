@@ -202,7 +202,8 @@ def test_a_study_storage_url_is_recorded_without_its_password() -> None:
 def test_a_new_search_where_the_bucket_holds_no_run_starts_fresh_whatever_a_local_copy_says(s3, tmp_path) -> None:
     """The issue's case 6: a search in s3://runs/bar left its local copy; the run was then deleted from the bucket.
     A new search of the same name does not adopt the copy's study and ledger: it sets the copy aside (and says
-    so), runs every sample afresh and exports its winner."""
+    so), runs every sample afresh and exports its winner. An export while a search writes the run never touches
+    that search's working copy."""
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     env = {**os.environ, "ALPHATUNE_CACHE": str(tmp_path / "cache")}
@@ -222,13 +223,39 @@ def test_a_new_search_where_the_bucket_holds_no_run_starts_fresh_whatever_a_loca
     best = yaml.safe_load(_text(s3, "runs", "bar/again/lstm/best.yaml"))
     assert f"bar/again/lstm/trials/{best['trial_id']}/model.pt" in s3.keys("runs", "bar/again/lstm/")
 
+    # export while a search on this machine writes the run: the search's working copy (its ledger appended since
+    # its last push, as after every epoch) stays where it is, untouched; export reads the bucket into a copy of
+    # its own and says who is writing
+    runs = tmp_path / "cache" / "runs"
+    [work] = [path for path in runs.iterdir() if path.name.endswith("-lstm")]
+    with open(work / "trials.jsonl", "a") as ledger_file:
+        ledger_file.write('{"event": "note", "written": "after the last push"}\n')
+    before = sorted(path.name for path in runs.iterdir())
+    run = "s3://runs/bar/again/lstm"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from alphatune.search.rundir import acquire_writer; "
+                               f"acquire_writer({run!r}); print('held', flush=True); time.sleep(120)"],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        exported = alphatune("search", "export", "s3://runs/bar/again", env=env)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
+    assert sorted(path.name for path in runs.iterdir()) == before  # nothing set aside
+    assert (work / "trials.jsonl").read_text().endswith('"written": "after the last push"}\n')
+    [note] = [line for line in exported.stdout.splitlines() if "being written" in line]
+    assert note.startswith(f"[lstm] note: {run} is being written by pid {holder.pid} on "), note
+    assert f"tensorboard --logdir {tmp_path / 'cache' / 'exports' / work.name} " in exported.stdout
+    assert "s3://runs/bar/again/lstm/best.yaml" in exported.stdout
+
 
 @pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
 def test_no_secret_lands_in_a_run_its_lock_or_lease_a_refusal_or_any_output(s3, tmp_path) -> None:
     """A password in --study-storage and a token in the environment: a search in a bucket and one on a local path,
     a second writer refused on each while a holder (its command line carrying the password) holds them. Every file
     of both runs (the bucket's objects, the local copy, the local run), every lock and lease, and every line
-    printed is searched for both secrets: none holds them. The local lock file is its owner's only and names no one
+    printed is searched for both secrets: none holds them. The local lock file is its owner's and group's only and names no one
     once the search that held it ended."""
     import psycopg
     from servers import postgres_server
@@ -263,7 +290,7 @@ def test_no_secret_lands_in_a_run_its_lock_or_lease_a_refusal_or_any_output(s3, 
                     printed.append(_text(s3, "runs", "secret/bucket/lstm/.writer.lease"))
                 else:
                     lock = tmp_path / "runs" / "disk" / "lstm" / ".writer.lock"
-                    assert lock.stat().st_mode & 0o777 == 0o600
+                    assert lock.stat().st_mode & 0o777 == 0o640
                     printed.append(lock.read_text())
                 refused = alphatune("search", "resume", f"{storage}/{name}", env=env)
                 printed.append(refused.stdout + refused.stderr)

@@ -11,15 +11,17 @@ in one line that names the holder.
   two machines.
 
 What a lock or lease says of its holder (pid, host, command line, since when) holds no secret: the command line
-is redacted (``storage.secrets``), the lock file is readable by its owner only, and it is emptied when the holder
-lets go.
+is redacted (``storage.secrets``), the lock file is readable by its owner and group only (those who share the run
+directory), and it is emptied when the holder lets go.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import pwd
 import socket
 import sys
 import threading
@@ -34,10 +36,14 @@ from alphatune.storage.objects import ConditionalObject
 from alphatune.storage.secrets import redact
 
 LOCK_FILE, LEASE_FILE = ".writer.lock", ".writer.lease"
+LOCK_MODE = 0o640  # its holder writes it; those who share the run directory (its group) read who holds it
 
 
 class WriterRefused(StorageError):
-    """Another process is the run's writer (or took over this process's lease); the message names it."""
+    """Another process is the run's writer (or took over this process's lease); the message names it, and so
+    does ``holder`` (``describe``'s words)."""
+
+    holder = "another process"
 
 
 def _holder_info(since: datetime) -> dict[str, Any]:
@@ -53,14 +59,21 @@ def describe(info: dict[str, Any] | None) -> str:
 
 
 def _busy(what: str, info: dict[str, Any] | None, extra: str = "") -> WriterRefused:
-    return WriterRefused(f"{what} is being written by {describe(info)}; wait for it to end or stop it{extra}")
+    refused = WriterRefused(f"{what} is being written by {describe(info)}; wait for it to end or stop it{extra}")
+    refused.holder = describe(info)
+    return refused
 
 
 class LocalLock:
-    """``flock`` on ``directory/.writer.lock`` (see the module doc)."""
+    """``flock`` on ``directory/.writer.lock``, or another file ``name`` there (see the module doc).
 
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.path = Path(directory) / LOCK_FILE
+    The file is its owner's to write and its group's to read (``LOCK_MODE``): those who share a run directory see
+    who holds it. Another user of the group takes the lock through a read-only handle (``flock`` needs no more) and
+    cannot record itself in the file, whose holder then reads "another process"; a user who cannot open the file at
+    all is refused in one line that says whose it is."""
+
+    def __init__(self, directory: str | os.PathLike, name: str = LOCK_FILE) -> None:
+        self.path = Path(directory) / name
         self._handle: Any = None
 
     def _read(self) -> dict[str, Any] | None:
@@ -69,11 +82,29 @@ class LocalLock:
         except (OSError, ValueError):
             return None
 
+    def _open(self, what: str, flags: int) -> Any:
+        """A handle on the lock file opened with ``flags`` (read-only when this user may not write it);
+        ``WriterRefused`` in one line when this user may not open it at all."""
+        try:
+            return os.fdopen(os.open(self.path, flags, LOCK_MODE), "r+" if flags & os.O_RDWR else "r",
+                             encoding="utf-8")
+        except PermissionError:
+            if not self.path.exists():
+                raise WriterRefused(f"{what}: this user cannot create its lock file {self.path} (permission "
+                                    f"denied)") from None
+        try:
+            return os.fdopen(os.open(self.path, os.O_RDONLY), "r", encoding="utf-8")
+        except PermissionError:
+            owner = _owner(self.path)
+            raise WriterRefused(f"{what}: this user cannot open its lock file {self.path} (it belongs to {owner}): "
+                                f"run as {owner}, or let {owner} make it readable by the group "
+                                f"(chmod g+r {self.path})") from None
+
     def check(self, what: str) -> None:
         """``WriterRefused`` naming the holder when another process holds the lock; creates nothing."""
         if self._handle is not None or not self.path.is_file():
             return
-        with open(self.path, encoding="utf-8") as handle:
+        with self._open(what, os.O_RDONLY) as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -81,30 +112,42 @@ class LocalLock:
 
     def acquire(self, what: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+", encoding="utf-8")
+        handle = self._open(what, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise _busy(what, self._read()) from None
-        os.fchmod(handle.fileno(), 0o600)  # a lock file an earlier version left readable by all
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(_holder_info(datetime.now(timezone.utc))))
-        handle.flush()
         self._handle = handle
+        if handle.writable():
+            with contextlib.suppress(PermissionError):  # only its owner may change its mode
+                os.fchmod(handle.fileno(), LOCK_MODE)  # a lock file an earlier version left readable by all
+            self._record(json.dumps(_holder_info(datetime.now(timezone.utc))))
+
+    def _record(self, text: str) -> None:
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(text)
+        self._handle.flush()
 
     def release(self) -> None:
         """Let go; the file is emptied first, so it names no one after its holder ended."""
         if self._handle is None:
             return
-        try:
-            self._handle.seek(0)
-            self._handle.truncate()
-        except OSError:
-            pass
+        if self._handle.writable():
+            with contextlib.suppress(OSError):
+                self._record("")
         self._handle.close()
         self._handle = None
+
+
+def _owner(path: Path) -> str:
+    """``user NAME (uid N)`` who owns ``path``."""
+    uid = path.stat().st_uid
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 class Lease:
@@ -244,6 +287,15 @@ def check_free(root: Location) -> None:
     """``WriterRefused`` naming the holder when another process holds ``root``; creates nothing."""
     if root.uri not in _held:
         writer_of(root).check(str(root))
+
+
+def holder(root: Location) -> str | None:
+    """``describe``'s words for the process other than this one that holds ``root`` now; ``None`` when none does."""
+    try:
+        check_free(root)
+    except WriterRefused as refused:
+        return refused.holder
+    return None
 
 
 def holds(root: Location) -> bool:
