@@ -194,7 +194,7 @@ class Runs:
         if isinstance(result, BaseException):
             return None
         if result.get(FAULT):  # its storage failed: stop here, every run stays as it is
-            raise EnvironmentFault(str(result[FAULT]), trial_id=name, node=result.get("node"),
+            raise EnvironmentFault(str(result[FAULT]), confirmation_run=name, node=result.get("node"),
                                    full=bool(result.get("full")))
         if result.get(ERROR):
             self.ledger.confirmed(name, trial=candidate.trial, seed=seed, error=result[ERROR])
@@ -274,14 +274,16 @@ class EarlyStart(Callback):
 
 
 def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: dict[str, Any] | None,
-            records: list[TrialRecord], out: TextIO) -> bool:
+            records: list[TrialRecord], out: TextIO) -> list[str]:
     """Run (or go on with) the confirmation of a search whose trials have all ended, each run over every fold
-    (``fold_refs``: the folds' datasets in the object store), taking over the runs the search started early;
-    returns whether it is complete (``False``: interrupted, Ctrl-C, or runs whose workers were lost). Nothing to
-    do with ``--confirm 0``."""
+    (``fold_refs``: the folds' datasets in the object store), taking over the runs the search started early.
+    Returns the runs whose workers were lost beyond ``--max-failures`` (a fault of the environment: not failed,
+    resume trains them again from their last epoch), each as ``<run>: <why>``; empty when the confirmation is
+    complete, or was interrupted (Ctrl-C: ``unfinished_runs`` counts what is left). Nothing to do with
+    ``--confirm 0``. Whatever ends it, no run is left training."""
     options, space = manifest.options, manifest.space
     if options.confirm == 0:
-        return True
+        return []
     runs = RUNS.pop(run_dir.root.uri, None) or Runs(run_dir, manifest, fold_refs, bases)
     plan, done = read_confirmation(run_dir.work)
     if plan is None:
@@ -309,7 +311,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
               + (f" on each of {len(fold_refs)} folds" if len(fold_refs) > 1 else "") + "\n")
     out.flush()
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
-    finished, lost = total - len(todo) - len(early), 0
+    finished, lost = total - len(todo) - len(early), []
     shown = Progress((len(todo) + len(early)) * runs.budget, f"{space.model} confirmation", "epoch", out,
                      options.progress_seconds)
     counted = sum(len(epochs) for epochs in runs.epochs.values())
@@ -331,7 +333,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
             for candidate, seed, result in ended:
                 line = runs.record(candidate, seed, result)
                 if line is None:
-                    lost += 1
+                    lost.append(f"{run_id(candidate.trial, seed)}: {_last_line(result)}")
                     shown.event(f"[{space.model}] confirm {candidate.trial} seed {seed}: interrupted, its worker was "
                                 f"lost ({_last_line(result)}); not failed: resume trains it again from its last epoch")
                     continue
@@ -339,14 +341,14 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
                 shown.event(f"[{space.model}] confirm {candidate.trial} seed {seed}: {line} [{finished}/{total}]")
     except KeyboardInterrupt:  # the driver says how to go on (unfinished_runs)
         runs.stop()
-        return False
-    except EnvironmentFault:  # the driver says what failed and how to go on (fault_guard)
+        return []
+    except BaseException:  # a fault (fault_guard says what failed and how to go on) or a bug: nothing left running
         runs.stop()
         raise
     finally:
         shown.close()
     runs.stop()
-    return not lost
+    return lost
 
 
 def epoch_seconds(run_dir: RunDir) -> dict[str, float]:

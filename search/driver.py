@@ -99,12 +99,12 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
             with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
                 try:
                     search_model(run_dir, space, options, fold_refs, stream, bases)
-                    _confirm(run_dir, fold_refs, bases, out)
+                    lost_runs = _confirm(run_dir, fold_refs, bases, out)
                 finally:
                     confirm.stop_runs(run_dir)  # runs started early that nothing took over (a fault)
                 report(run_dir, out, writer="search run")
             searched.append(run_dir)
-            if _interrupted(run_dir, out):
+            if _interrupted(run_dir, out, lost_runs):
                 break
         if len(searched) > 1:
             out.write(f"every model's trials in one TensorBoard: {tensorboard_command(searched)}\n")
@@ -147,21 +147,24 @@ def has_winner(run_dir: RunDir | Location | Path) -> bool:
     return results.best_trial(results.read_trials(run_dir, manifest), manifest.options.metric) is not None
 
 
-def _confirm(run_dir: RunDir, fold_refs: list[ray.ObjectRef], bases: dict[str, Base] | None, out: TextIO) -> None:
-    """The confirmation of a search whose trials have all ended (``search.confirm``); nothing while some have not."""
+def _confirm(run_dir: RunDir, fold_refs: list[ray.ObjectRef], bases: dict[str, Base] | None,
+             out: TextIO) -> list[str]:
+    """The confirmation of a search whose trials have all ended (``search.confirm``); nothing while some have not.
+    Returns the confirmation runs whose workers were lost (``confirm.confirm``)."""
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
     if _unfinished(manifest, records) == 0:
-        confirm.confirm(run_dir, manifest, fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()},
-                        records, out)
-    else:  # interrupted: runs the search started early stop where they are, to be resumed with the rest
-        confirm.stop_runs(run_dir)
+        return confirm.confirm(run_dir, manifest, fold_refs,
+                               {kind: base.to_dict() for kind, base in (bases or {}).items()}, records, out)
+    confirm.stop_runs(run_dir)  # interrupted: runs the search started early stop where they are, resumed with the rest
+    return []
 
 
-def _interrupted(run_dir: RunDir, out: TextIO) -> bool:
+def _interrupted(run_dir: RunDir, out: TextIO, lost_runs: list[str]) -> bool:
     """Whether the search of ``run_dir`` stopped with trials or confirmation runs unfinished (Ctrl-C); says how to
-    resume it. Trials a fault of the environment interrupted (their workers lost beyond ``--max-failures``) end
-    the command with one line (``RunDirError``): they are not failed, and resume continues them."""
+    resume it. Trials or confirmation runs (``lost_runs``) that a fault of the environment interrupted (their
+    workers lost beyond ``--max-failures``) end the command with one line (``RunDirError``): they are not failed,
+    and resume continues them."""
     left = unfinished(run_dir)
     runs = confirm.unfinished_runs(run_dir, read_manifest(run_dir)) if not left else 0
     faults = [trial.fault for trial in read_ledger(run_dir.work) or [] if trial.status is None and trial.fault]
@@ -169,6 +172,12 @@ def _interrupted(run_dir: RunDir, out: TextIO) -> bool:
         raise RunDirError(f"{run_dir}: {len(faults)} trial{'s' * (len(faults) != 1)} interrupted by a fault of the "
                           f"environment (the last: {faults[-1]}); they are not failed and continue from their last "
                           f"saved epoch: alphatune search resume {run_dir.parent}")
+    if lost_runs:
+        raise RunDirError(f"{run_dir}: {len(lost_runs)} confirmation run{'s' * (len(lost_runs) != 1)} interrupted by a "
+                          f"fault of the environment, {'their workers' if len(lost_runs) != 1 else 'its worker'} lost "
+                          f"beyond --max-failures (the last: {lost_runs[-1]}); not failed, resume trains "
+                          f"{'them' if len(lost_runs) != 1 else 'it'} again from the last saved epoch: "
+                          f"alphatune search resume {run_dir.parent}")
     if left or runs:
         what = f"{left} trials" if left else f"{runs} confirmation runs"
         out.write(f"[{run_dir.name}] interrupted with {what} unfinished; continue with:\n"
@@ -230,11 +239,11 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
             bases = read_bases(run_dir)
             try:
                 search_model(run_dir, manifest.space, manifest.options, fold_refs, out, bases)
-                _confirm(run_dir, fold_refs, bases, out)
+                lost_runs = _confirm(run_dir, fold_refs, bases, out)
             finally:
                 confirm.stop_runs(run_dir)
             report(run_dir, out, writer="search resume")
-        if _interrupted(run_dir, out):
+        if _interrupted(run_dir, out, lost_runs):
             break
     return run_dirs
 

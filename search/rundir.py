@@ -318,12 +318,22 @@ def check_writable(directory: Path | Location, option: str) -> None:
 
 class EnvironmentFault(Exception):
     """A fault of the environment met by a worker (its storage failing, Ray's object lost), reported to the driver,
-    which stops the search: ``text`` is the fault's one line, ``trial_id`` the trial that met it, ``node`` where it
-    happened, ``full`` whether a disk is full."""
+    which stops the search: ``text`` is the fault's one line; ``trial_id`` the search trial that met it, or
+    ``confirmation_run`` the confirmation run (``<trial>-seed<S>``) that did (at most one of them); ``node`` where
+    it happened, ``full`` whether a disk is full."""
 
-    def __init__(self, text: str, trial_id: str | None = None, node: str | None = None, full: bool = False) -> None:
+    def __init__(self, text: str, trial_id: str | None = None, node: str | None = None, full: bool = False,
+                 confirmation_run: str | None = None) -> None:
         super().__init__(text)
         self.text, self.trial_id, self.node, self.full = text, trial_id, node, full
+        self.confirmation_run = confirmation_run
+
+    @property
+    def seen_by(self) -> str | None:
+        """``trial X`` or ``confirmation run X-seedS``: who met it (``None``: not known)."""
+        if self.trial_id:
+            return f"trial {self.trial_id}"
+        return f"confirmation run {self.confirmation_run}" if self.confirmation_run else None
 
 
 @contextmanager
@@ -352,7 +362,7 @@ def fault_guard(run_dir: RunDir | Location | Path, resume_hint: str) -> Iterator
     except Exception as error:
         fault = fault_in(error)
         if fault is not None:
-            on = f" (seen by trial {fault.trial_id} on node {fault.node})" if fault.trial_id and fault.node else ""
+            on = f" (seen by {fault.seen_by} on node {fault.node})" if fault.seen_by and fault.node else ""
             if fault.full:
                 raise RunDirError(f"the disk holding {where} is full{on}; free space, then {resume_hint}") from None
             raise RunDirError(f"{where}: {fault.text}{on}; once that is fixed, {resume_hint}") from None

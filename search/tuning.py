@@ -195,7 +195,7 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
             raise
         # A worker's storage failed: every trial stops where it is, none is charged (fault_guard says the line).
         with contextlib.suppress(Exception):  # best effort: the storage may be what failed
-            if fault.trial_id in searcher.numbers:  # a trial's, not an early confirmation run's (no trial of ours)
+            if fault.trial_id is not None:  # a trial's, not an early confirmation run's
                 ledger.interrupted(fault.trial_id, fault.text)
             ledger.close()
             run_dir.push()

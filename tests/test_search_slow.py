@@ -145,6 +145,70 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_path)
     assert f"trial {trial.trial_id} failed after epoch" in said.getvalue() and "Tune retries it" in said.getvalue()
 
 
+def _confirmation_workers() -> list[int]:
+    """The processes running a confirmation run now (Ray titles a task's worker ``ray::<function>``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_confirm_run"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_confirmation_run_whose_worker_is_lost_is_one_line_not_failed_and_resume_finishes_it(tmp_path) -> None:
+    """A confirmation run's worker killed (a lost node, Ray's OOM killer) beyond --max-failures: the search ends
+    with one line saying so and how to go on (not an exit as if Ctrl-C had been pressed), the run is recorded as
+    nothing (not failed), best.yaml is provisional; resume trains it again and the confirmation completes."""
+    from alphatune.search.ledger import read_confirmation
+    from alphatune.search.rundir import RunDirError
+    data = save_planted(tmp_path, n_days=220, n_stocks=120)
+    options = SearchOptions(models=["lstm"], space_files={"lstm": str(write_space(tmp_path))}, data=str(data),
+                            samples=1, max_epochs=3, grace_epochs=3, max_failures=0, confirm=1, confirm_seeds=1,
+                            sampler="random", seed=5, storage_path=str(tmp_path / "runs"), name="lost",
+                            progress_seconds=60.0)
+    run_dir = options.run_dir("lstm").local
+    killed: list[int] = []
+
+    def kill_the_confirmation_after_an_epoch() -> None:
+        deadline = time.monotonic() + HANG_SECONDS
+        while time.monotonic() < deadline:
+            workers = _confirmation_workers()
+            if workers and list((run_dir / "confirm").glob("*/state.pt")):
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+                return
+            time.sleep(0.1)
+
+    cluster.start_ray(num_cpus=2)
+    try:
+        killer = threading.Thread(target=kill_the_confirmation_after_an_epoch)
+        killer.start()
+        with pytest.raises(RunDirError) as stopped:
+            driver.run(options, stream=io.StringIO())
+        killer.join()
+    finally:
+        ray.shutdown()
+    assert killed, "the confirmation run's worker was never killed"
+    line = str(stopped.value)
+    assert "\n" not in line and line.startswith(f"{run_dir}: 1 confirmation run interrupted by a fault of the "
+                                                 f"environment, its worker lost beyond --max-failures (the last: "), line
+    assert line.endswith(f"not failed, resume trains it again from the last saved epoch: alphatune search resume "
+                         f"{run_dir.parent}"), line
+    plan, done = read_confirmation(run_dir)
+    assert plan is not None and not done  # nothing recorded of it: not failed
+    assert "provisional" in (run_dir / "best.yaml").read_text()
+
+    resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(run_dir.parent)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=HANG_SECONDS)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _, done = read_confirmation(run_dir)
+    assert len(done) == 1 and not any(run.get("error") for run in done.values()), done
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert best["confirmation"]["complete"] is True and "provisional" not in (run_dir / "best.yaml").read_text()
+
+
 def test_a_driver_killed_seconds_after_an_asha_stop_resumes_without_running_that_trial_again(tmp_path) -> None:
     """The kill a few seconds after ASHA stopped a trial (the report that found Tune's snapshot still listing it
     RUNNING, and resume training it two more epochs): now resume reads only the run's records, so the pruned
