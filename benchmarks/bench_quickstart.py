@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -151,7 +150,7 @@ def rows_of(result: dict[str, Any]) -> list[tuple[str, str]]:
     return [("install (fresh venv)", minutes(result["install"]) if result["install"] else "(reused)"),
             ("start to the first trial (imports, checks, data, Ray)", minutes(result["before_trials"] or 0)),
             ("of which: until Ray is up", minutes(result["ray_up"] or 0)),
-            (f"the trials, first created to last ended", minutes(result["trials_phase"])),
+            ("the trials, first created to last ended", minutes(result["trials_phase"])),
             ("trials, epochs", f"{result['trials']}, {result['epochs']}"),
             (f"training epochs (the trainer's seconds, all {slots} slots)", minutes(result["train_seconds"])),
             ("trial starts (worker, imports, data, network; all slots)", minutes(result["worker_start"])),

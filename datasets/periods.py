@@ -17,8 +17,8 @@ after the test period. A window's test ends at the test period's end at the late
 test days are the test period, once each: a model retrained every ``step`` days on the preceding window, as it
 is deployed.
 
-Both take the trading calendar as a sorted array of dates (``PreparedDataset.market.dates``: every trading day
-from the first segment's start to the last one's end). A date falls on the trading day on or after it (a start)
+Both take the trading calendar as a sorted array of dates (``DataSpec.calendar``: every trading day of the
+source, which may reach before the train segment's start). A date falls on the trading day on or after it (a start)
 or on or before it (an end), as Qlib's ``TimeAdjuster.align_seg`` does. Bad requests are ``DataError`` naming
 the period and why (a fold too short, a train window that would begin before the calendar).
 """
@@ -89,13 +89,28 @@ class Calendar:
         return self.date(first), self.date(last)
 
 
+def check_folds(folds: Any, train_kind: Any) -> None:
+    """``DataError`` naming the option when ``folds`` is not a whole number ≥ 1 or ``train_kind`` not one of
+    ``FOLD_TRAIN`` (what a walk-forward request can be told from before any calendar is read)."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise DataError(f"--folds must be a whole number ≥ 1; got {folds!r}")
+    if train_kind not in FOLD_TRAIN:
+        raise DataError(f"--fold-train must be one of {', '.join(FOLD_TRAIN)}; got {train_kind!r}")
+
+
+def check_rolling(step: Any, train_kind: Any) -> None:
+    """``DataError`` naming the option when ``step`` is not a whole number of trading days ≥ 1 or ``train_kind``
+    not one of ``ROLLING_TRAIN``."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise DataError(f"--rolling must be a whole number of trading days ≥ 1; got {step!r}")
+    if train_kind not in ROLLING_TRAIN:
+        raise DataError(f"--rolling-train must be one of {', '.join(ROLLING_TRAIN)}; got {train_kind!r}")
+
+
 def walk_forward(calendar: Any, train: Span, valid: Span, folds: int, train_kind: str = "rolling",
                  embargo: int = LABEL_HORIZON) -> list[Window]:
     """The ``folds`` walk-forward windows of ``valid`` (see the module doc), in time order."""
-    if folds < 1:
-        raise DataError(f"--folds must be at least 1; got {folds}")
-    if train_kind not in FOLD_TRAIN:
-        raise DataError(f"--fold-train must be one of {', '.join(FOLD_TRAIN)}; got {train_kind!r}")
+    check_folds(folds, train_kind)
     if folds == 1:
         return [Window(train=tuple(train), valid=tuple(valid))]
     days = Calendar(calendar)
@@ -122,10 +137,7 @@ def walk_forward(calendar: Any, train: Span, valid: Span, folds: int, train_kind
 def rolling(calendar: Any, train: Span, valid: Span, test: Span, step: int,
             train_kind: str = "expanding") -> list[Window]:
     """Qlib's ``RollingGen`` windows over ``test`` (see the module doc), in time order."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise DataError(f"--rolling must be a whole number of trading days ≥ 1; got {step!r}")
-    if train_kind not in ROLLING_TRAIN:
-        raise DataError(f"--rolling-train must be one of {', '.join(ROLLING_TRAIN)}; got {train_kind!r}")
+    check_rolling(step, train_kind)
     days = Calendar(calendar)
     train_at = days.positions(train, "the train segment")
     valid_at = days.positions(valid, "the valid segment")

@@ -313,9 +313,11 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
     configs = {"searched": dict(best.hyperparameters), "default": {**default_hyperparameters(model), **same_metric}}
     results = {label: ConfigResult(hp) for label, hp in configs.items()}
     same = full_config(model, configs["searched"]) == full_config(model, configs["default"])
-    # Every epoch a line in a log (every=0), a bar on a terminal; the total shrinks as runs stop early.
-    shown = Progress((1 if same else 2) * len(seed_list) * (cap or max(
-        get_spec(model).hyperparameters(hp).n_epochs for hp in configs.values())), model, "epoch", every=0)
+    # Every epoch a line in a log (every=0), a bar on a terminal; the total shrinks as runs stop early or as the
+    # confirmation's models are reused (nothing to train).
+    budget_of = {label: cap or get_spec(model).hyperparameters(hp).n_epochs for label, hp in configs.items()}
+    shown = Progress(len(seed_list) * sum(budget_of[label] for label in (["searched"] if same else configs)),
+                     model, "epoch", every=0)
     began = time.monotonic()
     for label, result in results.items():
         if label == "default" and same:
@@ -335,6 +337,7 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
         for seed in seed_list:
             if seed in reusable:
                 run = score_confirmed(model, reusable[seed], ds, config, options.get("device", "cpu"))
+                shown.set_total(shown.total - budget_of[label])
                 result.runs.append(run)
                 shown.event(f"{model} {label} seed {seed}: the confirmation's model, reused ({run.epochs} epochs, "
                             f"best {run.best_epoch}), IC {run.metrics['IC']:.4f}, annualized excess "
@@ -349,7 +352,7 @@ def evaluate(best_path: str | Path | Location, data: str | None = None, seeds: i
                              f"({metrics.seconds:.1f} s)", rate * max(0, shown.total - shown.done))
 
             run = train_and_score(model, result.hyperparameters, seed, ds, config, cap, run_options, progress)
-            shown.set_total(shown.total - ((cap or run.epochs) - run.epochs))  # it stopped early: fewer to come
+            shown.set_total(shown.total - (budget_of[label] - run.epochs))  # it stopped early: fewer to come
             result.runs.append(run)
             shown.event(f"{model} {label} seed {seed}: {run.epochs} epochs (best {run.best_epoch}), "
                         f"IC {run.metrics['IC']:.4f}, annualized excess {run.metrics['annualized_return']:.4f}, "

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from alphatune.arguments import option
-from alphatune.datasets.periods import ROLLING_TRAIN
+from alphatune.datasets.periods import ROLLING_TRAIN, check_rolling
 from alphatune.evaluation.errors import EvaluationError
 from alphatune.models.options import FitOptions
 
@@ -57,8 +57,7 @@ class EvaluateOptions(FitOptions):
 
     def validate(self) -> None:
         """Check what can be checked before anything loads (``EvaluationError`` naming the option)."""
-        if self.rolling is not None and (isinstance(self.rolling, bool) or not isinstance(self.rolling, int)
-                                         or self.rolling < 1):
-            raise EvaluationError(f"--rolling must be a whole number of trading days ≥ 1; got {self.rolling!r}")
+        if self.rolling is not None:
+            check_rolling(self.rolling, self.rolling_train)
         if self.rolling is not None and self.data is not None:
             raise EvaluationError("--rolling prepares each window from best.yaml's source; --data cannot replace it")

@@ -4,7 +4,8 @@ A search tries each configuration once, on one seed, and the highest number it s
 ``--confirm K --confirm-seeds S`` the driver, once every trial has ended, takes the K best configurations by the
 search's objective (one per distinct configuration) and Qlib's published config (the space's ``default``, the
 search's first point) and trains each again on the same S new seeds, at the search's epoch budget, with the trials'
-resources, as Ray tasks spread over the cluster. The winner is the best mean over the seeds; the winner and the
+resources, as Ray tasks spread over the cluster. Runs the plan will hold whatever the last trials do start earlier,
+in the slots those trials leave idle (``EarlyStart``); the plan takes them over. The winner is the best mean over the seeds; the winner and the
 default, trained on the same seeds, are compared pair by pair (``evaluation.overfitting.paired``).
 
 Every run goes through the search's one training path (``search.trial.train_run``) into ``RUN/confirm/<run>/``
@@ -43,8 +44,8 @@ from alphatune.search.trial import (ERROR, FAULT, check_visible, reporting_failu
                                    trial_hyperparameters)
 from alphatune.storage import Location
 
-DEFAULT = "default"
-FOLD_RESULTS = "fold_results"  # a confirmation run's folds in its ledger entry: fold, valid_ic, valid_loss, ...          # the default's name when no trial of the search tried it
+DEFAULT = "default"  # the default's name when no trial of the search tried it
+FOLD_RESULTS = "fold_results"  # a confirmation run's folds in its ledger entry: fold, valid_ic, valid_loss, ...
 _SEED_STREAM = 0x636F6E66    # "conf": keeps confirmation seeds apart from the trials' (search.study.trial_seed)
 
 
@@ -67,6 +68,17 @@ def confirmation_seeds(search_seed: int | None, count: int) -> list[int]:
         return [int.from_bytes(os.urandom(4), "little") >> 1 for _ in range(count)]
     return [int(np.random.SeedSequence([search_seed, _SEED_STREAM, i]).generate_state(1)[0] >> 1)
             for i in range(count)]
+
+
+def plan_seeds(run_dir: RunDir, options: Any) -> list[int]:
+    """The seeds the confirmation's plan will hold, known before the plan is written (runs start early): with
+    ``--seed``, ``confirmation_seeds``'; without one, the seeds of runs the ledger already records (started early
+    by an earlier process of this search), then new draws, ``--confirm-seeds`` in all."""
+    if options.seed is not None:
+        return confirmation_seeds(options.seed, options.confirm_seeds)
+    _, done = read_confirmation(run_dir.work)
+    recorded = [int(entry["seed"]) for entry in done.values() if isinstance(entry.get("seed"), int)]
+    return list(dict.fromkeys(recorded + confirmation_seeds(None, options.confirm_seeds)))[:options.confirm_seeds]
 
 
 def run_id(trial: str, seed: int) -> str:
@@ -151,6 +163,7 @@ class Runs:
             max_retries=-1 if options.max_failures < 0 else options.max_failures, retry_exceptions=False)
         self.common = {"metric": options.metric, "threads": max(1, int(options.cpus_per_trial)), "device": device,
                        "speed": options.speed(device), "bases": bases, "run_dir": str(run_dir.root)}
+        self.seeds = plan_seeds(run_dir, options)  # drawn once: the early runs' seeds are the plan's
         self.pending: dict[Any, tuple[Candidate, int]] = {}
         self.epochs: dict[str, set[int]] = {}
         self.queue = Queue()
@@ -246,8 +259,8 @@ class EarlyStart(Callback):
     start the confirmation runs of the candidates the plan will hold anyway (``early_candidates``) in them, longest
     first. Nothing of the plan is written yet: each run's end is recorded as it comes, and ``confirm`` picks them up."""
 
-    def __init__(self, runs: Runs, searcher: Any, slots: int, seeds: list[int]) -> None:
-        self.runs, self.searcher, self.slots, self.seeds = runs, searcher, slots, seeds
+    def __init__(self, runs: Runs, searcher: Any, slots: int) -> None:
+        self.runs, self.searcher, self.slots = runs, searcher, slots
         self.ended = -1
         self.queue: list[tuple[Candidate, int]] = []
 
@@ -265,7 +278,7 @@ class EarlyStart(Callback):
             started = self.runs.names() | set(done)
             cost = epoch_seconds(run_dir)
             self.queue = sorted(((candidate, seed) for candidate in early_candidates(
-                records, configs, manifest, [trial.config for trial in live]) for seed in self.seeds
+                records, configs, manifest, [trial.config for trial in live]) for seed in self.runs.seeds
                 if run_id(candidate.trial, seed) not in started), key=lambda item: -cost.get(item[0].trial, 0.0))
         for candidate, seed, result in self.runs.poll(0):
             self.runs.record(candidate, seed, result)
@@ -289,7 +302,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
     if plan is None:
         configs = {trial.trial_id: trial.config for trial in read_ledger(run_dir.work) or []}
         chosen = candidates(records, configs, manifest, options.confirm)
-        plan = {"seeds": confirmation_seeds(options.seed, options.confirm_seeds), "top": options.confirm,
+        plan = {"seeds": runs.seeds, "top": options.confirm,
                 "candidates": [asdict(candidate) for candidate in chosen]}
         runs.ledger.confirmation(plan)
         run_dir.push()

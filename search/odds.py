@@ -11,6 +11,7 @@ give no PBO, and the record says why.
 from __future__ import annotations
 
 import io
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from alphatune.evaluation.best import Overfitting
 from alphatune.evaluation.plots import plot_overfitting
 from alphatune.search.objective import finite, objective
 from alphatune.evaluation.overfitting import DEFAULT_BLOCKS, best_of_n, cscv
-from alphatune.search.folds import FOLD_DIR
+from alphatune.search.folds import fold_dir
 from alphatune.search.results import TrialRecord
 from alphatune.search.rundir import TRIALS_DIR, RunDir
 from alphatune.search.trial import DAILY_IC_FILE, read_daily_ic
@@ -39,8 +40,8 @@ def daily_valid_ic(run_dir: RunDir, records: list[TrialRecord]) -> pd.DataFrame:
     columns = {}
     for record in records:
         count = record.fold_count
-        names = [f"{record.trial_id}/{DAILY_IC_FILE}"] if count == 1 else [
-            f"{record.trial_id}/{FOLD_DIR.format(fold)}/{DAILY_IC_FILE}" for fold in range(1, count + 1)]
+        names = [f"{fold_dir(PurePosixPath(record.trial_id), fold, count) / DAILY_IC_FILE}"
+                 for fold in range(1, count + 1)]
         if not all(name in listed for name in names):
             continue
         parts = [read_daily_ic(run_dir.root / TRIALS_DIR / name) for name in names]

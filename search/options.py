@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from alphatune.arguments import option, recorded
 from alphatune.datasets.options import DataOptions
-from alphatune.datasets.periods import FOLD_TRAIN
+from alphatune.datasets.periods import FOLD_TRAIN, check_folds
 from alphatune.datasets.sources import EMBEDDED, is_prepared, is_qlib_dir
 from alphatune.models.options import FitOptions
 from alphatune.models.registry import REGISTRY
@@ -137,9 +137,7 @@ class SearchOptions(DataOptions, FitOptions):
                 raise OptionError(f"--space {model}={path}: no such file")
         _positive_int("--samples", self.samples)
         _positive_int("--max-epochs", self.max_epochs)
-        _positive_int("--folds", self.folds)
-        if self.fold_train not in FOLD_TRAIN:
-            raise OptionError(f"--fold-train must be one of {', '.join(FOLD_TRAIN)}; got {self.fold_train!r}")
+        check_folds(self.folds, self.fold_train)
         if self.folds > 1 and self.data not in (None, EMBEDDED) and is_prepared(self.data):
             raise OptionError(f"--folds {self.folds}: {self.data} is already prepared with fixed segments; each fold "
                               f"prepares its own train window from the source (a Qlib directory, a price table or "

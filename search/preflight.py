@@ -24,6 +24,7 @@ from alphatune.search.folds import FoldPlan, open_folds, plan_folds
 from alphatune.search.options import OptionError, SearchOptions, without_password
 from alphatune.search.rundir import MANIFEST, RunDirError, check_not_held, check_writable
 from alphatune.spaces import Space
+from alphatune.storage import error_chain
 
 
 @dataclass
@@ -58,6 +59,7 @@ def check(options: SearchOptions) -> Checked:
         check_study_storage(options)
     for model, path in options.space_files.items():  # damaged space files: one line before the data and torch
         spaces.check_file(path, model)
+    model_spaces = options.load_spaces()  # every value through its model's rule, before the data too
     ds = options.spec().open()
     check_dataset(ds, options.models)
     spec = DataSpec.of(ds, options.concepts)
@@ -66,7 +68,7 @@ def check(options: SearchOptions) -> Checked:
         fold_datasets = open_folds(spec, plan, ds)
     except DataError as error:
         raise OptionError(str(error)) from None
-    return Checked(options.load_spaces(), ds, plan, fold_datasets)
+    return Checked(model_spaces, ds, plan, fold_datasets)
 
 
 def check_dataset(ds: Any, model_names: list[str]) -> None:
@@ -81,12 +83,6 @@ def check_dataset(ds: Any, model_names: list[str]) -> None:
 # SQLAlchemy's driver name in a storage URL (``postgresql+psycopg://``) → the package that provides it.
 DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "postgresql": "psycopg2-binary",
            "pymysql": "pymysql", "mysqldb": "mysqlclient", "mysql": "mysqlclient"}
-
-
-def _chain(error: BaseException | None) -> Any:
-    while error is not None:
-        yield error
-        error = error.__cause__ or error.__context__
 
 
 def check_study_storage(options: SearchOptions) -> None:
@@ -111,7 +107,7 @@ def check_study_storage(options: SearchOptions) -> None:
         storage = optuna.storages.RDBStorage(url)
         existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
     except Exception as error:  # a driver missing, a refused login, a database that does not exist, ...
-        missing = [link for link in _chain(error) if isinstance(link, ImportError)]
+        missing = [link for link in error_chain(error) if isinstance(link, ImportError)]
         if missing:
             module = next((link.name for link in reversed(missing) if link.name), None)
             package = DRIVERS.get(parts.scheme.split("+")[-1])

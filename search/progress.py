@@ -31,20 +31,23 @@ COUNTED = ("finished", "pruned", "failed", "interrupted", "pending")
 
 class SearchProgress(Callback):
     """The search's progress (see the module doc): ``samples`` trials of at most ``budget`` epochs each
-    (``max_epochs`` × ``folds``), ``slots`` at a time; ``every`` seconds between plain status lines; ``done``:
-    epochs the run had before (a resumed search)."""
+    (``max_epochs`` × ``folds``), ``slots`` at a time; ``every`` seconds between plain status lines. A resumed
+    search passes what it had before: ``done``, the epochs its trials reported; ``ended_before``, each trial that
+    ended in an earlier process as (its outcome, the epochs it trained): they are counted with this process's
+    trials, and are neither expected again nor left out of the time left."""
 
     def __init__(self, model: str, goal: Objective, samples: int, max_epochs: int, folds: int, slots: int,
                  every: float = 10.0, stream: TextIO | None = None, done: int = 0,
-                 terminal: bool | None = None) -> None:
+                 terminal: bool | None = None, ended_before: list[tuple[str, int]] | None = None) -> None:
         self.model, self.goal, self.samples = model, goal, samples
         self.max_epochs, self.folds, self.slots, self.every = max_epochs, folds, max(1, slots), every
         self.stream, self.terminal = stream, terminal
         self.epochs_before = done
+        self.ended_before = list(ended_before or [])
         self.seen: dict[str, set[int]] = {}       # trial → epochs reported (once each)
         self.last_report: dict[str, float] = {}   # trial → when its last epoch was reported
         self.epoch_wall: list[float] = []         # measured wall seconds of one epoch, per report
-        self.ended_epochs: list[int] = []
+        self.ended_epochs: list[int] = [epochs for _, epochs in self.ended_before]
         self._progress: Progress | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -125,6 +128,9 @@ class SearchProgress(Callback):
 
     def _status(self, trials: list[Trial], force: bool = False, ended: Trial | None = None) -> None:
         counts = dict.fromkeys(COUNTED, 0)
+        for state, _ in self.ended_before:
+            if state in counts:
+                counts[state] += 1
         running, best = [], None
         for trial in trials:
             if trial is ended:  # Tune still lists it as running
@@ -160,11 +166,11 @@ class SearchProgress(Callback):
 
     def _remaining(self, running: list[Trial], created: int) -> float:
         """Epochs still expected: each running trial up to what a trial trains (the ended ones' mean, its budget
-        before any ended), and as many for every sample not created yet."""
+        before any ended), and as many for every sample neither created by this process nor ended before it."""
         expected = statistics.fmean(self.ended_epochs) if self.ended_epochs else float(self.budget)
         left = sum(max(0.0, min(float(self.budget), max(expected, len(self.seen.get(trial.trial_id, ())))) -
                        len(self.seen.get(trial.trial_id, ()))) for trial in running)
-        return left + max(0, self.samples - created) * expected
+        return left + max(0, self.samples - len(self.ended_before) - created) * expected
 
     def _eta(self, remaining: float) -> float | None:
         if not self.epoch_wall:

@@ -41,7 +41,8 @@ from typing import Any
 import yaml
 
 from alphatune import spaces
-from alphatune.storage import Location, Mirror, StorageError, cache_dir, disk_full, environment_fault, writer
+from alphatune.storage import (Location, Mirror, StorageError, cache_dir, disk_full, environment_fault, error_chain,
+                               writer)
 from alphatune.search.folds import FoldPlan
 from alphatune.search.ledger import read_ledger
 from alphatune.search.options import SearchOptions, space_origin
@@ -381,12 +382,4 @@ def fault_guard(run_dir: RunDir | Location | Path, resume_hint: str) -> Iterator
 
 def fault_in(error: BaseException | None) -> EnvironmentFault | None:
     """The ``EnvironmentFault`` ``error`` is or was raised from (Tune may wrap what its stopper raised), if any."""
-    return next((link for link in _chain(error) if isinstance(link, EnvironmentFault)), None)
-
-
-def _chain(error: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
+    return next((link for link in error_chain(error) if isinstance(link, EnvironmentFault)), None)

@@ -209,7 +209,7 @@ def train_trial(config: dict[str, Any], *, datasets: Callable[[], list[Any]], sp
                 max_epochs: int, metric: str,
                 threads: int, device: str, speed: dict[str, Any] | None = None,
                 bases: dict[str, dict[str, Any]] | None = None, trial_id: str | None = None) -> None:
-    """Train one configuration of ``space.model`` on ``dataset`` and report every epoch to Tune.
+    """Train one configuration of ``space.model`` on every fold ``datasets()`` gives and report every epoch to Tune.
 
     ``config`` is Tune's trial config (the searched values); ``datasets()`` fetches the datasets, one per fold,
     from the object store (their arrays are read-only and shared, never copied; a lost object is the

@@ -30,11 +30,12 @@ from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEv
 from alphatune.search.progress import SearchProgress
 from alphatune.search.cluster import concurrent_slots
 from alphatune.search import confirm
-from alphatune.search.ledger import Ledger, read_confirmation
+from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
 from alphatune.search.objective import objective
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base
 from alphatune.search.resume import close_abandoned, open_study, reconcile
+from alphatune.search.results import outcome
 from alphatune.search.rundir import TENSORBOARD_DIR, RunDir, as_run_dir, fault_in, read_manifest
 from alphatune.search.scheduler import SuccessiveHalving
 from alphatune.search.searcher import StudySearcher
@@ -72,7 +73,7 @@ def _run_trial(config: dict[str, Any], *, fold_refs: list[ray.ObjectRef], **kwar
 # Tune and Ray settings read from the environment while a Tuner runs in this process:
 # - no automatic loggers (TensorBoard files come from ``TensorBoardLogger``, the per-epoch record is the ledger);
 # - Tune's own console output off (its legacy reporter, silent at verbose=0: the new one prints every trial error
-#   and its result table whatever the verbosity), and no traceback per failed trial task: ``ProgressPrinter`` says
+#   and its result table whatever the verbosity), and no traceback per failed trial task: ``SearchProgress`` says
 #   in one line which trial failed or is retried, why, and where the traceback is;
 # - no check that every report carries the objective: a trial's failure or fault is a report without one
 #   (``search.trial``), which the stopper handles before anything reads a metric.
@@ -116,8 +117,8 @@ def _tune_environment() -> Iterator[None]:
 
 
 class RunSync(Callback):
-    """Puts the driver's files of a run in object storage into the bucket (``RunDir.push``: the study's snapshot,
-    then the ledger, then TensorBoard's files): after every ended trial, at most every ``seconds`` while trials
+    """Puts the driver's files of a run in object storage into the bucket (``RunDir.push``: the study's snapshot
+    first, then the other changed files in name order, then the marker): after every ended trial, at most every ``seconds`` while trials
     run, and when the search stops. Not used for a local run, where the driver writes in place."""
 
     def __init__(self, run_dir: RunDir, seconds: float = 10.0) -> None:
@@ -167,17 +168,19 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
         if folds == 1 else SuccessiveHalving(goal, folds, 1, options.reduction_factor, resource="fold")
     scheduler.replay(plan.results)
     slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    ended_before = [(outcome(trial.status, trial.last_result, goal.name), len(trial.epochs()))
+                    for trial in read_ledger(run_dir.work) or [] if trial.status is not None]
     callbacks = [WorkerEvents(ledger), SearchProgress(space.model, goal, options.samples, options.max_epochs,
                                                       len(fold_refs), slots, options.progress_seconds, stream,
-                                                      done=sum(len(rows) for rows in plan.results.values())),
+                                                      done=sum(len(rows) for rows in plan.results.values()),
+                                                      ended_before=ended_before),
                  TensorBoardLogger(run_dir.work / TENSORBOARD_DIR, space, goal)]
     if not run_dir.is_local:
         callbacks.append(RunSync(run_dir))
     if options.confirm > 0 and read_confirmation(run_dir.work)[0] is None:  # idle slots at the end: confirm early
         runs = confirm.RUNS.setdefault(run_dir.root.uri, confirm.Runs(
             run_dir, read_manifest(run_dir), fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()}))
-        callbacks.append(confirm.EarlyStart(runs, searcher, slots,
-                                            confirm.confirmation_seeds(options.seed, options.confirm_seeds)))
+        callbacks.append(confirm.EarlyStart(runs, searcher, slots))
     try:
         with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
             tuner = tune.Tuner(

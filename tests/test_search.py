@@ -416,6 +416,24 @@ def test_the_first_trials_start_together_one_pending_trial_per_slot(ray_session,
     assert started + (int(pending[1]) if pending else 0) == 2 and "0 finished" in first, first
 
 
+def test_a_resumed_searchs_progress_counts_the_trials_ended_before_and_expects_no_more_of_them() -> None:
+    """Resumed with 6 of 8 trials ended in an earlier process and one continued here: the status counts the
+    earlier ones (5 finished, 1 pruned) and the time left expects epochs only for the one sample never created
+    (as many as the ended trials trained on average), not for the six that ended."""
+    from alphatune.search.objective import objective
+    from alphatune.search.progress import SearchProgress
+    stream = io.StringIO()
+    earlier = [("finished", 3)] * 5 + [("pruned", 1)]
+    progress = SearchProgress("lstm", objective("valid_ic"), samples=8, max_epochs=3, folds=1, slots=2, every=0,
+                              stream=stream, done=16, terminal=False, ended_before=earlier)
+    assert progress._remaining([], created=1) == pytest.approx(16 / 6)
+    progress.epoch_wall.append(6.0)
+    progress._status([], force=True)
+    line = stream.getvalue().strip().splitlines()[-1]
+    assert "5 finished · 1 pruned" in line, line
+    assert progress._remaining([], created=0) == pytest.approx(2 * 16 / 6)
+
+
 def test_a_runs_space_file_says_where_the_space_came_from_even_under_ray_job_submit(tmp_path, monkeypatch) -> None:
     """A shipped space by name; under `ray job submit`, a file in the job's working directory (Ray's temporary
     copy, gone after the job) by its path there; any other file by its path. search.yaml keeps the space itself."""
@@ -683,9 +701,33 @@ def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_i
     assert str(daily[winner.trial_id].dropna().index[0].date()) >= windows[0].valid[0]
     assert str(daily.index[-1].date()) <= windows[-1].valid[1] and len(daily) > 10  # the three folds' days
     against = best["confirmation"]["against_default"]
-    assert against is None or "(seed, fold) pair" in against["verdict"] or "default config itself" in against["verdict"]
+    winner_config = next(config for config in best["confirmation"]["configs"]
+                         if config["trial"] == best["confirmation"]["winner"])
+    assert ("default config itself" if winner_config["default"] else "(seed, fold) pair") in against["verdict"], against
     runs = [run for config in best["confirmation"]["configs"] for run in config["runs"]]
     assert runs and all(len(run["folds"]) == 3 for run in runs)
+
+
+def test_the_seeds_runs_started_early_train_on_are_the_plans_with_or_without_a_search_seed(tmp_path) -> None:
+    """Runs start before the plan is written, so its seeds are drawn once, before: with --seed they are derived
+    from it; without one (the Python API's default) a later process of the same search keeps the seeds of the runs
+    the ledger already holds and draws only the rest."""
+    from types import SimpleNamespace
+    from alphatune.search.confirm import confirmation_seeds, plan_seeds
+    from alphatune.search.ledger import Ledger
+    from alphatune.search.rundir import RunDir
+    run_dir = RunDir.at(tmp_path)
+    assert plan_seeds(run_dir, SimpleNamespace(seed=5, confirm_seeds=3)) == confirmation_seeds(5, 3)
+    fresh = plan_seeds(run_dir, SimpleNamespace(seed=None, confirm_seeds=3))
+    assert len(set(fresh)) == 3
+    ledger = Ledger(tmp_path)
+    ledger.confirmed("abc-seed11", trial="abc", seed=11, valid_ic=0.01)
+    ledger.confirmed("default-seed11", trial="default", seed=11, valid_ic=0.0)
+    ledger.confirmed("abc-seed7", trial="abc", seed=7, valid_ic=0.02)
+    ledger.close()
+    again = plan_seeds(run_dir, SimpleNamespace(seed=None, confirm_seeds=3))
+    assert again[:2] == [11, 7] and len(set(again)) == 3
+    assert plan_seeds(run_dir, SimpleNamespace(seed=None, confirm_seeds=1)) == [11]
 
 
 def test_slots_the_last_trials_leave_idle_start_the_confirmation_runs_the_plan_will_hold_anyway(

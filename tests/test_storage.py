@@ -158,6 +158,9 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
     evaluation = yaml.safe_load(s3.client().get_object(Bucket="runs", Key="team/killed/lstm/evaluation.yaml")["Body"]
                                 .read())
     assert evaluation["configs"]["searched"]["runs"][0]["reused"] == "confirmation"  # its model read from the bucket
+    # the progress counts only epochs to train: the reused model is none, the default's run at most its 2
+    totals = {int(total) for total in re.findall(r"\] \d+/(\d+) epochs", evaluated.stdout)}
+    assert (not totals) if evaluation["searched_is_default"] else (totals and max(totals) <= 2), evaluated.stdout
 
 
 @pytest.mark.skipif(can_unshare() is not None, reason=f"a node in its own mount namespace: {can_unshare()}")

@@ -33,8 +33,9 @@ _STORE_WORDS = ("AWS Error", "GCS Error", "google::cloud", "Access Denied", "Acc
                 "Connection refused", "timed out")
 
 
-def _chain(error: BaseException | None) -> list[BaseException]:
-    """``error`` and every exception it was raised from or during, outermost first."""
+def error_chain(error: BaseException | None) -> list[BaseException]:
+    """``error`` and every exception it was raised from or during, outermost first (each once, whatever cycles
+    the chain holds)."""
     seen: list[BaseException] = []
     while error is not None and all(error is not other for other in seen):
         seen.append(error)
@@ -46,13 +47,13 @@ def disk_full(error: BaseException | None) -> bool:
     """Whether ``error`` (or one it was raised from) says a disk is full: ``ENOSPC``/``EDQUOT``, SQLite's "database
     or disk is full" (under Optuna's and SQLAlchemy's wrappers), or those words in a message."""
     return any((isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT))
-               or any(words in str(link) for words in _FULL) for link in _chain(error))
+               or any(words in str(link) for words in _FULL) for link in error_chain(error))
 
 
 def environment_fault(error: BaseException | None) -> str | None:
     """One line saying what failed in the environment when ``error`` is its fault (see the module doc), else
     ``None``."""
-    for link in _chain(error):
+    for link in error_chain(error):
         if disk_full(link) or isinstance(link, StorageError) or _ray_failure(link) or (
                 isinstance(link, OSError) and (link.errno in _ENVIRONMENT_ERRNOS
                                                or (link.errno is None and any(w in str(link) for w in _STORE_WORDS)))):

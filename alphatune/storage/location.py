@@ -164,10 +164,6 @@ class Location:
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
 
-    def open_binary(self) -> io.BytesIO | Any:
-        """A readable binary file object (a local file, or the object's bytes in memory)."""
-        return open(self.path, "rb") if self.fs is None else io.BytesIO(self.read_bytes())
-
     # ------------------------------------------------------------------ writing
 
     def makedirs(self) -> None:
@@ -194,10 +190,6 @@ class Location:
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))
-
-    def upload(self, source: Path) -> None:
-        """Copy the local file ``source`` here (atomically)."""
-        self.write_bytes(Path(source).read_bytes())
 
     def delete(self) -> None:
         """Remove this file (nothing when there is none)."""

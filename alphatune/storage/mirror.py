@@ -20,6 +20,7 @@ write straight into the bucket) are neither pushed nor pulled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -129,7 +130,7 @@ def _sqlite_snapshot(path: Path) -> bytes:
     """A consistent copy of a SQLite database that another connection may be writing (SQLite's backup API)."""
     with tempfile.TemporaryDirectory(prefix="alphatune-sqlite-") as scratch:
         copy = Path(scratch) / path.name
-        with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
+        with contextlib.closing(sqlite3.connect(path)) as source, contextlib.closing(sqlite3.connect(copy)) as target:
             source.backup(target)
         return copy.read_bytes()
 
