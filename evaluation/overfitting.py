@@ -12,9 +12,10 @@
 * ``best_of_n`` — the **bar the winner must clear**: the value the best of N trials reaches by chance if they
   were all equally good, given the trials' own dispersion: mean + std · E[max of N standard normals] (for a metric
   to minimise, mean − ...). A winner under the bar is no better than the luckiest of N draws of noise.
-* ``paired`` — the **winner against Qlib's default on the same seeds** (the confirmation's), or on the same
-  (seed, fold) pairs with walk-forward folds: the mean of the pairwise differences, its standard error, on how many
-  pairs the winner was ahead, and whether the difference is beyond noise (a two-sided paired t-test at 5 %).
+* ``paired`` — the **winner against Qlib's default on the same seeds** (the confirmation's; with walk-forward
+  folds, each seed's value is the mean over its folds: a seed's folds are not independent draws): the mean of the
+  pairwise differences, its standard error, on how many seeds the winner was ahead, and whether the difference is
+  beyond noise (a two-sided paired t-test at 5 %).
 
 Edges: a trial with no defined day in a block's half scores NaN there and ranks last; a day undefined for a trial
 (NaN) is left out of that trial's mean; fewer than two trials, or fewer days than blocks, give no PBO (``None``
@@ -132,22 +133,19 @@ def best_of_n(values: list[float] | np.ndarray, maximize: bool = True) -> BestOf
 
 @dataclass(frozen=True)
 class Paired:
-    """The winner minus the default on the pairs both have (seeds, or (seed, fold) pairs: ``unit`` names them), in
-    the direction where positive is better."""
+    """The winner minus the default on the seeds both have, in the direction where positive is better."""
 
-    seeds: int                     # how many pairs (seeds, or (seed, fold) pairs)
+    seeds: int                     # how many seeds (pairs)
     mean: float
     standard_error: float | None   # None with one pair
     ahead: int                     # pairs on which the winner was better
     beyond_noise: bool             # a two-sided paired t-test at 5 % rejects "no difference"
-    unit: str = "seed"
 
     def verdict(self, metric: str) -> str:
         """The comparison in words."""
-        ahead = f"ahead on {self.ahead} of {self.seeds} {self.unit}{'s' if self.seeds != 1 else ''}"
+        ahead = f"ahead on {self.ahead} of {self.seeds} seed{'s' if self.seeds != 1 else ''}"
         if self.standard_error is None:
-            return (f"{self.mean:+.4f} {metric} on one {self.unit} ({ahead}): one {self.unit} cannot tell a difference "
-                    f"from noise")
+            return f"{self.mean:+.4f} {metric} on one seed ({ahead}): one seed cannot tell a difference from noise"
         size = f"{self.mean:+.4f} ± {self.standard_error:.4f} (standard error) {metric}"
         if self.beyond_noise:
             side = "better" if self.mean > 0 else "worse"
@@ -155,10 +153,9 @@ class Paired:
         return f"within noise: {size}, {ahead} (paired t-test, 5 %)"
 
 
-def paired(winner: dict[Hashable, float], default: dict[Hashable, float], maximize: bool = True,
-           unit: str = "seed") -> Paired | None:
-    """The paired comparison over the keys (seeds, or (seed, fold) pairs, named ``unit``) both configurations have
-    a finite value for; ``None`` when there is none. Differences are oriented so that positive means the winner is
+def paired(winner: dict[Hashable, float], default: dict[Hashable, float], maximize: bool = True) -> Paired | None:
+    """The paired comparison over the seeds both configurations have a finite value for; ``None`` when there is
+    none. Differences are oriented so that positive means the winner is
     better."""
     keys = sorted(key for key in winner if key in default and _finite(winner[key]) and _finite(default[key]))
     if not keys:
@@ -168,12 +165,12 @@ def paired(winner: dict[Hashable, float], default: dict[Hashable, float], maximi
     mean = float(differences.mean())
     ahead = int(np.sum(differences > 0))
     if len(keys) < 2:
-        return Paired(1, mean, None, ahead, False, unit)
+        return Paired(1, mean, None, ahead, False)
     error = float(differences.std(ddof=1) / math.sqrt(len(keys)))
     if error == 0:
-        return Paired(len(keys), mean, 0.0, ahead, mean != 0, unit)
+        return Paired(len(keys), mean, 0.0, ahead, mean != 0)
     critical = float(stats.t.ppf(0.975, len(keys) - 1))
-    return Paired(len(keys), mean, error, ahead, abs(mean) > critical * error, unit)
+    return Paired(len(keys), mean, error, ahead, abs(mean) > critical * error)
 
 
 def _finite(value: float | None) -> bool:

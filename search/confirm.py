@@ -446,15 +446,12 @@ def _against_default(winner: ConfirmedConfig | None, configs: list[ConfirmedConf
         return {"seeds": sum(run.value is not None for run in winner.runs), "mean_difference": 0.0,
                 "standard_error": None, "ahead": 0, "beyond_noise": False,
                 "verdict": "the winner is Qlib's default config itself: the search found nothing better on these seeds"}
-    def values(config: ConfirmedConfig) -> dict[Any, float]:  # per seed, or per (seed, fold) with folds
-        if any(run.folds for run in config.runs):
-            return {(run.seed, fold): value for run in config.runs for fold, value in enumerate(run.folds or [], 1)
-                    if value is not None}
+    # Per seed; with walk-forward folds a run's value is the mean over its folds (a seed's folds share its draws:
+    # they are not independent pairs).
+    def values(config: ConfirmedConfig) -> dict[Any, float]:
         return {run.seed: run.value for run in config.runs if run.value is not None}
 
-    folded = any(run.folds for run in winner.runs)
-    comparison = paired(values(winner), values(default), maximize=goal.mode == "max",
-                        unit="(seed, fold) pair" if folded else "seed")
+    comparison = paired(values(winner), values(default), maximize=goal.mode == "max")
     if comparison is None:
         return None
     return {"seeds": comparison.seeds, "mean_difference": comparison.mean,

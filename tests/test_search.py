@@ -656,7 +656,7 @@ def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_i
     """--folds 3 on a price table: each fold's data is prepared from the source on its own windows; a trial reports
     after each fold with the mean over its folds so far, ASHA prunes between folds (never within one), Optuna holds
     one intermediate value per fold, the winner is judged on every fold, and best.yaml, TensorBoard and the daily
-    validation IC say which fold is which; the confirmation compares (seed, fold) pairs."""
+    validation IC say which fold is which; the confirmation compares seeds, each the mean over its folds."""
     from conftest import tiny_segments
     from alphatune.search.odds import read_daily
     from alphatune.storage import Location
@@ -703,7 +703,14 @@ def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_i
     against = best["confirmation"]["against_default"]
     winner_config = next(config for config in best["confirmation"]["configs"]
                          if config["trial"] == best["confirmation"]["winner"])
-    assert ("default config itself" if winner_config["default"] else "(seed, fold) pair") in against["verdict"], against
+    if winner_config["default"]:
+        assert "default config itself" in against["verdict"], against
+    else:  # over seeds, each the mean over its folds (a seed's folds are not independent pairs)
+        default_config = next(config for config in best["confirmation"]["configs"] if config["default"])
+        default_values = {run["seed"]: run["value"] for run in default_config["runs"]}
+        differences = [run["value"] - default_values[run["seed"]] for run in winner_config["runs"]]
+        assert against["seeds"] == len(differences) == options.confirm_seeds and " seeds" in against["verdict"]
+        assert against["mean_difference"] == pytest.approx(sum(differences) / len(differences)), against
     runs = [run for config in best["confirmation"]["configs"] for run in config["runs"]]
     assert runs and all(len(run["folds"]) == 3 for run in runs)
 
