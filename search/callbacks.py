@@ -104,8 +104,8 @@ def written_steps(run: Path) -> set[int]:
 
 # TensorBoard scalar tags, per epoch: the epoch's own numbers, and those of the epoch the trial keeps so far (step
 # curves whose last point is the trial's result: the HParams table shows each curve's last point). With walk-forward
-# folds, each fold's curves are ``fold<k>/<tag>`` over its own epochs, and the kept values (``FOLD_MEANS``) are the
-# trial's: the mean over its folds so far, over all its epochs.
+# folds, each fold's curves are ``fold<k>/<tag>`` over its own epochs, and the kept values (``FOLD_MEANS``) are also
+# the trial's: the mean over its folds so far, over all its epochs.
 EPOCH_SCALARS = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_ic": "valid_ic",
                  "kept_epoch": "best_epoch", "kept_valid_ic": "best_valid_ic", "kept_valid_loss": "best_valid_loss"}
 FOLD_MEANS = ("kept_valid_ic", "kept_valid_loss")
@@ -138,11 +138,13 @@ def _searched_column(name: str, param: Any, differs: bool = False) -> Any:
         _column(name, numeric=True, differs=differs)
 
 
-def write_experiment(logdir: Path, model_spaces: dict[str, Space], goal: Objective) -> None:
+def write_experiment(logdir: Path, model_spaces: dict[str, Space], goal: Objective, folds: int = 1) -> None:
     """The HParams experiment of a search, written into one model's ``logdir`` (``RUN/tensorboard``): every
     searched model's hyperparameters (the union, so the table at the search's root shows them all, whichever
     model's experiment TensorBoard reads), then ``model``, ``outcome`` and ``trial``, and the metrics named for what
     they are: the kept epoch's numbers first (the trial's result; the objective's own first), then the last epoch's.
+    With walk-forward ``folds``, the trial's kept numbers are the means over its folds, and each fold's kept
+    objective is a column of its own (``fold<k>/kept_<objective>``): the curves a trial writes then.
 
     TensorBoard ticks the first five columns by default, after sorting them by ``differs`` (true first) and by
     name: the searched hyperparameters say they differ (the first five in the spaces' own order, so that ``lr``,
@@ -160,13 +162,22 @@ def write_experiment(logdir: Path, model_spaces: dict[str, Space], goal: Objecti
                     "trial": _column("trial")})
     columns["optuna_trial"] = _column("optuna_trial", numeric=True)
     other = "valid_loss" if goal.name == "valid_ic" else "valid_ic"
-    metrics = [(f"kept_{goal.name}", f"{goal.name} at the kept epoch",
-                f"the objective: {goal.name} of the epoch the trial keeps (its best by {goal.name})"),
-               (f"kept_{other}", f"{other} at the kept epoch", f"{other} of the epoch the trial keeps"),
-               ("kept_epoch", "kept epoch", f"the epoch the trial keeps, its best by {goal.name}"),
-               ("valid_ic", "valid_ic (last epoch)", "valid_ic of the trial's last epoch, kept or not"),
-               ("valid_loss", "valid_loss (last epoch)", "valid_loss of the trial's last epoch, kept or not"),
-               ("train_loss", "train_loss (last epoch)", "train_loss of the trial's last epoch")]
+    if folds > 1:
+        metrics = [(f"kept_{goal.name}", f"{goal.name}, mean over folds",
+                    f"the objective: the mean over the trial's folds of each fold's kept {goal.name}"),
+                   (f"kept_{other}", f"{other}, mean over folds", f"the mean over the trial's folds of each fold's "
+                                                                  f"{other} at its kept epoch")]
+        metrics += [(f"fold{fold}/kept_{goal.name}", f"{goal.name}, fold {fold}",
+                     f"{goal.name} of the epoch the trial keeps on fold {fold} (empty: pruned before it)")
+                    for fold in range(1, folds + 1)]
+    else:
+        metrics = [(f"kept_{goal.name}", f"{goal.name} at the kept epoch",
+                    f"the objective: {goal.name} of the epoch the trial keeps (its best by {goal.name})"),
+                   (f"kept_{other}", f"{other} at the kept epoch", f"{other} of the epoch the trial keeps"),
+                   ("kept_epoch", "kept epoch", f"the epoch the trial keeps, its best by {goal.name}"),
+                   ("valid_ic", "valid_ic (last epoch)", "valid_ic of the trial's last epoch, kept or not"),
+                   ("valid_loss", "valid_loss (last epoch)", "valid_loss of the trial's last epoch, kept or not"),
+                   ("train_loss", "train_loss (last epoch)", "train_loss of the trial's last epoch")]
     metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown, description=text)
                     for tag, shown, text in metrics]
     experiment = api_pb2.Experiment(hparam_infos=list(columns.values()), metric_infos=metric_infos,
@@ -225,11 +236,14 @@ class TensorBoardLogger(Callback):
         for tag, key in EPOCH_SCALARS.items():
             if key not in result:
                 continue
-            if fold is None or tag in FOLD_MEANS:
+            if fold is None:
                 writer.add_scalar(tag, float(result[key]), result["epoch"])
-            else:  # a curve per fold, over the fold's own epochs; the trial's value is the mean curve
-                writer.add_scalar(f"fold{fold}/{tag}", float(result[f"fold_{key}" if tag.startswith("kept_") else key]),
-                                  result["fold_epoch"])
+                continue
+            if tag in FOLD_MEANS:  # the trial's value: the mean over its folds so far, over all its epochs
+                writer.add_scalar(tag, float(result[key]), result["epoch"])
+            # a curve per fold, over the fold's own epochs
+            writer.add_scalar(f"fold{fold}/{tag}", float(result[f"fold_{key}" if tag.startswith("kept_") else key]),
+                              result["fold_epoch"])
         writer.flush()
         written.add(result["epoch"])
 

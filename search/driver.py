@@ -78,7 +78,8 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
                 out.write(f"[{model}] note: {note}\n")
             write_manifest(run_dir, Manifest(model=model, options=options, space=space, data=data,
                                              folds=checked.folds))
-            write_experiment(run_dir.work / TENSORBOARD_DIR, model_spaces, objective(options.metric))
+            write_experiment(run_dir.work / TENSORBOARD_DIR, model_spaces, objective(options.metric),
+                             checked.folds.count)
             model_bases[model] = prepare_bases(run_dir, space, options.pretrained, checked.fold_datasets[0],
                                                options.max_epochs, options.seed, base_device, trained, out,
                                                options.speed(base_device))

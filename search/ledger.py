@@ -53,6 +53,12 @@ class LedgerTrial:
     starts: int = 0                 # how many times a worker started it (retries and resumes add to 1)
     continues: str | None = None    # the interrupted trial it took over
     fault: str | None = None        # the fault of the environment that interrupted it, until it starts again
+    first: str | None = None        # the first trial of its chain of takeovers (None: it took over none)
+
+    @property
+    def tensorboard_run(self) -> str:
+        """The TensorBoard run it writes into: its chain's first trial's (one run per Optuna trial)."""
+        return self.first or self.trial_id
 
     @property
     def last_result(self) -> dict[str, Any]:
@@ -154,6 +160,7 @@ def parse_ledger(entries: Iterable[dict[str, Any]]) -> list[LedgerTrial]:
             earlier = trials.get(entry.get("continues") or "")
             if earlier is not None and earlier is not trial:  # it takes over an interrupted trial's epochs
                 trial.continues = earlier.trial_id
+                trial.first = earlier.first or earlier.trial_id
                 trial.results = earlier.results + trial.results
                 trial.starts += earlier.starts
                 trial.fault = None

@@ -148,7 +148,7 @@ def rebuild(trials: list[LedgerTrial], run_dir: Path, space: Space, goal: Object
             how, TrialState.RUNNING)
         value = trial.last_result.get(goal.best) if state == TrialState.COMPLETE else (
             list(steps.values())[-1] if state == TrialState.PRUNED and steps else None)
-        attrs = {"ray_trial_id": trial.trial_id, "tensorboard_run": str(run_dir / TENSORBOARD_DIR / trial.trial_id),
+        attrs = {"ray_trial_id": trial.trial_id, "tensorboard_run": str(run_dir / TENSORBOARD_DIR / trial.tensorboard_run),
                  "rebuilt_from_ledger": True, **({"seed": trial.config["seed"]} if "seed" in trial.config else {}),
                  **({"continues": trial.continues} if trial.continues else {})}
         study.study.add_trial(create_trial(

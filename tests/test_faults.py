@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from alphatune.search.ledger import LEDGER, LedgerError, read_confirmation, read_ledger, torn_fragment
 from alphatune.search.resume import open_study
 from alphatune.search.rundir import RunDirError
-from alphatune.search.searcher import OPTUNA_TRIAL
+from alphatune.search.searcher import OPTUNA_TRIAL, TENSORBOARD_RUN
 from alphatune.search.study import STUDY_FILE, StudyPlace, unopenable
 from alphatune.storage import (Lease, LineFile, Location, Mirror, StorageError, WriterRefused, disk_full,
                                environment_fault, redact)
@@ -197,6 +197,18 @@ def test_a_study_that_cannot_be_opened_is_rebuilt_from_the_ledger_and_the_search
     assert taken_over[OPTUNA_TRIAL] == 2 and taken_over["continues"] == "t3"
     assert taken_over["seed"] == before[2].user_attrs["seed"] and taken_over["lr"] == before[2].params["lr"]
     assert resumed.suggest("t6")[OPTUNA_TRIAL] == 3 and resumed.suggest("t7") == Searcher.FINISHED
+    # the takeover is interrupted too and the study lost again: the chain still writes into its first trial's run
+    resumed.on_trial_result("t5", result(2, 0.08, False))
+    resumed.ledger.close()
+    resumed.study.storage.remove_session()
+    study_file.unlink()
+    open_study(tmp_path, tiny_space(True), GOAL, StudyPlace.of_run(tmp_path, "lstm"))
+    rebuilt = {trial.number: trial for trial in study_of(tmp_path).trials}
+    assert rebuilt[2].user_attrs["tensorboard_run"] == str(tmp_path / "tensorboard" / "t3")
+    assert rebuilt[2].user_attrs["ray_trial_id"] == "t5"
+    again = searcher(tmp_path, samples=4)
+    [chain] = [config for config in (again.suggest("t8"), again.suggest("t9")) if config[OPTUNA_TRIAL] == 2]
+    assert chain["continues"] == "t5" and chain[TENSORBOARD_RUN] == "t3"
 
 
 def test_a_shared_study_storage_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:

@@ -695,7 +695,14 @@ def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_i
     assert [tuple(fold["valid"]) for fold in folds] == [window.valid for window in windows]
     assert best["validation"]["valid_ic"] == pytest.approx(sum(fold["valid_ic"] for fold in folds) / 3)
     tags = scalars(run_dir / "tensorboard" / winner.trial_id)
-    assert {"fold1/valid_ic", "fold2/valid_ic", "fold3/valid_ic", "kept_valid_ic"} <= set(tags)
+    assert {"fold1/valid_ic", "fold2/valid_ic", "fold3/valid_ic", "kept_valid_ic", "fold3/kept_valid_ic"} <= set(tags)
+    # the HParams table's metric columns are what a trial over folds writes: none stays empty for a finished one
+    sessions, columns = hparams_table(run_dir / "tensorboard")
+    assert columns["metrics"] == ["kept_valid_ic", "kept_valid_loss", "fold1/kept_valid_ic", "fold2/kept_valid_ic",
+                                  "fold3/kept_valid_ic"], columns
+    session = next(session for name, session in sessions.items() if name.endswith(winner.trial_id))
+    assert set(session["metrics"]) == set(columns["metrics"]), session
+    assert session["metrics"]["kept_valid_ic"] == pytest.approx(best["validation"]["valid_ic"], abs=1e-6)
     assert [step for step, _ in tags["fold2/valid_ic"]] == list(range(1, winner.folds[1]["epochs"] + 1))
     daily = read_daily(Location.of(run_dir / "daily_valid_ic.parquet"))
     assert str(daily[winner.trial_id].dropna().index[0].date()) >= windows[0].valid[0]
