@@ -14,9 +14,11 @@ epoch's measured training and validation seconds) and the times its output lines
   and what was left after the last trial ended); the idle slot time; the export and the summary at the end.
 
 With ``--baseline REV`` it measures that revision first, then this checkout's HEAD, one after the other in one
-run, and gives the ratio of their wall times.
+run, and gives the ratio of their wall times. With ``--amp`` it measures HEAD once more with ``--amp`` added (bf16
+autocast where the CPU has native bf16: opt-in, not the default, since it changes the arithmetic), so that what
+it saves and what it changes (the winner, its confirmation against Qlib's default) are side by side.
 
-    python benchmarks/bench_quickstart.py [--venv DIR] [--baseline REV] [--json FILE] [--no-record] [--smoke]
+    python benchmarks/bench_quickstart.py [--venv DIR] [--baseline REV] [--amp] [--json FILE] [--no-record] [--smoke]
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def breakdown(lines: list[tuple[float, str]], wall: float, run_dir: Path, slots:
 SUMMARY = re.compile(r"\] \d+ trials?: ")  # the summary's first line, "[lstm] 8 trials: ..."
 
 
-def measure(args: argparse.Namespace, revision: str | None = None) -> dict[str, Any]:
-    """The quick start of this checkout's HEAD (or of ``revision``) from a fresh clone: its breakdown."""
+def measure(args: argparse.Namespace, revision: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The quick start of this checkout's HEAD (or of ``revision``) from a fresh clone, with ``extra`` arguments:
+    its breakdown, and what it found (the winner and its verdict against Qlib's default, from best.yaml)."""
     scratch = Path(tempfile.mkdtemp(prefix="alphatune-quickstart-", dir="/tmp"))
     try:
         clone = scratch / "clone"
@@ -117,7 +120,8 @@ def measure(args: argparse.Namespace, revision: str | None = None) -> dict[str, 
             alphatune = clone / ".venv" / "bin" / "alphatune"
         else:
             alphatune = Path(args.venv) / "bin" / "alphatune"
-        command = [str(alphatune), "search", "run", "--storage-path", str(scratch / "runs"), "--name", "quickstart"]
+        command = [str(alphatune), "search", "run", "--storage-path", str(scratch / "runs"), "--name", "quickstart",
+                   *extra]
         if args.smoke:
             command += ["--samples", "2", "--max-epochs", "1", "--confirm-seeds", "1", "--train", "2018-12-03:2018-12-14",
                         "--valid", "2019-01-02:2019-01-15", "--test", "2019-03-01:2019-03-29"]
@@ -126,13 +130,31 @@ def measure(args: argparse.Namespace, revision: str | None = None) -> dict[str, 
         wall = time.monotonic() - began
         if code != 0:
             raise SystemExit(f"the quick start exited with {code}")
-        result = breakdown(lines, wall, scratch / "runs" / "quickstart" / "lstm", slots=os.cpu_count() or 2)
+        run_dir = scratch / "runs" / "quickstart" / "lstm"
+        result = breakdown(lines, wall, run_dir, slots=os.cpu_count() or 2)
         described = subprocess.run(["git", "log", "-1", "--format=%h %cs"], cwd=clone, capture_output=True,
                                    text=True, check=True).stdout.strip()
-        result.update(install=install, command=" ".join(command[1:]), revision=described, load=load_average())
+        result.update(install=install, command=" ".join(command[1:]), revision=" ".join([described, *extra]),
+                      load=load_average(), found=found(run_dir))
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def found(run_dir: Path) -> dict[str, Any]:
+    """The search's answer, from its best.yaml: the winner, its searched values, its confirmed mean and the verdict
+    against Qlib's default."""
+    import yaml
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    searched = yaml.safe_load((run_dir / "search.yaml").read_text())["space"]["params"]
+    confirmation = best.get("confirmation") or {}
+    winner = next((config for config in confirmation.get("configs") or []
+                   if config["trial"] == confirmation.get("winner")), None)
+    values = winner["hyperparameters"] if winner else best["hyperparameters"]
+    return {"winner": ", ".join(f"{name} {values[name]:.3g}" if isinstance(values.get(name), float)
+                                else f"{name} {values.get(name)}" for name in searched),
+            "mean": winner.get("mean") if winner else None,
+            "verdict": (confirmation.get("against_default") or {}).get("verdict", "(no confirmation)")}
 
 
 def load_average() -> str:
@@ -162,7 +184,11 @@ def rows_of(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("confirmation after the last trial ended", minutes(confirmation["after_trials"])),
             ("idle slot time, first trial to last run (all slots)", minutes(result["idle_slots"])),
             ("summary, export, exit", minutes(result["after_confirmation"])),
-            ("**the command, start to end**", f"**{minutes(result['wall'])}**")]
+            ("**the command, start to end**", f"**{minutes(result['wall'])}**")] + ([
+            ("the winner (searched values)", result["found"]["winner"]),
+            ("its mean valid_ic over the confirmation's seeds", f"{result['found']['mean']:.4f}"
+             if isinstance(result["found"]["mean"], float) else "-"),
+            ("against Qlib's default", result["found"]["verdict"])] if "found" in result else [])
 
 
 def render(results: list[dict[str, Any]], smoke: bool) -> str:
@@ -179,9 +205,11 @@ def render(results: list[dict[str, Any]], smoke: bool) -> str:
         + "slot times are sums over the trial slots. Load average at each end: "
         + ", ".join(result["load"] for result in results) + ".\n\n" + report.markdown_table(header, table))
     if len(results) > 1:
-        before, now = results[0]["wall"], results[-1]["wall"]
-        text += (f"\n\nThe command took {now / before:.2f}× the time of {results[0]['revision']} "
-                 f"({minutes(before)} → {minutes(now)}); the same trials, epochs budget, seeds and data.")
+        before = results[0]["wall"]
+        text += "\n\n" + " ".join(
+            f"{result['revision']} took {result['wall'] / before:.2f}× the time of {results[0]['revision']} "
+            f"({minutes(before)} → {minutes(result['wall'])})." for result in results[1:])
+        text += " The same trials, epochs budget, seeds and data in every column."
     return text
 
 
@@ -189,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", help="an installed environment to use instead of a fresh one")
     parser.add_argument("--baseline", metavar="REV", help="also measure this git revision first, side by side")
+    parser.add_argument("--amp", action="store_true", help="also measure HEAD with --amp (bf16 autocast, opt-in)")
     parser.add_argument("--json", type=Path, help="also write the measured numbers here")
     parser.add_argument("--render-from", type=Path, help="measure nothing: render (and record) a --json file")
     parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -199,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_from:
         results = json.loads(args.render_from.read_text())
     else:
-        results = ([measure(args, args.baseline)] if args.baseline else []) + [measure(args)]
+        results = ([measure(args, args.baseline)] if args.baseline else []) + [measure(args)] + (
+            [measure(args, extra=("--amp",))] if args.amp else [])
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     body = render(results, args.smoke)
