@@ -84,21 +84,21 @@ class LocalLock:
 
     def _open(self, what: str, flags: int) -> Any:
         """A handle on the lock file opened with ``flags`` (read-only when this user may not write it);
-        ``WriterRefused`` in one line when this user may not open it at all."""
+        ``StorageError`` in one line when this user may not open it at all."""
         try:
             return os.fdopen(os.open(self.path, flags, LOCK_MODE), "r+" if flags & os.O_RDWR else "r",
                              encoding="utf-8")
         except PermissionError:
             if not self.path.exists():
-                raise WriterRefused(f"{what}: this user cannot create its lock file {self.path} (permission "
-                                    f"denied)") from None
+                raise StorageError(f"{what}: this user cannot create its lock file {self.path} (permission "
+                                   f"denied)") from None
         try:
             return os.fdopen(os.open(self.path, os.O_RDONLY), "r", encoding="utf-8")
         except PermissionError:
             owner = _owner(self.path)
-            raise WriterRefused(f"{what}: this user cannot open its lock file {self.path} (it belongs to {owner}): "
-                                f"run as {owner}, or let {owner} make it readable by the group "
-                                f"(chmod g+r {self.path})") from None
+            raise StorageError(f"{what}: this user cannot open its lock file {self.path} (it belongs to {owner}): "
+                               f"run as {owner}, or let {owner} make it readable by the group "
+                               f"(chmod g+r {self.path})") from None
 
     def check(self, what: str) -> None:
         """``WriterRefused`` naming the holder when another process holds the lock; creates nothing."""
@@ -290,11 +290,14 @@ def check_free(root: Location) -> None:
 
 
 def holder(root: Location) -> str | None:
-    """``describe``'s words for the process other than this one that holds ``root`` now; ``None`` when none does."""
+    """``describe``'s words for the process other than this one that holds ``root`` now; ``None`` when none does
+    (or this user cannot tell: a lock file it may not read)."""
     try:
         check_free(root)
     except WriterRefused as refused:
         return refused.holder
+    except StorageError:
+        return None
     return None
 
 
