@@ -59,7 +59,6 @@ def check(options: SearchOptions) -> Checked:
         check_study_storage(options)
     for model, path in options.space_files.items():  # damaged space files: one line before the data and torch
         spaces.check_file(path, model)
-    model_spaces = options.load_spaces()  # every value through its model's rule, before the data too
     ds = options.spec().open()
     check_dataset(ds, options.models)
     spec = DataSpec.of(ds, options.concepts)
@@ -68,7 +67,7 @@ def check(options: SearchOptions) -> Checked:
         fold_datasets = open_folds(spec, plan, ds)
     except DataError as error:
         raise OptionError(str(error)) from None
-    return Checked(model_spaces, ds, plan, fold_datasets)
+    return Checked(options.load_spaces(), ds, plan, fold_datasets)  # values through the models' rules: torch
 
 
 def check_dataset(ds: Any, model_names: list[str]) -> None:

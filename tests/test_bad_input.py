@@ -150,19 +150,6 @@ def test_a_study_storage_whose_driver_is_not_installed_names_the_package(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_space_files_values_are_checked_before_the_search_opens_its_data(tmp_path: Path) -> None:
-    """A value out of its model's range in a space file is the one line, though the data given is bad too: the
-    space is checked first (the data's error would name the CSV), and nothing is created."""
-    (tmp_path / "space.yaml").write_text("model: lstm\nparams:\n  lr: {type: float, low: -1.0, high: 0.1}\n")
-    (tmp_path / "baddate.csv").write_text(TABLES["baddate.csv"][0])
-    code, errors, loaded = run_command(["search", "run", "--space", str(tmp_path / "space.yaml"), "--data",
-                                        str(tmp_path / "baddate.csv"), "--storage-path", str(tmp_path / "runs")],
-                                       tmp_path)
-    assert code == 2 and len(errors) == 1, errors
-    assert errors[0].startswith(f"error: {tmp_path / 'space.yaml'}:3: ") and "lr=-1.0 is out of range" in errors[0], errors
-    assert not loaded["ray"] and not (tmp_path / "runs").exists()
-
-
 @pytest.mark.parametrize("text, message", [
     ("model: lstm\nparams:\n  lr: {type: float, low: 1\n", "space.yaml:4: invalid YAML: expected ',' or '}'"),
     ("model: lstm\n", "space.yaml: a space file needs params (the file is empty or damaged?)"),
