@@ -125,7 +125,7 @@ class RunDir:
         if self.is_local:
             yield self
             return
-        copies = self.work.parent.parent / "exports"
+        copies = cache_dir() / "exports"
         copies.mkdir(parents=True, exist_ok=True)
         lock = writer.LocalLock(copies, f".{self.work.name}.lock")
         try:
