@@ -118,6 +118,28 @@ def _forget_unhandled_interrupt() -> None:
         pass
 
 
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """Whether an interrupt is what this error reports: an extension module whose initialisation a Ctrl-C cut
+    short (scipy's, while the search imports it) raises ``ImportError: initialization failed`` from the
+    ``KeyboardInterrupt``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _interrupted() -> int:
+    _forget_unhandled_interrupt()
+    from alphatune.search.rundir import lost_writer
+    taken = lost_writer()  # a lease taken over interrupts its holder: say why, not "interrupted"
+    print(f"error: {taken}; this process stopped writing it" if taken else "interrupted", file=sys.stderr)
+    return 2 if taken else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -127,12 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        _forget_unhandled_interrupt()
-        from alphatune.search.rundir import lost_writer
-        taken = lost_writer()  # a lease taken over interrupts its holder: say why, not "interrupted"
-        print(f"error: {taken}; this process stopped writing it" if taken else "interrupted", file=sys.stderr)
-        return 2 if taken else 130
+        return _interrupted()
     except Exception as error:
+        if _caused_by_interrupt(error):
+            return _interrupted()
         if isinstance(error, user_errors()):
             from alphatune.storage import redact
             text = redact(str(error).strip())

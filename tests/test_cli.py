@@ -193,6 +193,30 @@ def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, 
     assert not ray_processes(ray_tmpdir), ray_processes(ray_tmpdir, grace=0)
 
 
+def test_ctrl_c_cutting_short_an_extension_modules_import_is_interrupted_not_a_traceback(monkeypatch, capsys) -> None:
+    """A Ctrl-C while scipy's extension initialises surfaces as ``ImportError: initialization failed`` raised from
+    the KeyboardInterrupt (seen in CI: the "while starting" case above, timed onto that import)."""
+    from alphatune import cli
+
+    def import_cut_short(options) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("initialization failed") from interrupt
+
+    help_text, options_class, _ = cli.COMMANDS["models"]["list"]
+    monkeypatch.setitem(cli.COMMANDS["models"], "list", (help_text, options_class, import_cut_short))
+    assert cli.main(["models", "list"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+    def import_failed(options) -> int:
+        raise ImportError("initialization failed")
+
+    monkeypatch.setitem(cli.COMMANDS["models"], "list", (help_text, options_class, import_failed))
+    with pytest.raises(ImportError):  # a real import failure keeps its traceback
+        cli.main(["models", "list"])
+
+
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
     """A 400 kB tmpfs (root only; skipped where mounting is not allowed), unmounted afterwards."""
