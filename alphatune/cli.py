@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from alphatune import __version__
+from alphatune import __version__, interrupts
 from alphatune.arguments import add_arguments, from_arguments
 from alphatune.datasets import cli as datasets_cli
 from alphatune.evaluation import cli as evaluation_cli
@@ -96,28 +95,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
             StorageError, FileNotFoundError)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM does what Ctrl-C does at that moment: while Ray Tune runs, its handler for SIGINT (a graceful stop,
-    the experiment saved; a second signal stops at once), otherwise ``KeyboardInterrupt``. A process started in
-    the background by a non-interactive shell ignores SIGINT, so SIGTERM is how it is stopped cleanly."""
-    handler = signal.getsignal(signal.SIGINT)
-    if callable(handler):
-        handler(signal.SIGINT, frame)
-    else:
-        raise KeyboardInterrupt
-
-
-def _forget_unhandled_interrupt() -> None:
-    """An interrupt handled here still makes ``python -m alphatune`` end by SIGINT (status -2, not 130) when it
-    came while a library ran code through ``PyRun_String`` (torch's import does): CPython (3.10, 3.11) then sets a
-    flag that ``Py_RunMain`` turns into a SIGINT exit. The interrupt is handled: clear the flag where it exists."""
-    import ctypes
-    try:
-        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
-    except (ValueError, AttributeError):  # another Python: its flag lives elsewhere or nowhere
-        pass
-
-
 def _caused_by_interrupt(error: BaseException) -> bool:
     """Whether an interrupt is what this error reports: an extension module whose initialisation a Ctrl-C cut
     short (scipy's, while the search imports it) raises ``ImportError: initialization failed`` from the
@@ -133,7 +110,7 @@ def _caused_by_interrupt(error: BaseException) -> bool:
 
 
 def _interrupted() -> int:
-    _forget_unhandled_interrupt()
+    interrupts.handled()
     from alphatune.search.rundir import lost_writer
     taken = lost_writer()  # a lease taken over interrupts its holder: say why, not "interrupted"
     print(f"error: {taken}; this process stopped writing it" if taken else "interrupted", file=sys.stderr)
@@ -141,7 +118,7 @@ def _interrupted() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.install()
     try:
         args = parser().parse_args(argv)
         return args.main(args)

@@ -12,19 +12,17 @@ off.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from alphatune import interrupts
 
 LOCALHOST = "127.0.0.1"
 PROBE_SECONDS = 5.0
@@ -102,20 +100,8 @@ def start_ray(address: str | None = None, dashboard: bool = False, num_cpus: int
     import ray
     if ray.is_initialized():
         return
-    with _keeping_sigterm_handler():
+    with interrupts.kept():  # ray.init sets its own SIGTERM handler, and forks where a Ctrl-C can be swallowed
         _start_ray(address, dashboard, num_cpus, num_gpus)
-
-
-@contextlib.contextmanager
-def _keeping_sigterm_handler() -> Iterator[None]:
-    """``ray.init`` replaces the process's SIGTERM handler with one that exits at once; a Python handler the process
-    had before (the ``alphatune`` command's: stop like Ctrl-C, trials saved, Ray shut down) is put back."""
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if callable(before) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, before)
 
 
 def prefer_loopback(address: str | None = None) -> None:

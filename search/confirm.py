@@ -300,10 +300,8 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
     runs = RUNS.pop(run_dir.root.uri, None) or Runs(run_dir, manifest, fold_refs, bases)
     plan, done = read_confirmation(run_dir.work)
     if plan is None:
-        configs = {trial.trial_id: trial.config for trial in read_ledger(run_dir.work) or []}
-        chosen = candidates(records, configs, manifest, options.confirm)
         plan = {"seeds": runs.seeds, "top": options.confirm,
-                "candidates": [asdict(candidate) for candidate in chosen]}
+                "candidates": [asdict(candidate) for candidate in planned(run_dir, manifest, records)]}
         runs.ledger.confirmation(plan)
         run_dir.push()
     chosen = [Candidate(**candidate) for candidate in plan["candidates"]]
@@ -379,11 +377,22 @@ def _last_line(error: BaseException) -> str:
     return text.splitlines()[-1][:300] if text else type(error).__name__
 
 
-def unfinished_runs(run_dir: RunDir, manifest: Manifest) -> int:
-    """How many confirmation runs have not ended (0 without ``--confirm`` or before the plan is made)."""
-    plan, done = read_confirmation(run_dir.work)
-    if manifest.options.confirm == 0 or plan is None:
+def planned(run_dir: RunDir, manifest: Manifest, records: list[TrialRecord]) -> list[Candidate]:
+    """The configurations the confirmation's plan holds once the search's trials (``records``) have all ended."""
+    configs = {trial.trial_id: trial.config for trial in read_ledger(run_dir.work) or []}
+    return candidates(records, configs, manifest, manifest.options.confirm)
+
+
+def unfinished_runs(run_dir: RunDir, manifest: Manifest, records: list[TrialRecord]) -> int:
+    """How many confirmation runs have not ended: 0 without ``--confirm`` or while some of the search's trials
+    (``records``) have not; every run of the plan it will make when the search stopped after its last trial and
+    before the plan was written."""
+    if manifest.options.confirm == 0 or any(record.outcome == "running" for record in records) \
+            or len(records) < manifest.options.samples:
         return 0
+    plan, done = read_confirmation(run_dir.work)
+    if plan is None:
+        return len(planned(run_dir, manifest, records)) * manifest.options.confirm_seeds
     return sum(run_id(candidate["trial"], int(seed)) not in done
                for candidate in plan["candidates"] for seed in plan["seeds"])
 

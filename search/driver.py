@@ -37,6 +37,7 @@ from alphatune.search.rundir import (MANIFEST, TENSORBOARD_DIR, Manifest, RunDir
 from alphatune.search.nodes import check_nodes
 from alphatune.search.study import StudyPlace, unopenable
 from alphatune.search.tuning import search_model
+from alphatune.spaces import Space
 from alphatune.storage import Location, writer
 
 
@@ -98,11 +99,7 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
                                                                              else "") + f"{space.describe()}\n")
             out.flush()
             with fault_guard(run_dir, f"continue with: alphatune search resume {run_dir.parent}"):
-                try:
-                    search_model(run_dir, space, options, fold_refs, stream, bases)
-                    lost_runs = _confirm(run_dir, fold_refs, bases, out)
-                finally:
-                    confirm.stop_runs(run_dir)  # runs started early that nothing took over (a fault)
+                lost_runs = _search_and_confirm(run_dir, space, options, fold_refs, bases, out)
                 report(run_dir, out, writer="search run")
             searched.append(run_dir)
             if _interrupted(run_dir, out, lost_runs):
@@ -133,9 +130,11 @@ def _say_amp(options: SearchOptions, device: str, out: TextIO) -> None:
 
 
 def unfinished(run_dir: RunDir | Location | Path) -> int:
-    """How many of the run's trials have not ended: running when the search stopped, or never created."""
+    """How much of the run has not ended: its trials running when the search stopped or never created, and its
+    confirmation runs (``confirm.unfinished_runs``)."""
     manifest = read_manifest(run_dir)
-    return _unfinished(manifest, results.read_trials(run_dir, manifest))
+    records = results.read_trials(run_dir, manifest)
+    return _unfinished(manifest, records) + confirm.unfinished_runs(as_run_dir(run_dir), manifest, records)
 
 
 def _unfinished(manifest: Manifest, records: list[results.TrialRecord]) -> int:
@@ -146,6 +145,22 @@ def has_winner(run_dir: RunDir | Location | Path) -> bool:
     """Whether some trial of the run has a finite objective value and a checkpoint (what an export needs)."""
     manifest = read_manifest(run_dir)
     return results.best_trial(results.read_trials(run_dir, manifest), manifest.options.metric) is not None
+
+
+def _search_and_confirm(run_dir: RunDir, space: Space, options: SearchOptions,
+                        fold_refs: list[ray.ObjectRef], bases: dict[str, Base] | None, out: TextIO) -> list[str]:
+    """The search of one model, then its confirmation; returns the confirmation runs whose workers were lost. A
+    Ctrl-C that lands outside Ray Tune's graceful stop and the confirmation's (between the two, or while either
+    starts) says how to go on before it ends the command; whatever ends it, no confirmation run is left training."""
+    try:
+        search_model(run_dir, space, options, fold_refs, out, bases)
+        return _confirm(run_dir, fold_refs, bases, out)
+    except KeyboardInterrupt:
+        out.write(f"[{run_dir.name}] interrupted; continue with:\n  alphatune search resume {run_dir.parent}\n")
+        out.flush()
+        raise
+    finally:
+        confirm.stop_runs(run_dir)  # runs started early that nothing took over
 
 
 def _confirm(run_dir: RunDir, fold_refs: list[ray.ObjectRef], bases: dict[str, Base] | None,
@@ -166,8 +181,9 @@ def _interrupted(run_dir: RunDir, out: TextIO, lost_runs: list[str]) -> bool:
     resume it. Trials or confirmation runs (``lost_runs``) that a fault of the environment interrupted (their
     workers lost beyond ``--max-failures``) end the command with one line (``RunDirError``): they are not failed,
     and resume continues them."""
-    left = unfinished(run_dir)
-    runs = confirm.unfinished_runs(run_dir, read_manifest(run_dir)) if not left else 0
+    manifest = read_manifest(run_dir)
+    records = results.read_trials(run_dir, manifest)
+    left, runs = _unfinished(manifest, records), confirm.unfinished_runs(run_dir, manifest, records)
     faults = [trial.fault for trial in read_ledger(run_dir.work) or [] if trial.status is None and trial.fault]
     if faults:
         raise RunDirError(f"{run_dir}: {len(faults)} trial{'s' * (len(faults) != 1)} interrupted by a fault of the "
@@ -238,11 +254,7 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
             out.write(f"[{manifest.model}] resuming {run_dir} from its ledger and study\n")
             out.flush()
             bases = read_bases(run_dir)
-            try:
-                search_model(run_dir, manifest.space, manifest.options, fold_refs, out, bases)
-                lost_runs = _confirm(run_dir, fold_refs, bases, out)
-            finally:
-                confirm.stop_runs(run_dir)
+            lost_runs = _search_and_confirm(run_dir, manifest.space, manifest.options, fold_refs, bases, out)
             report(run_dir, out, writer="search resume")
         if _interrupted(run_dir, out, lost_runs):
             break
@@ -290,7 +302,7 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
                 line += f"\n  against Qlib's default: {confirmation.against_default['verdict']}"
         elif not confirmation.complete:
             line += " (single seed: the confirmation is unfinished)"
-    left = _unfinished(manifest, records) + confirm.unfinished_runs(run_dir, manifest)
+    left = _unfinished(manifest, records) + confirm.unfinished_runs(run_dir, manifest, records)
     exported = exporting.write_exports(run_dir, manifest, winner, dict(counts), qlib_data=qlib_data, schedule=schedule,
                                        writer=writer, unfinished=left, out_dir=out_dir, confirmation=confirmation,
                                        overfitting=overfitting)

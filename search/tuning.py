@@ -25,7 +25,7 @@ import ray
 from ray import tune
 from ray.tune import Callback
 
-from alphatune import spaces
+from alphatune import interrupts, spaces
 from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEvents
 from alphatune.search.progress import SearchProgress
 from alphatune.search.cluster import concurrent_slots
@@ -182,7 +182,8 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
             run_dir, read_manifest(run_dir), fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()}))
         callbacks.append(confirm.EarlyStart(runs, searcher, slots))
     try:
-        with _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
+        # Tune sets its SIGINT handler (a graceful stop) and leaves it after the search: put the command's back
+        with interrupts.kept(), _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
             tuner = tune.Tuner(
                 trainable(fold_refs, space, options, run_dir, bases),
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,

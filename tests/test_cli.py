@@ -161,14 +161,20 @@ def ray_processes(ray_tmpdir: Path, grace: float = 30.0) -> list[str]:
 
 
 @pytest.mark.parametrize("moment,stop", [("while starting", signal.SIGINT), ("while searching", signal.SIGINT),
-                                         ("while searching", signal.SIGTERM)],
-                         ids=["ctrl-c while starting", "ctrl-c while searching", "sigterm while searching"])
+                                         ("while searching", signal.SIGTERM), ("while confirming", signal.SIGINT)],
+                         ids=["ctrl-c while starting", "ctrl-c while searching", "sigterm while searching",
+                              "ctrl-c while confirming"])
 def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, tiny_search, tmp_path,
                                                                    ray_tmpdir) -> None:
     """SIGTERM too: a search started in the background by a script ignores SIGINT, and kill, a batch scheduler or
-    ray job stop send SIGTERM. Either way the private Ray goes with the search."""
+    ray job stop send SIGTERM. Either way the private Ray goes with the search. A Ctrl-C during the confirmation
+    stops it too (Ray Tune leaves its own handler behind after the search, which took the first Ctrl-C and let the
+    confirmation run on), and resume finishes it."""
     args = [*tiny_search, "--samples", "6", "--max-concurrent", "1", "--storage-path", str(tmp_path),
             "--name", "stopped"]
+    if moment == "while confirming":
+        args = [*tiny_search, "--samples", "2", "--confirm", "1", "--confirm-seeds", "4", "--max-epochs", "3",
+                "--storage-path", str(tmp_path), "--name", "stopped"]
     process = subprocess.Popen([sys.executable, "-m", "alphatune", "search", *args], cwd=ROOT, env=search_env(ray_tmpdir),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
@@ -177,13 +183,22 @@ def test_ctrl_c_or_sigterm_ends_without_a_traceback_or_a_ray_left(moment, stop, 
     else:
         for line in process.stdout:
             output.append(line)
-            if " trial " in line and " finished " in line:
+            if (" confirming " in line) if moment == "while confirming" else (" trial " in line and " finished " in line):
                 break
     process.send_signal(stop)
     rest, _ = process.communicate(timeout=HANG_SECONDS)
     text = "".join(output) + rest
     assert "Traceback" not in text, text[-3000:]
     assert process.returncode == 130, text[-3000:]
+    if moment == "while confirming":
+        assert f"alphatune search resume {tmp_path / 'stopped'}" in text, text[-3000:]
+        resumed = subprocess.run([sys.executable, "-m", "alphatune", "search", "resume", str(tmp_path / "stopped")],
+                                 cwd=ROOT, env=search_env(ray_tmpdir), capture_output=True, text=True,
+                                 timeout=HANG_SECONDS)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        from alphatune.evaluation.best import Best
+        confirmation = Best.read(tmp_path / "stopped" / "lstm" / "best.yaml").confirmation
+        assert confirmation.winner and all(len(config.runs) == 4 for config in confirmation.configs)
     if moment == "while searching":
         assert "interrupted with" in text and f"alphatune search resume {tmp_path / 'stopped'}" in text
         assert "Tuner.restore" not in text and "Failed to fetch metrics" not in text, text[-3000:]  # ours only

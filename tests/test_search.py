@@ -648,7 +648,9 @@ def test_a_search_confirms_its_best_configs_and_the_default_on_new_seeds_and_res
 
 def unfinished_runs_of(run_dir) -> int:
     from alphatune.search.confirm import unfinished_runs
-    return unfinished_runs(run_dir, read_manifest(run_dir))
+    from alphatune.search import results
+    manifest = read_manifest(run_dir)
+    return unfinished_runs(run_dir, manifest, results.read_trials(run_dir, manifest))
 
 
 def test_a_walk_forward_search_races_its_trials_over_folds_and_says_which_fold_is_which(ray_session, tiny_table,
