@@ -1,5 +1,5 @@
 """Every benchmark script still runs: each has a ``--smoke`` mode (a tiny run on the embedded data that records
-nothing), and the default test run executes it in a fresh interpreter, as a user would.
+nothing), and the test run executes it in a fresh interpreter, as a user would (the four longest with ``-m slow``).
 
 The smoke runs go three at a time (most of a smoke run is starting processes and Ray, not computing), started in
 the order of the tests; each test waits for its own script's run."""
@@ -21,6 +21,10 @@ BENCHMARKS = ROOT / "benchmarks"
 DOC = ROOT / "docs" / "benchmarks.md"
 SCRIPTS = sorted(path.name for pattern in ("bench_*.py", "check_*.py") for path in BENCHMARKS.glob(pattern))
 AT_ONCE = 3
+# Smoke runs of a minute each or more on a 2-core machine (several searches, several Ray nodes, a fresh clone): run
+# with -m slow. What they drive is tested in the default run (confirmation and walk-forward in test_search, two
+# nodes in test_storage, the command in test_cli); these check the scripts themselves.
+SLOW = {"bench_confirmation.py", "bench_quickstart.py", "bench_search_nodes.py", "bench_walkforward.py"}
 
 
 def digest(path: Path) -> str:
@@ -70,10 +74,13 @@ class SmokeRuns:
 
 
 @pytest.fixture(scope="module")
-def smoke_runs():
+def smoke_runs(request):
+    """The smoke runs of the scripts this session selected (the slow ones only with ``-m slow``)."""
     before = digest(DOC)
+    selected = [item.callspec.params["script"] for item in request.session.items
+                if getattr(item, "originalname", "") == "test_a_benchmark_script_runs_its_smoke_mode_and_records_nothing"]
     with tempfile.TemporaryDirectory(prefix="alphatune-smoke-") as folder:
-        runs = SmokeRuns(SCRIPTS, Path(folder))
+        runs = SmokeRuns(selected, Path(folder))
         try:
             yield runs, before
         finally:
@@ -84,7 +91,8 @@ def test_the_scripts_are_found():
     assert {"bench_models.py", "bench_search_memory.py", "check_alpha360_vs_qlib.py"} <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [pytest.param(script, marks=pytest.mark.slow) if script in SLOW else script
+                                    for script in SCRIPTS])
 def test_a_benchmark_script_runs_its_smoke_mode_and_records_nothing(script, smoke_runs):
     runs, before = smoke_runs
     status, stdout, stderr = runs.result(script)

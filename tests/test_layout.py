@@ -28,7 +28,8 @@ ALLOWED = {
     "alphatune.evaluation": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.progress",
                              "alphatune.datasets", "alphatune.models", "alphatune.spaces"},
     "alphatune.search": {"alphatune", "alphatune.arguments", "alphatune.storage", "alphatune.progress",
-                         "alphatune.datasets", "alphatune.models", "alphatune.spaces", "alphatune.evaluation"},
+                         "alphatune.datasets", "alphatune.models", "alphatune.spaces", "alphatune.evaluation",
+                         "alphatune.interrupts"},
 }
 for package, allowed in ALLOWED.items():  # a folder imported under its bare name hands over (alphatune._folders)
     if package != "alphatune.storage":
