@@ -95,20 +95,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
             StorageError, FileNotFoundError)
 
 
-def _caused_by_interrupt(error: BaseException) -> bool:
-    """Whether an interrupt is what this error reports: an extension module whose initialisation a Ctrl-C cut
-    short (scipy's, while the search imports it) raises ``ImportError: initialization failed`` from the
-    ``KeyboardInterrupt``."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
 def _interrupted() -> int:
     interrupts.handled()
     from alphatune.search.rundir import lost_writer
@@ -128,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except Exception as error:
-        if _caused_by_interrupt(error):
+        if interrupts.caused(error):
             return _interrupted()
         if isinstance(error, user_errors()):
             from alphatune.storage import redact

@@ -70,6 +70,20 @@ def kept() -> Iterator[None]:
     check()
 
 
+def caused(error: BaseException) -> bool:
+    """Whether ``error`` reports an interrupt: an extension module whose initialisation a Ctrl-C cut short
+    (scipy's, while a search imports it) raises ``ImportError: initialization failed`` from the
+    ``KeyboardInterrupt``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def handled() -> None:
     """Say the interrupt was handled. It otherwise still makes ``python -m alphatune`` end by SIGINT (status -2, not
     130) when it came while a library ran code through ``PyRun_String`` (torch's import does): CPython (3.10,
