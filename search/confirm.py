@@ -387,8 +387,7 @@ def unfinished_runs(run_dir: RunDir, manifest: Manifest, records: list[TrialReco
     """How many confirmation runs have not ended: 0 without ``--confirm`` or while some of the search's trials
     (``records``) have not; every run of the plan it will make when the search stopped after its last trial and
     before the plan was written."""
-    if manifest.options.confirm == 0 or any(record.outcome == "running" for record in records) \
-            or len(records) < manifest.options.samples:
+    if manifest.options.confirm == 0 or results.unfinished_trials(manifest, records):
         return 0
     plan, done = read_confirmation(run_dir.work)
     if plan is None:

@@ -134,11 +134,8 @@ def unfinished(run_dir: RunDir | Location | Path) -> int:
     confirmation runs (``confirm.unfinished_runs``)."""
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
-    return _unfinished(manifest, records) + confirm.unfinished_runs(as_run_dir(run_dir), manifest, records)
-
-
-def _unfinished(manifest: Manifest, records: list[results.TrialRecord]) -> int:
-    return sum(record.outcome == "running" for record in records) + max(0, manifest.options.samples - len(records))
+    return (results.unfinished_trials(manifest, records)
+            + confirm.unfinished_runs(as_run_dir(run_dir), manifest, records))
 
 
 def has_winner(run_dir: RunDir | Location | Path) -> bool:
@@ -169,7 +166,7 @@ def _confirm(run_dir: RunDir, fold_refs: list[ray.ObjectRef], bases: dict[str, B
     Returns the confirmation runs whose workers were lost (``confirm.confirm``)."""
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
-    if _unfinished(manifest, records) == 0:
+    if results.unfinished_trials(manifest, records) == 0:
         return confirm.confirm(run_dir, manifest, fold_refs,
                                {kind: base.to_dict() for kind, base in (bases or {}).items()}, records, out)
     confirm.stop_runs(run_dir)  # interrupted: runs the search started early stop where they are, resumed with the rest
@@ -183,7 +180,7 @@ def _interrupted(run_dir: RunDir, out: TextIO, lost_runs: list[str]) -> bool:
     and resume continues them."""
     manifest = read_manifest(run_dir)
     records = results.read_trials(run_dir, manifest)
-    left, runs = _unfinished(manifest, records), confirm.unfinished_runs(run_dir, manifest, records)
+    left, runs = results.unfinished_trials(manifest, records), confirm.unfinished_runs(run_dir, manifest, records)
     faults = [trial.fault for trial in read_ledger(run_dir.work) or [] if trial.status is None and trial.fault]
     if faults:
         raise RunDirError(f"{run_dir}: {len(faults)} trial{'s' * (len(faults) != 1)} interrupted by a fault of the "
@@ -302,7 +299,7 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
                 line += f"\n  against Qlib's default: {confirmation.against_default['verdict']}"
         elif not confirmation.complete:
             line += " (single seed: the confirmation is unfinished)"
-    left = _unfinished(manifest, records) + confirm.unfinished_runs(run_dir, manifest, records)
+    left = results.unfinished_trials(manifest, records) + confirm.unfinished_runs(run_dir, manifest, records)
     exported = exporting.write_exports(run_dir, manifest, winner, dict(counts), qlib_data=qlib_data, schedule=schedule,
                                        writer=writer, unfinished=left, out_dir=out_dir, confirmation=confirmation,
                                        overfitting=overfitting)

@@ -110,6 +110,12 @@ def read_trials(run_dir: RunDir | Location | Path, manifest: Manifest) -> list[T
     return [_record(manifest, trial, Location.of(checkpoint) if checkpoint else None) for trial, checkpoint in older]
 
 
+def unfinished_trials(manifest: Manifest, records: list[TrialRecord]) -> int:
+    """How many of the run's trials (``records``) have not ended: running when the search stopped, or never
+    created."""
+    return sum(record.outcome == "running" for record in records) + max(0, manifest.options.samples - len(records))
+
+
 def kept_model(directory: Location, folds: int) -> Location:
     """The model a trial (or a confirmation run) keeps in its ``directory``: its kept epoch's, or with walk-forward
     folds the last fold's (trained on the most recent window), which best.yaml points to."""
