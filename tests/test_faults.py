@@ -263,6 +263,50 @@ def test_a_local_copy_is_used_only_as_the_bucket_confirms_it(s3, tmp_path: Path)
     assert mirror.pull() is not None and (work / "trials.jsonl").read_text() == "one\nthree\n"
 
 
+def test_a_bucket_gets_each_byte_of_the_ledger_once_and_the_study_when_it_doubled_or_at_a_stop(s3, tmp_path) -> None:
+    """The ledger goes into the bucket as parts, each push only the lines appended since the last one; the study
+    is put by an incomplete push (after a trial) only once it has doubled, and always by a complete one (a stop).
+    Another copy pulls the parts joined; a part missing between two is one line naming it."""
+    import sqlite3
+    from alphatune.storage import DamagedParts, joined
+    root, work = Location.of("s3://runs/parts/lstm"), tmp_path / "copy"
+    mirror = Mirror(root, work, sqlite=("optuna.db",), appended=("trials.jsonl",))
+    mirror.fresh()
+    with sqlite3.connect(work / "optuna.db") as db:
+        db.execute("create table t (x text)")
+    (work / "trials.jsonl").write_text("one\n")
+    mirror.push(complete=False)  # the study's first snapshot goes: the bucket had none
+    study_put = s3.keys("runs", "parts/lstm/optuna.db")
+    assert study_put == ["parts/lstm/optuna.db"]
+    first_study = _text_of(s3, "parts/lstm/optuna.db")
+    for line in ("two\n", "three\n"):
+        with open(work / "trials.jsonl", "a") as ledger:
+            ledger.write(line)
+        with sqlite3.connect(work / "optuna.db") as db:
+            db.execute("insert into t values ('a row')")
+        before = Mirror.bytes_put
+        mirror.push(complete=False)
+        assert Mirror.bytes_put - before == len(line)  # the new line only: the study has not doubled
+    assert _text_of(s3, "parts/lstm/optuna.db") == first_study
+    assert sorted(s3.keys("runs", "parts/lstm/trials.jsonl")) == [
+        "parts/lstm/trials.jsonl.parts/000000000000", "parts/lstm/trials.jsonl.parts/000000000004",
+        "parts/lstm/trials.jsonl.parts/000000000008"]
+    assert not mirror.confirmed()  # the study changed since it was put: a dead driver's copy would not be used
+    mirror.push()  # a stop: the study too
+    assert _text_of(s3, "parts/lstm/optuna.db") != first_study and mirror.confirmed()
+    other = Mirror(root, tmp_path / "elsewhere", sqlite=("optuna.db",), appended=("trials.jsonl",))
+    other.pull()
+    assert (other.work / "trials.jsonl").read_text() == "one\ntwo\nthree\n"
+    s3.client().delete_object(Bucket="runs", Key="parts/lstm/trials.jsonl.parts/000000000004")
+    with pytest.raises(DamagedParts, match=r"trials.jsonl.parts/000000000008: starts at byte 8, but the parts "
+                                           r"before it end at byte 4"):
+        joined(root, "trials.jsonl")
+
+
+def _text_of(s3, key: str) -> bytes:
+    return s3.client().get_object(Bucket="runs", Key=key)["Body"].read()
+
+
 def test_a_bucket_that_lost_its_run_confirms_no_local_copy(s3, tmp_path: Path) -> None:
     """The issue's case 6 at the storage layer: the run pushed to the bucket, then deleted from it. The local copy
     is not used: pulled, it is set aside and the copy is the (empty) bucket's."""

@@ -118,12 +118,12 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
         if " trial " in line and (" finished " in line or " pruned " in line):
             break
     deadline = time.monotonic() + HANG_SECONDS  # the driver puts its records into the bucket after every ended trial
-    while time.monotonic() < deadline and '"event": "end"' not in _text(s3, "runs", "team/killed/lstm/trials.jsonl"):
+    while time.monotonic() < deadline and '"event": "end"' not in _ledger(s3, "runs", "team/killed/lstm"):
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its private Ray, at once
     driver.wait(timeout=60)
     keys = s3.keys("runs", "team/killed/lstm/")
-    assert "team/killed/lstm/search.yaml" in keys and "team/killed/lstm/trials.jsonl" in keys
+    assert "team/killed/lstm/search.yaml" in keys and "team/killed/lstm/trials.jsonl.parts/000000000000" in keys
     assert any(key.endswith("/model.pt") for key in keys) and "team/killed/lstm/best.yaml" not in keys
     import shutil
     shutil.rmtree(tmp_path / "cache")  # another machine: nothing but the bucket
@@ -135,7 +135,7 @@ def test_a_search_in_a_bucket_is_killed_resumed_exported_and_evaluated_there(s3,
     best = yaml.safe_load(s3.client().get_object(Bucket="runs", Key="team/killed/lstm/best.yaml")["Body"].read())
     assert best["checkpoint"].startswith("s3://runs/team/killed/lstm/trials/") and "provisional" not in best
     keys = s3.keys("runs", "team/killed/lstm/")
-    ledger = s3.client().get_object(Bucket="runs", Key="team/killed/lstm/trials.jsonl")["Body"].read().decode()
+    ledger = _ledger(s3, "runs", "team/killed/lstm")
     ended = [json.loads(line)["trial"] for line in ledger.splitlines() if '"event": "end"' in line]
     assert len(ended) == 4 and all(f"team/killed/lstm/trials/{trial}/state.pt" in keys for trial in ended)
     assert any(key.startswith("team/killed/lstm/tensorboard/") for key in keys) and "team/killed/lstm/optuna.db" in keys
@@ -183,7 +183,7 @@ def test_a_node_that_cannot_see_the_storage_path_is_refused_by_name_and_a_bucket
         done = alphatune("search", "run", *common, "--storage-path", "s3://other/two", "--name", "nodes", env=env)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     keys = s3.keys("other", "two/nodes/lstm/")
-    ledger = s3.client().get_object(Bucket="other", Key="two/nodes/lstm/trials.jsonl")["Body"].read().decode()
+    ledger = _ledger(s3, "other", "two/nodes/lstm")
     trials = {json.loads(line)["trial"] for line in ledger.splitlines() if '"event": "end"' in line}
     assert len(trials) == 4 and all(f"two/nodes/lstm/trials/{trial}/model.pt" in keys for trial in trials)
 
@@ -193,6 +193,16 @@ def _text(s3, bucket: str, key: str) -> str:
         return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     except s3.client().exceptions.NoSuchKey:
         return ""
+
+
+def _ledger(s3, bucket: str, run: str) -> str:
+    """A bucket run's ledger as an S3 client reads it: its parts (``trials.jsonl.parts/<offset>``) joined in order,
+    each starting where the one before ended."""
+    text = ""
+    for key in sorted(key for key in s3.keys(bucket, f"{run}/trials.jsonl.parts/")):
+        assert int(key.rsplit("/", 1)[1]) == len(text.encode()), key
+        text += _text(s3, bucket, key)
+    return text
 
 
 def test_a_study_storage_url_is_recorded_without_its_password() -> None:
@@ -221,7 +231,7 @@ def test_a_new_search_where_the_bucket_holds_no_run_starts_fresh_whatever_a_loca
     assert "Using an existing study" not in second.stdout + second.stderr
     [note] = [line for line in second.stdout.splitlines() if "set aside" in line]
     assert note.startswith("[lstm] note: an earlier local copy of s3://runs/bar/again/lstm was set aside (")
-    ledger = _text(s3, "runs", "bar/again/lstm/trials.jsonl")
+    ledger = _ledger(s3, "runs", "bar/again/lstm")
     assert sorted(json.loads(line)["optuna_trial"] for line in ledger.splitlines() if '"event": "trial"' in line) == [0, 1]
     best = yaml.safe_load(_text(s3, "runs", "bar/again/lstm/best.yaml"))
     assert f"bar/again/lstm/trials/{best['trial_id']}/model.pt" in s3.keys("runs", "bar/again/lstm/")

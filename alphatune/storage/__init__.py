@@ -15,10 +15,10 @@ from alphatune.storage.faults import disk_full, environment_fault, error_chain
 from alphatune.storage.lines import LineFile
 from alphatune.storage.location import (CHECK_SECONDS, Location, StorageError, cache_dir, is_uri, load_tensors,
                                         save_tensors, unwritable)
-from alphatune.storage.mirror import Mirror
+from alphatune.storage.mirror import DamagedParts, Mirror, joined
 from alphatune.storage.secrets import redact
 from alphatune.storage.writer import LEASE_FILE, LOCK_FILE, Lease, LocalLock, WriterRefused
 
-__all__ = ["CHECK_SECONDS", "LEASE_FILE", "LOCK_FILE", "Lease", "LineFile", "LocalLock", "Location", "Mirror",
-           "StorageError", "WriterRefused", "cache_dir", "disk_full", "environment_fault", "error_chain", "is_uri",
+__all__ = ["CHECK_SECONDS", "DamagedParts", "LEASE_FILE", "LOCK_FILE", "Lease", "LineFile", "LocalLock", "Location", "Mirror",
+           "StorageError", "WriterRefused", "cache_dir", "disk_full", "environment_fault", "error_chain", "is_uri", "joined",
            "load_tensors", "redact", "save_tensors", "unwritable", "writer"]

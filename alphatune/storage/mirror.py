@@ -16,6 +16,20 @@ a SQLite study) in a local folder, ``work``, and puts them into the bucket, ``ro
 
 Hidden files (``.writer.lease``, ``.sync.json``, temporaries) and the folders named in ``skip`` (what the workers
 write straight into the bucket) are neither pushed nor pulled.
+
+**Each byte once.** A push puts only what changed, and never a growing file whole again and again:
+
+* a file named in ``appended`` (the ledger, which only ever grows) goes into the bucket as parts: each push puts
+  the bytes appended since the last one as a new object ``<name>.parts/<offset>`` (its first byte's offset in the
+  file, twelve digits, so that names sort in file order); ``pull`` (and ``joined``) put the parts back together,
+  each starting where the one before ended (a gap or an overlap is a damaged bucket, one line). A whole
+  ``<name>`` object (a run pushed by an earlier version) comes first;
+* a file named in ``sqlite`` (the study, which the ledger can rebuild: ``search.resume``) is put as a snapshot when
+  a push is ``complete`` (at every stop and the search's end), and otherwise only once it has grown to twice the
+  size last put: the bytes it costs over a search stay within twice its final size, whatever the number of pushes.
+  A copy whose study was not put since is not confirmed by the bucket (its file differs from what was pushed), so
+  a driver killed meanwhile is resumed from the bucket's study, which resume brings up to the ledger;
+* any other file changed since the last push is put whole (a trial's TensorBoard files: its own, small).
 """
 
 from __future__ import annotations
@@ -29,18 +43,46 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alphatune.storage.location import Location
+from alphatune.storage.location import Location, StorageError
 
 MARKER = ".sync.json"
+PARTS = ".parts"  # ``<name>.parts/<offset>``: the parts of an appended file in the bucket
 Stamps = dict[str, list[int]]
+
+
+class DamagedParts(StorageError):
+    """The parts of an appended file in the bucket do not join into one file (one missing, or two overlapping)."""
+
+
+def joined(root: Location, name: str, listing: list[str] | None = None) -> bytes | None:
+    """The appended file ``name`` as the bucket ``root`` holds it: its whole object, if any (an earlier version's
+    push), then its parts in order; ``None`` when the bucket holds neither. ``listing``: ``root.files()``, when the
+    caller has it. ``DamagedParts`` (naming the part) when one does not start where the file so far ends."""
+    listing = root.files() if listing is None else listing
+    prefix = f"{name}{PARTS}/"
+    parts = sorted((int(entry[len(prefix):]), entry) for entry in listing
+                   if entry.startswith(prefix) and entry[len(prefix):].isdigit())
+    if name not in listing and not parts:
+        return None
+    data = bytearray((root / name).read_bytes() if name in listing else b"")
+    for offset, entry in parts:
+        if offset != len(data):
+            raise DamagedParts(f"{root / entry}: starts at byte {offset}, but the parts before it end at byte "
+                               f"{len(data)}: the bucket's copy of {name} is damaged")
+        data += (root / entry).read_bytes()
+    return bytes(data)
 
 
 class Mirror:
     """The local copy ``work`` of ``root`` (see the module doc). ``sqlite``: files pushed as a consistent snapshot
-    (SQLite's backup API) because another connection may be writing them."""
+    (SQLite's backup API) because another connection may be writing them; ``appended``: files that only grow,
+    pushed as parts."""
 
-    def __init__(self, root: Location, work: Path, skip: tuple[str, ...] = (), sqlite: tuple[str, ...] = ()) -> None:
-        self.root, self.work, self.skip, self.sqlite = root, Path(work), skip, sqlite
+    def __init__(self, root: Location, work: Path, skip: tuple[str, ...] = (), sqlite: tuple[str, ...] = (),
+                 appended: tuple[str, ...] = ()) -> None:
+        self.root, self.work, self.skip, self.sqlite, self.appended = root, Path(work), skip, sqlite, appended
+
+    bytes_put = 0  # bytes every mirror of this process has put into buckets (what the scale benchmark counts)
 
     def _stamps(self) -> Stamps:
         """Every file of the copy (hidden ones and skipped folders left out) → [size, mtime in ns]."""
@@ -93,33 +135,71 @@ class Mirror:
             return None
         aside = self.set_aside()
         self.work.mkdir(parents=True, exist_ok=True)
-        for name in self.root.files():
-            if self._excluded(name):
+        listing = self.root.files()
+        parts = tuple(f"{name}{PARTS}/" for name in self.appended)
+        for name in listing:
+            if self._excluded(name) or name in self.appended or name.startswith(parts):
                 continue
             target = self.work / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes((self.root / name).read_bytes())
+        for name in self.appended:
+            data = joined(self.root, name, listing)
+            if data is not None:
+                (self.work / name).parent.mkdir(parents=True, exist_ok=True)
+                (self.work / name).write_bytes(data)
         remote = self._marker(self.root / MARKER)
         if remote is not None:
             self._write_marker(remote.get("generation"))
         return None if aside is None else (f"the local copy of {self.root} did not match the bucket and was set aside "
                                            f"({aside}); continuing from the bucket's files")
 
-    def push(self) -> None:
-        """Put the copy's files that changed since the last push into the bucket (the ``sqlite`` files first, as
-        snapshots, then the rest in name order), then the marker."""
+    def push(self, complete: bool = True) -> None:
+        """Put what changed in the copy since the last push into the bucket (see the module doc: the ``sqlite``
+        files first, as snapshots, unless the push is not ``complete`` and they have not doubled; the ``appended``
+        files' new bytes as parts; the rest whole, in name order), then the marker."""
         before = self._marker(self.work / MARKER) or {}
         pushed = before.get("files") or {}
         stamps = self._stamps()
+        sent: Stamps = {}
         order = sorted(stamps, key=lambda name: (name not in self.sqlite, name))
         for name in order:
+            sent[name] = stamps[name]
             if stamps[name] == pushed.get(name):
                 continue
             source = self.work / name
-            (self.root / name).write_bytes(_sqlite_snapshot(source) if name in self.sqlite else source.read_bytes())
+            if name in self.sqlite:
+                if not complete and name in pushed and stamps[name][0] < 2 * pushed[name][0]:
+                    sent[name] = pushed[name]  # not yet: the ledger holds everything it holds
+                    continue
+                data = _sqlite_snapshot(source)
+            elif name in self.appended:
+                self._put_appended(name, pushed.get(name), stamps[name][0])
+                continue
+            else:
+                data = source.read_bytes()
+            (self.root / name).write_bytes(data)
+            Mirror.bytes_put += len(data)
         generation = uuid.uuid4().hex
         (self.root / MARKER).write_text(json.dumps({"generation": generation}))
-        self._write_marker(generation, stamps)
+        self._write_marker(generation, sent)
+
+    def _put_appended(self, name: str, pushed: list[int] | None, size: int) -> None:
+        """Put the bytes of the appended file ``name`` after the ``pushed`` size as a part (the file's first
+        ``size`` bytes in all); a file shorter than what was pushed (rewritten) replaces every part."""
+        start = pushed[0] if pushed else 0
+        if start > size:
+            listing = self.root.files()
+            for entry in listing:
+                if entry.startswith(f"{name}{PARTS}/") or entry == name:
+                    (self.root / entry).delete()
+            start = 0
+        with (self.work / name).open("rb") as file:
+            file.seek(start)
+            data = file.read(size - start)
+        if data:
+            (self.root / f"{name}{PARTS}/{start:012d}").write_bytes(data)
+            Mirror.bytes_put += len(data)
 
     def _write_marker(self, generation: object, stamps: Stamps | None = None) -> None:
         Location.of(self.work / MARKER).write_text(json.dumps({
