@@ -44,7 +44,7 @@ from alphatune import spaces
 from alphatune.storage import (Location, Mirror, StorageError, cache_dir, disk_full, environment_fault, error_chain,
                                writer)
 from alphatune.search.folds import FoldPlan
-from alphatune.search.ledger import read_ledger
+from alphatune.search.ledger import LEDGER, read_ledger
 from alphatune.search.options import SearchOptions, space_origin
 
 MANIFEST = "search.yaml"
@@ -112,7 +112,7 @@ class RunDir:
     def mirror(self) -> Mirror:
         """The driver's working copy of a run in object storage (``alphatune.storage.Mirror``: the bucket is the
         truth). The trials' folders are not part of it: the trials write them straight into the bucket."""
-        return Mirror(self.root, self.work, skip=(TRIALS_DIR, CONFIRM_DIR), sqlite=(DRIVER_STUDY,))
+        return Mirror(self.root, self.work, skip=(TRIALS_DIR, CONFIRM_DIR), sqlite=(DRIVER_STUDY,), appended=(LEDGER,))
 
     @contextmanager
     def reader(self) -> Iterator["RunDir"]:
@@ -147,10 +147,11 @@ class RunDir:
         copy as it is; a copy it does not confirm is set aside (the note says where). Nothing for a local run."""
         return None if self.is_local else self.mirror.pull()
 
-    def push(self) -> None:
-        """Put the driver's changed files of ``work`` into a run in object storage (the study as a consistent
-        snapshot first); nothing for a local run. The lease is renewed first: a process whose lease was taken over
-        pushes nothing, the run is someone else's now (``RunDirError``)."""
+    def push(self, complete: bool = True) -> None:
+        """Put the driver's changed files of ``work`` into a run in object storage (``Mirror.push``: the ledger's
+        new lines as a part; the study as a consistent snapshot first when ``complete``, as at every stop, else
+        only once it has doubled); nothing for a local run. The lease is renewed first: a process whose lease was
+        taken over pushes nothing, the run is someone else's now (``RunDirError``)."""
         if self.is_local:
             return
         if self.reading:
@@ -158,7 +159,7 @@ class RunDir:
         taken = writer.confirm(self.root)
         if taken is not None:
             raise RunDirError(f"{taken}; this process stopped writing it")
-        self.mirror.push()
+        self.mirror.push(complete)
 
 
 def as_run_dir(where: "RunDir | Location | Path | str") -> RunDir:
