@@ -16,25 +16,13 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
-from alphatune.search.ledger import Ledger
+from alphatune.search.ledger import RunRecords
 from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
 from alphatune.search.rundir import EnvironmentFault
 from alphatune.search.searcher import OPTUNA_TRIAL, TENSORBOARD_RUN
 from alphatune.search.trial import ERROR, FAULT
 from alphatune.spaces import Conditional, Space
-
-def tune_outcome(trial: Trial, metric: str) -> str:
-    """The outcome (``search.results.outcome``) of a trial as Tune holds it now; ``pending`` before it started,
-    ``interrupted`` when Tune gave up on it (its worker or node lost beyond ``--max-failures``: the environment's
-    fault, so it is not failed, and resume continues it)."""
-    if trial.status == Trial.PENDING and not trial.last_result:
-        return "pending"
-    if trial.status == Trial.ERROR:
-        return "interrupted"
-    status = trial.status if trial.status == Trial.TERMINATED else None
-    return outcome(status, trial.last_result or {}, metric)
-
 
 class TrialStopper(Stopper):
     """Stops a trial at the first report whose searched metric is NaN or infinite (ASHA never cuts those), or that
@@ -65,11 +53,11 @@ class WorkerEvents(Callback):
     (retries included), and a trial Tune gave up on (its worker or node lost beyond ``--max-failures``:
     interrupted by the environment, with the error's last line; the trial has not ended)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: RunRecords) -> None:
         self.ledger = ledger
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.ledger.append("start", trial.trial_id, time=time.time())
+        self.ledger.started(trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.ledger.interrupted(trial.trial_id, trial_error_line(trial) or "its worker was lost")
@@ -161,7 +149,7 @@ def write_experiment(logdir: Path, model_spaces: dict[str, Space], goal: Objecti
     columns.update({"model": _column("model", tuple(model_spaces)), "outcome": _column("outcome", OUTCOMES),
                     "trial": _column("trial")})
     columns["optuna_trial"] = _column("optuna_trial", numeric=True)
-    other = "valid_loss" if goal.name == "valid_ic" else "valid_ic"
+    other = goal.other
     if folds > 1:
         metrics = [(f"kept_{goal.name}", f"{goal.name}, mean over folds",
                     f"the objective: the mean over the trial's folds of each fold's kept {goal.name}"),

@@ -175,20 +175,61 @@ def _first_line(error: BaseException) -> str:
 
 
 def concurrent_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:
-    """How many trials run at once: ``max_concurrent`` when given, else how many trials' CPUs (and GPUs) the
-    connected cluster has when the search starts (at least 1; a cluster that grows later needs
-    ``--max-concurrent`` to use the new nodes).
-
-    Tune is always given this cap. Besides bounding what TPE proposes ahead of results, it is what lets Tune
-    keep one trial pending per slot: with a search algorithm and no cap, Tune keeps a single trial pending,
-    so it starts the first trials' actors one after the other and each slot waits for the actor before it (a
-    process importing torch); capped, the first actors all start together."""
+    """How many trials run at once on the connected cluster as it is now: ``max_concurrent`` when given, else how
+    many trials' CPUs (and GPUs) it has (at least 1). ``Slots`` asks it again as a named cluster grows."""
     return slot_plan(cpus_per_trial, gpus_per_trial, max_concurrent)[0]
 
 
-def slot_plan(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> tuple[int, list[str]]:
+def queued_beyond(fits: int) -> int:
+    """How many trials elastic slots keep pending beyond the ``fits`` that can train: a quarter of them, at least
+    one (enough for an autoscaler to see demand; its own upscaling speed decides how fast it adds nodes)."""
+    return max(1, fits // 4)
+
+
+class Slots:
+    """How many trials a search keeps going at once (``now``).
+
+    **Fixed** (``elastic`` false) with ``--max-concurrent``, or on a private cluster: what
+    ``concurrent_slots`` says when the search starts. Tune is given it as its cap, which also lets Tune keep one
+    trial pending per slot, so that the first trials' actors start together.
+
+    **Elastic** on a named cluster (``--address``, ``$RAY_ADDRESS``) without ``--max-concurrent``: what the
+    cluster fits now, asked of Ray at most every ``every`` seconds, plus ``queued`` trials pending beyond it. Nodes
+    that join mid-search get trials at once; nodes that leave are not waited for (their trials are retried
+    elsewhere, ``--max-failures``); and the trials queued beyond what fits are pending placement groups, the
+    resource demand Ray's autoscaler (KubeRay's, ``ray up``'s) scales the cluster up for (docs/cluster.md). The
+    searcher holds new trials back beyond ``now`` (``search.searcher.StudySearcher``); Tune gets no cap."""
+
+    def __init__(self, cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None,
+                 address: str | None = None, every: float = 5.0) -> None:
+        self.cpus, self.gpus, self.every = cpus_per_trial, gpus_per_trial, every
+        self.elastic = max_concurrent is None and named_address(address) is not None
+        self.fits = concurrent_slots(cpus_per_trial, gpus_per_trial, max_concurrent)
+        self._asked = time.monotonic()
+
+    @property
+    def queued(self) -> int:
+        """Trials kept pending beyond what fits (elastic only: ``queued_beyond``)."""
+        return queued_beyond(self.fits) if self.elastic else 0
+
+    def now(self) -> int:
+        """Trials to keep going at once now (see the class doc)."""
+        if self.elastic and time.monotonic() - self._asked >= self.every:
+            self.fits = concurrent_slots(self.cpus, self.gpus, None)
+            self._asked = time.monotonic()
+        return self.fits + self.queued
+
+    def running(self) -> int:
+        """Trials that can train at once now: what fits, without the queued ones."""
+        self.now()
+        return self.fits
+
+
+def slot_plan(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None,
+              address: str | None = None) -> tuple[int, list[str]]:
     """``(slots, what a search says about them at its start)``: how the cluster's CPUs and GPUs divide into
-    trial slots, a warning when the CPUs asked per trial leave GPU slots idle (a fractional-GPU search with as
+    trial slots, whether they follow the cluster as it grows (``Slots``: on a named cluster ``address`` without
+    ``max_concurrent``), a warning when the CPUs asked per trial leave GPU slots idle (a fractional-GPU search with as
     many CPUs per trial as the GPU has slots can fit fewer trials than the GPU), and, when trials share a GPU,
     whether they do so through CUDA MPS."""
     import ray
@@ -203,6 +244,9 @@ def slot_plan(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int 
         parts.append(f"GPUs fit {by_gpu} ({gpus:g} / {gpus_per_trial:g} per trial)")
     lines = [f"{slots} trial slot{'s' * (slots != 1)}" + (" (--max-concurrent)" if max_concurrent else "")
              + ": " + ", ".join(parts)]
+    if not max_concurrent and named_address(address):
+        lines.append(f"the slots follow the cluster: nodes that join get trials, and {queued_beyond(slots)} more "
+                     f"trial(s) wait queued for Ray's autoscaler to see (--max-concurrent N fixes them)")
     if by_gpu is not None and by_cpu < by_gpu and not max_concurrent:
         lines.append(f"warning: the CPUs fit {by_cpu} trials but the GPUs {by_gpu}: {by_gpu - by_cpu} GPU slot(s) stay "
                      f"idle; give --cpus-per-trial {max(cpus / by_gpu, 0.01):g} or less to use them all")

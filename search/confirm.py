@@ -33,15 +33,15 @@ from ray.util.queue import Queue
 from alphatune import models
 from alphatune.progress import Progress
 from alphatune.evaluation.best import Confirmation, ConfirmedConfig, ConfirmedRun
-from alphatune.search.cluster import concurrent_slots
-from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
+from alphatune.search.cluster import Slots
+from alphatune.search.ledger import RunRecords, read_confirmation, read_ledger
 from alphatune.search.objective import finite, objective
 from alphatune.evaluation.overfitting import paired
 from alphatune.search import results
 from alphatune.search.results import TrialRecord, best_trial, kept_model
 from alphatune.search.rundir import CONFIRM_DIR, EnvironmentFault, Manifest, RunDir
-from alphatune.search.trial import (ERROR, FAULT, check_visible, reporting_failures, report_fields, train_folds,
-                                   trial_hyperparameters)
+from alphatune.search.trial import (ERROR, FAULT, check_visible, fold_row, reporting_failures, report_fields,
+                                   train_folds, trial_hyperparameters)
 from alphatune.storage import Location
 
 DEFAULT = "default"  # the default's name when no trial of the search tried it
@@ -137,9 +137,7 @@ def _confirm_run(fold_refs: list[Any], hyperparameters: models.Hyperparameters, 
             except Exception:  # a display that cannot be told is no reason to stop training
                 pass
         if result.get("fold_final"):
-            folds[int(result["fold"])] = {"fold": int(result["fold"]), "valid_ic": result["fold_best_valid_ic"],
-                                          "valid_loss": result["fold_best_valid_loss"],
-                                          "best_epoch": result["fold_best_epoch"], "epochs": result["fold_epoch"]}
+            folds[int(result["fold"])] = fold_row(result)
 
     with reporting_failures(lambda failure: last.update(failure), Location.of(directory)):
         check_visible(RunDir.at(run_dir))
@@ -167,7 +165,7 @@ class Runs:
         self.pending: dict[Any, tuple[Candidate, int]] = {}
         self.epochs: dict[str, set[int]] = {}
         self.queue = Queue()
-        self.ledger = Ledger(run_dir.work)
+        self.ledger = RunRecords.of(run_dir.work)
         self.budget = options.max_epochs * len(fold_refs)
 
     def names(self) -> set[str]:
@@ -210,11 +208,11 @@ class Runs:
             raise EnvironmentFault(str(result[FAULT]), confirmation_run=name, node=result.get("node"),
                                    full=bool(result.get("full")))
         if result.get(ERROR):
-            self.ledger.confirmed(name, trial=candidate.trial, seed=seed, error=result[ERROR])
+            self.ledger.confirmed_run(name, trial=candidate.trial, seed=seed, error=result[ERROR])
             return f"failed: {result[ERROR]}"
-        self.ledger.confirmed(name, trial=candidate.trial, seed=seed, **report_fields(result),
+        self.ledger.confirmed_run(name, trial=candidate.trial, seed=seed, **report_fields(result),
                               **({FOLD_RESULTS: result[FOLD_RESULTS]} if FOLD_RESULTS in result else {}))
-        self.run_dir.push()
+        self.run_dir.push(complete=False)
         if FOLD_RESULTS in result:
             return (f"{goal.name} {result.get(goal.best, math.nan):.4f}, the mean over its folds ("
                     + ", ".join(f"{fold[goal.name]:.4f}" for fold in result[FOLD_RESULTS]) + ")")
@@ -259,7 +257,7 @@ class EarlyStart(Callback):
     start the confirmation runs of the candidates the plan will hold anyway (``early_candidates``) in them, longest
     first. Nothing of the plan is written yet: each run's end is recorded as it comes, and ``confirm`` picks them up."""
 
-    def __init__(self, runs: Runs, searcher: Any, slots: int) -> None:
+    def __init__(self, runs: Runs, searcher: Any, slots: Slots) -> None:
         self.runs, self.searcher, self.slots = runs, searcher, slots
         self.ended = -1
         self.queue: list[tuple[Candidate, int]] = []
@@ -282,7 +280,7 @@ class EarlyStart(Callback):
                 if run_id(candidate.trial, seed) not in started), key=lambda item: -cost.get(item[0].trial, 0.0))
         for candidate, seed, result in self.runs.poll(0):
             self.runs.record(candidate, seed, result)
-        while self.queue and len(live) + len(self.runs.pending) < self.slots:
+        while self.queue and len(live) + len(self.runs.pending) < self.slots.running():
             self.runs.start(*self.queue.pop(0))
 
 
@@ -321,7 +319,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
               + f", at most {options.max_epochs} epochs each"
               + (f" on each of {len(fold_refs)} folds" if len(fold_refs) > 1 else "") + "\n")
     out.flush()
-    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    slots = Slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent, options.address)
     finished, lost = total - len(todo) - len(early), []
     shown = Progress((len(todo) + len(early)) * runs.budget, f"{space.model} confirmation", "epoch", out,
                      options.progress_seconds)
@@ -330,7 +328,7 @@ def confirm(run_dir: RunDir, manifest: Manifest, fold_refs: list[Any], bases: di
     began = time.monotonic()
     try:
         while todo or runs.pending:
-            while todo and len(runs.pending) < slots:
+            while todo and len(runs.pending) < slots.running():
                 runs.start(*todo.pop(0))
             ended = runs.poll(1.0)
             now = sum(len(epochs) for epochs in runs.epochs.values())

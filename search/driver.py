@@ -59,7 +59,8 @@ def run(options: SearchOptions, stream: TextIO | None = None, checked: Checked |
     data = DataSpec.of(ds, options.concepts).to_dict()
     start_ray(options.address, options.dashboard)
     check_gpus(options.gpus_per_trial, options.address)
-    _, slot_lines = slot_plan(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
+    _, slot_lines = slot_plan(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent,
+                              options.address)
     out.write("".join(f"{line}\n" for line in slot_lines))
     fold_refs = [ray.put(fold) for fold in checked.fold_datasets]  # each fold's arrays once, shared zero-copy
     base_device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
@@ -243,7 +244,7 @@ def _resume(run_dirs: list[RunDir], out: TextIO) -> list[RunDir]:
             start_ray(first.options.address, first.options.dashboard)
             check_gpus(first.options.gpus_per_trial, first.options.address)
             _, slot_lines = slot_plan(first.options.cpus_per_trial, first.options.gpus_per_trial,
-                                      first.options.max_concurrent)
+                                      first.options.max_concurrent, first.options.address)
             out.write("".join(f"{line}\n" for line in slot_lines))
             fold_refs = [ray.put(fold) for fold in fold_datasets]
             del ds, fold_datasets
@@ -271,7 +272,14 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
     counts = Counter(record.outcome for record in records)
     out.write(f"\n[{manifest.model}] {len(records)} trials: " + ", ".join(
         f"{counts.get(key, 0)} {key}" for key in results.OUTCOMES) + f"; objective: best {metric}\n")
-    out.write(results.summary_table(records, list(manifest.space.params), metric) + "\n")
+    target = out_dir if out_dir is not None else Location.of(run_dir.work)
+    params = list(manifest.space.params)
+    if len(records) > results.SHOWN:  # the best trials and the counts; every trial in a file
+        (target / results.TABLE_FILE).write_text(results.summary_table(records, params, metric) + "\n")
+        out.write(results.summary_table(records, params, metric, limit=results.SHOWN)
+                  + f"; every trial: {(out_dir if out_dir is not None else run_dir.root) / results.TABLE_FILE}\n")
+    else:
+        out.write(results.summary_table(records, params, metric) + "\n")
     best = results.best_trial(records, metric)
     for note in results.unreadable_better(records, best, metric, run_dir):
         out.write(f"[{manifest.model}] note: {note}\n")
@@ -279,7 +287,6 @@ def report(run_dir: RunDir | Location | Path, stream: TextIO | None = None, qlib
         out.write(f"[{manifest.model}] no trial has a finite {metric} and a checkpoint: nothing to export\n")
         out.flush()
         return None
-    target = out_dir if out_dir is not None else Location.of(run_dir.work)
     overfitting = odds.overfitting(run_dir, records, metric, target)
     out.write(f"[{manifest.model}] " + odds.describe(overfitting, metric).replace("\n", f"\n[{manifest.model}] ") + "\n")
     confirmation = confirm.summary(run_dir, manifest, records)

@@ -32,6 +32,11 @@ class Objective:
         return f"best_{self.name}"
 
     @property
+    def other(self) -> str:
+        """The other validation metric, reported beside the objective (``valid_loss`` beside ``valid_ic``)."""
+        return "valid_loss" if self.name == "valid_ic" else "valid_ic"
+
+    @property
     def direction(self) -> str:
         """Optuna's study direction."""
         return "maximize" if self.mode == "max" else "minimize"

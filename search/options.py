@@ -87,13 +87,17 @@ class SearchOptions(DataOptions, FitOptions):
     confirm_seeds: int = option(3, "new seeds per confirmed configuration", metavar="S")
     metric: str = option("valid_ic", "the objective: the validation metric that picks each trial's kept epoch, "
                                      "what ASHA and Optuna judge, and the winner", choices=tuple(OBJECTIVES))
-    sampler: str = option("tpe", "Optuna's sampler", choices=SAMPLERS)
+    sampler: str = option("tpe", "Optuna's sampler; tpe's proposal costs more the more trials have ended (about "
+                                 "24 ms at 100, 39 ms at 2,000 on a 2-core machine, docs/benchmarks.md): for "
+                                 "thousands of short trials, random or qmc stay flat", choices=SAMPLERS)
     seed: int | None = option(0, "the search's seed: Optuna's sampler's, and each trial's training seed is drawn "
                                  "from it and the trial's number", parse=int)
     cpus_per_trial: float = option(1.0, "CPUs per trial (also its torch threads)")
     gpus_per_trial: float = option(0.0, "GPUs per trial (fractions share one GPU, e.g. 0.25)")
     max_concurrent: int | None = option(None, "trials running at once", parse=int, metavar="N",
-                                        show="as many as the cluster's CPUs/GPUs fit when the search starts")
+                                        show="as many as the cluster's CPUs/GPUs fit; with --address, as many as "
+                                             "fit now, following the cluster as nodes join or leave, plus a "
+                                             "quarter more queued for Ray's autoscaler")
     max_failures: int = option(2, "retries of a trial whose worker died (from its last epoch); -1: unlimited")
     reuse_actors: bool = option(True, "start a fresh worker process for every trial", flag="--no-reuse-actors",
                                 action="store_false", show="workers are reused")

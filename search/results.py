@@ -7,16 +7,16 @@ plain-JSON files Tune wrote, ``search.tune_state``): Ray's pickled experiment st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from alphatune.search import tune_state
-from alphatune.search.ledger import LEDGER, LedgerTrial, read_ledger
+from alphatune.search.ledger import LEDGER, LedgerTrial, RunRecords
 from alphatune.search.objective import Objective, finite, objective
 from alphatune.search.folds import fold_dir
 from alphatune.search.rundir import TRIALS_DIR, Manifest, RunDir, RunDirError, as_run_dir
-from alphatune.search.trial import MODEL_FILE, trial_hyperparameters
+from alphatune.search.trial import MODEL_FILE, fold_row, trial_hyperparameters
 from alphatune.storage import Location
 
 OUTCOMES = ("running", "finished", "pruned", "failed")
@@ -74,10 +74,7 @@ def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Location | None)
     metric = manifest.options.metric
     result = trial.last_result
     rows = [row for _, row in sorted(trial.epochs().items())]
-    folds = [{"fold": int(row["fold"]), "valid_ic": float(row.get("fold_best_valid_ic", math.nan)),
-              "valid_loss": float(row.get("fold_best_valid_loss", math.nan)),
-              "best_epoch": int(row.get("fold_best_epoch", 0)), "epochs": int(row.get("fold_epoch", 0))}
-             for row in rows if row.get("fold_final")]
+    folds = [fold_row(row) for row in rows if row.get("fold_final")]
     try:
         hyperparameters = trial_hyperparameters(manifest.space, trial.config, metric,
                                                 manifest.options.max_epochs).to_dict()
@@ -94,16 +91,22 @@ def _record(manifest: Manifest, trial: LedgerTrial, checkpoint: Location | None)
 
 
 def read_trials(run_dir: RunDir | Location | Path, manifest: Manifest) -> list[TrialRecord]:
-    """Every trial of the run, in the order they started, with its checkpoint where the driver can read it. Raises
-    ``RunDirError`` when the run has no record of its trials yet."""
+    """Every trial of the run, in the order they started, with its checkpoint where the driver can read it (the
+    run's ``RunRecords``: each trial's record is made once per record of it). Raises ``RunDirError`` when the run
+    has no record of its trials yet."""
     run_dir = as_run_dir(run_dir)
-    trials = read_ledger(run_dir.work)
-    if trials is not None:
+    ledger = RunRecords.of(run_dir.work)
+    if ledger.exists:
         readable = run_dir.checkpoints()
-        models = {trial.trial_id: kept_model(run_dir.trial(trial.trial_id), manifest.fold_count) for trial in trials}
-        return [_record(manifest, trial, models[trial.trial_id]
-                        if str(models[trial.trial_id]).removeprefix(str(run_dir.root / TRIALS_DIR) + "/") in readable
-                        else None) for trial in trials]
+        trials_root = str(run_dir.root / TRIALS_DIR) + "/"
+        kind = ("trial record", manifest.fold_count, manifest.options.metric, manifest.options.max_epochs,
+                manifest.space.source)
+        out = []
+        for trial in ledger.trials():
+            record = ledger.derived(kind, trial, lambda trial: _record(manifest, trial, None))
+            model = kept_model(run_dir.trial(trial.trial_id), manifest.fold_count)
+            out.append(replace(record, checkpoint=model if str(model).removeprefix(trials_root) in readable else None))
+        return out
     older = tune_state.read_tune_trials(run_dir.work)
     if older is None:
         raise RunDirError(f"{run_dir}: no record of any trial yet ({run_dir / LEDGER} does not exist)")
@@ -150,8 +153,13 @@ def unreadable_better(records: list[TrialRecord], best: TrialRecord | None, metr
     return notes
 
 
-def summary_table(records: list[TrialRecord], space_params: list[str], metric: str) -> str:
-    """A plain-text table of every trial: scored trials best first, then running ones, then failed ones."""
+TABLE_FILE = "trials.txt"  # the whole summary table, beside best.yaml
+SHOWN = 20  # the rows a printed summary shows: the best ones (the whole table is in TABLE_FILE)
+
+
+def summary_table(records: list[TrialRecord], space_params: list[str], metric: str, limit: int | None = None) -> str:
+    """A plain-text table of every trial (or of the first ``limit``, then one line saying how many are left out and
+    how they stand): scored trials best first, then running ones, then failed ones."""
     goal: Objective = objective(metric)
     rank = {"finished": 0, "pruned": 0, "running": 1, "failed": 2}
 
@@ -163,11 +171,13 @@ def summary_table(records: list[TrialRecord], space_params: list[str], metric: s
     kept = "(mean over folds)" if folded else "(kept)"
     header = ["trial", "optuna", "outcome", *(["folds"] if folded else []), "epochs",
               "kept epochs" if folded else "kept epoch", f"{metric} {kept}",
-              f"{'valid_ic' if metric != 'valid_ic' else 'valid_loss'} {kept}", *space_params,
+              f"{goal.other} {kept}", *space_params,
               *(["start"] if starts else [])]
-    other = "valid_ic" if metric != "valid_ic" else "valid_loss"
+    other = goal.other
+    shown = sorted(records, key=key)
+    left_out, shown = (shown[limit:], shown[:limit]) if limit is not None else ([], shown)
     rows = []
-    for record in sorted(records, key=key):
+    for record in shown:
         kept_epochs = ",".join(str(fold["best_epoch"]) for fold in record.folds) if folded else str(record.best_epoch)
         rows.append([record.trial_id, _number(record.optuna_trial), record.outcome,
                      *([f"{len(record.folds)}/{record.fold_count}"] if folded else []), str(record.epochs),
@@ -177,6 +187,10 @@ def summary_table(records: list[TrialRecord], space_params: list[str], metric: s
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    if left_out:
+        counts = {outcome: sum(record.outcome == outcome for record in left_out) for outcome in OUTCOMES}
+        lines.append(f"... and {len(left_out)} more trials ("
+                     + ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count) + ")")
     return "\n".join(lines)
 
 

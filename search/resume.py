@@ -36,7 +36,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from alphatune.search.ledger import ERROR, TERMINATED, Ledger, LedgerTrial, read_ledger
+from alphatune.search.ledger import ERROR, TERMINATED, LedgerTrial, RunRecords, read_ledger
 from alphatune.search.objective import Objective, finite
 from alphatune.search.results import outcome
 from alphatune.search.rundir import TENSORBOARD_DIR, RunDirError
@@ -54,7 +54,7 @@ class ResumePlan:
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def reconcile(run_dir: Path, study: SearchStudy, ledger: Ledger) -> ResumePlan:
+def reconcile(run_dir: Path, study: SearchStudy, ledger: RunRecords) -> ResumePlan:
     """Bring the study and the ledger of ``run_dir`` to one truth (see the module doc) and return the plan."""
     goal = study.goal
     trials = read_ledger(run_dir) or []
@@ -85,7 +85,7 @@ def reconcile(run_dir: Path, study: SearchStudy, ledger: Ledger) -> ResumePlan:
     return plan
 
 
-def close_abandoned(run_dir: Path, study: SearchStudy, ledger: Ledger) -> None:
+def close_abandoned(run_dir: Path, study: SearchStudy, ledger: RunRecords) -> None:
     """Once a search has ended (every sample handed out, none left running), end what neither record ended: a
     trial created but never heard of again stays RUNNING for no one (and TPE's constant liar would count it)."""
     for trial in read_ledger(run_dir) or []:

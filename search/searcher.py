@@ -28,7 +28,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from alphatune.search.ledger import ERROR, TERMINATED, Ledger
+from alphatune.search.cluster import Slots
+from alphatune.search.ledger import ERROR, TERMINATED, RunRecords
 from alphatune.search.rundir import TENSORBOARD_DIR
 from alphatune.search.objective import Objective, finite
 from alphatune.search.scheduler import CONTINUES
@@ -64,8 +65,8 @@ class Continuation:
 class StudySearcher(Searcher):
     """Tune's searcher over a ``SearchStudy`` (see the module doc). ``continuations`` are handed out first."""
 
-    def __init__(self, study: SearchStudy, ledger: Ledger, run_root: Location | Path, samples: int, seed: int | None,
-                 continuations: list[Continuation] | None = None) -> None:
+    def __init__(self, study: SearchStudy, ledger: RunRecords, run_root: Location | Path, samples: int, seed: int | None,
+                 continuations: list[Continuation] | None = None, slots: Slots | None = None) -> None:
         super().__init__(metric=study.goal.best, mode=study.goal.mode)
         self.study, self.ledger, self.run_root = study, ledger, Location.of(run_root)
         self.samples, self.seed = samples, seed
@@ -76,6 +77,7 @@ class StudySearcher(Searcher):
         self.recorded: dict[str, set[int]] = {}  # Tune trial id → the epochs in the ledger
         self.ended: set[str] = set()
         self.interrupted: set[str] = set()  # ended in Tune by a fault of the environment, not in the records
+        self.slots = slots  # elastic slots: no new trial while as many go as it says (None: Tune's cap decides)
 
     @property
     def goal(self) -> Objective:
@@ -85,6 +87,8 @@ class StudySearcher(Searcher):
         return True  # the objective decides metric and mode (search.objective)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.slots is not None and len(self.numbers) - len(self.ended) >= self.slots.now():
+            return None  # every slot has its trial (and the queue its share): Tune asks again later
         continues, epochs = None, frozenset()
         if self.continuations:
             continuation = self.continuations.pop(0)

@@ -116,6 +116,7 @@ class SearchStudy:
         self.study_id = storage.get_study_id_from_name(self.name)
         self._ids: dict[int, int] = {}           # Optuna number -> storage id: fixed once the trial exists
         self._reported: dict[int, set[int]] = {}  # a running trial's steps in the storage, read at its first report
+        self._drawn: int | None = None           # samples handed out (``drawn``)
         if not self.study.metric_names:  # optuna-dashboard names the objective instead of "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -145,13 +146,19 @@ class SearchStudy:
         return self._ids[number]
 
     def drawn(self) -> int:
-        """How many samples the study has handed out (an enqueued point not yet asked for is not one)."""
-        return sum(trial.state != TrialState.WAITING for trial in self.trials())
+        """How many samples the study has handed out (an enqueued point not yet asked for is not one): counted in
+        the storage once, then by this object's ``ask`` (one writer per run)."""
+        if self._drawn is None:
+            self._drawn = sum(trial.state != TrialState.WAITING for trial in self.trials())
+        return self._drawn
 
     def ask(self) -> tuple[int, dict[str, object]]:
         """A new point (the enqueued default first): its Optuna number and the space's values by their names."""
+        self.drawn()
         trial = self.study.ask()
-        return trial.number, self.space.suggest(trial)
+        values = self.space.suggest(trial)
+        self._drawn += 1
+        return trial.number, values
 
     def values(self, number: int) -> dict[str, object]:
         """The space's values of an asked trial, from its Optuna parameters (conditional cases by their names)."""

@@ -342,6 +342,15 @@ def fold_report(result: dict[str, Any], fold: int, count: int, stride: int, kept
     return out
 
 
+def fold_row(report: dict[str, Any]) -> dict[str, Any]:
+    """What a fold's last report says of that fold (``fold_report``: ``fold_final``), as a trial's summary and a
+    confirmation run's ledger record keep it: ``fold``, its kept ``valid_ic`` and ``valid_loss`` (NaN when
+    missing), its ``best_epoch``, and ``epochs``, the epochs it trained."""
+    return {"fold": int(report["fold"]), "valid_ic": float(report.get("fold_best_valid_ic", math.nan)),
+            "valid_loss": float(report.get("fold_best_valid_loss", math.nan)),
+            "best_epoch": int(report.get("fold_best_epoch", 0)), "epochs": int(report.get("fold_epoch", 0))}
+
+
 def write_daily_ic(daily: Any, epoch: int, where: Location) -> None:
     """Write a run's kept epoch's daily validation IC (``Trainer.daily_ic``: a date-indexed Series) to ``where``
     as JSON: ``epoch``, ``dates`` (ISO), ``ic`` (null on a day where it is undefined)."""

@@ -28,9 +28,9 @@ from ray.tune import Callback
 from alphatune import interrupts, spaces
 from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEvents
 from alphatune.search.progress import SearchProgress
-from alphatune.search.cluster import concurrent_slots
+from alphatune.search.cluster import Slots
 from alphatune.search import confirm
-from alphatune.search.ledger import Ledger, read_confirmation, read_ledger
+from alphatune.search.ledger import RunRecords
 from alphatune.search.objective import objective
 from alphatune.search.options import SearchOptions
 from alphatune.search.pretrained import Base
@@ -82,6 +82,7 @@ _TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUT
 # What Tune says at the end of an interrupted or finished fit that is not ours to say: how to resume it with
 # Tune's own API (``alphatune search resume`` is the way, and the driver says so), and that it could not read
 # per-trial result files (no loggers write them).
+PENDING = "TUNE_MAX_PENDING_TRIALS_PG"  # trials Tune keeps pending at once (read when its run starts)
 _TUNE_WORDS = {"ray.tune.tune": ("Experiment has been interrupted", "Training has been interrupted"),
                "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",)}
 
@@ -96,11 +97,13 @@ class _NotOurWords(logging.Filter):
 
 
 @contextlib.contextmanager
-def _tune_environment() -> Iterator[None]:
+def _tune_environment(pending: int | None = None) -> Iterator[None]:
     """Set ``_TUNE_ENVIRONMENT`` and silence ``_TUNE_WORDS`` for the duration of a search, then restore what was
-    there."""
-    previous = {key: os.environ.get(key) for key in _TUNE_ENVIRONMENT}
-    os.environ.update(_TUNE_ENVIRONMENT)
+    there. ``pending``: how many trials Tune may keep pending at once, for elastic slots (``search.cluster.Slots``:
+    the searcher holds trials back beyond the slots; without a cap Tune would keep one pending)."""
+    settings = {**_TUNE_ENVIRONMENT, **({PENDING: str(max(1, pending))} if pending else {})}
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     filters = {name: _NotOurWords(starts) for name, starts in _TUNE_WORDS.items()}
     for name, quiet in filters.items():
         logging.getLogger(name).addFilter(quiet)
@@ -117,30 +120,36 @@ def _tune_environment() -> Iterator[None]:
 
 
 class RunSync(Callback):
-    """Puts the driver's files of a run in object storage into the bucket (``RunDir.push``: the study's snapshot
-    first, then the other changed files in name order, then the marker): after every ended trial, at most every ``seconds`` while trials
-    run, and when the search stops. Not used for a local run, where the driver writes in place."""
+    """Puts the driver's files of a run in object storage into the bucket (``RunDir.push``: the ledger's new lines
+    as a part, the ended trials' TensorBoard files, then the marker): within ``least`` seconds of a trial's end, at
+    most every ``seconds`` while trials run, and completely (the study's snapshot too) when the search stops. What a
+    push puts is what changed since the last one, so its bytes per ended trial do not grow with the search. Not
+    used for a local run, where the driver writes in place."""
 
-    def __init__(self, run_dir: RunDir, seconds: float = 10.0) -> None:
-        self.run_dir, self.seconds = run_dir, seconds
+    def __init__(self, run_dir: RunDir, seconds: float = 10.0, least: float = 1.0) -> None:
+        self.run_dir, self.seconds, self.least = run_dir, seconds, least
         self.last = time.monotonic()
+        self.ended = False  # a trial ended since the last push
 
-    def _push(self) -> None:
-        self.run_dir.push()
-        self.last = time.monotonic()
+    def _push(self, complete: bool = False) -> None:
+        self.run_dir.push(complete)
+        self.last, self.ended = time.monotonic(), False
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self.last >= self.seconds:
+        waited = time.monotonic() - self.last
+        if waited >= self.seconds or (self.ended and waited >= self.least):
             self._push()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._push()
+        self.ended = True
+        self.on_step_end(iteration, trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._push()
+        self.ended = True
+        self.on_step_end(iteration, trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._push()
+        self._push(complete=True)
 
 
 def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options: SearchOptions,
@@ -155,39 +164,42 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
     ``search.pretrained.prepare_bases`` (``None``: random start). No summary or export: see ``driver.report``."""
     run_dir = as_run_dir(run_dir)
     goal = objective(options.metric)
-    ledger = Ledger(run_dir.work)
+    ledger = RunRecords.of(run_dir.work)
     study, note = open_study(run_dir.work, space, goal,
                              StudyPlace.of_run(run_dir.work, space.model, options.study_storage, options.name),
                              make_sampler(options.sampler, options.seed, options.samples))
     if note:
         (stream or sys.stdout).write(f"[{space.model}] note: {note}\n")
     plan = reconcile(run_dir.work, study, ledger)
-    searcher = StudySearcher(study, ledger, run_dir.root, options.samples, options.seed, plan.continuations)
+    slots = Slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent, options.address)
+    searcher = StudySearcher(study, ledger, run_dir.root, options.samples, options.seed, plan.continuations,
+                             slots=slots if slots.elastic else None)
     folds = len(fold_refs)
     scheduler = SuccessiveHalving(goal, options.max_epochs, options.grace_epochs, options.reduction_factor) \
         if folds == 1 else SuccessiveHalving(goal, folds, 1, options.reduction_factor, resource="fold")
     scheduler.replay(plan.results)
-    slots = concurrent_slots(options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent)
     ended_before = [(outcome(trial.status, trial.last_result, goal.name), len(trial.epochs()))
-                    for trial in read_ledger(run_dir.work) or [] if trial.status is not None]
+                    for trial in ledger.trials() if trial.status is not None]
     callbacks = [WorkerEvents(ledger), SearchProgress(space.model, goal, options.samples, options.max_epochs,
-                                                      len(fold_refs), slots, options.progress_seconds, stream,
+                                                      len(fold_refs), slots.running, options.progress_seconds, stream,
                                                       done=sum(len(rows) for rows in plan.results.values()),
                                                       ended_before=ended_before),
                  TensorBoardLogger(run_dir.work / TENSORBOARD_DIR, space, goal)]
     if not run_dir.is_local:
         callbacks.append(RunSync(run_dir))
-    if options.confirm > 0 and read_confirmation(run_dir.work)[0] is None:  # idle slots at the end: confirm early
+    if options.confirm > 0 and ledger.plan is None:  # idle slots at the end: confirm early
         runs = confirm.RUNS.setdefault(run_dir.root.uri, confirm.Runs(
             run_dir, read_manifest(run_dir), fold_refs, {kind: base.to_dict() for kind, base in (bases or {}).items()}))
         callbacks.append(confirm.EarlyStart(runs, searcher, slots))
     try:
         # Tune sets its SIGINT handler (a graceful stop) and leaves it after the search: put the command's back
-        with interrupts.kept(), _tune_environment(), tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
+        with interrupts.kept(), _tune_environment(options.samples if slots.elastic else None), \
+                tempfile.TemporaryDirectory(prefix="alphatune-tune-") as scratch:
             tuner = tune.Tuner(
                 trainable(fold_refs, space, options, run_dir, bases),
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=options.samples,
-                                            max_concurrent_trials=slots, reuse_actors=options.reuse_actors,
+                                            max_concurrent_trials=None if slots.elastic else slots.now(),
+                                            reuse_actors=options.reuse_actors,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=scratch, stop=TrialStopper(goal.name),
                                           callbacks=callbacks, verbose=0,

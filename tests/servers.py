@@ -118,10 +118,41 @@ def _stop(process: subprocess.Popen) -> None:
             return
 
 
+@dataclass
+class GrowingCluster:
+    """A Ray cluster on this machine, token authentication on, started with one head node: ``address`` to join,
+    ``env`` for a driver; ``add_node`` starts one more node (as an autoscaler would), in a mount namespace of its
+    own when given ``hidden`` (it sees a private, empty tmpfs there: a node without the driver's storage path)."""
+
+    address: str
+    env: dict[str, str]
+    scratch: Path
+    nodes: list[subprocess.Popen]
+
+    def add_node(self, cpus: int = 1, hidden: Path | None = None) -> subprocess.Popen:
+        start = f"{VENV_BIN / 'ray'} start --address {self.address} " + " ".join(_node_options(cpus))
+        if hidden is not None:
+            hidden.mkdir(parents=True, exist_ok=True)
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       f"mount -t tmpfs tmpfs {hidden} && exec {start}"]
+        else:
+            command = start.split()
+        log = self.scratch / f"node{len(self.nodes)}.log"
+        node = subprocess.Popen(command, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.nodes.append(node)
+        _wait_for_nodes(self.address, self.env, len(self.nodes), node, log)
+        return node
+
+
+def _node_options(cpus: int) -> list[str]:
+    return ["--block", "--num-cpus", str(cpus), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+
+
 @contextmanager
-def two_node_cluster(hidden: Path, extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
-    """``ray start --head`` and a second ``ray start --address`` whose processes see a private, empty tmpfs at
-    ``hidden`` (``unshare --mount``): a node without the driver's storage path. Both get ``extra_env``."""
+def growing_cluster(extra_env: dict[str, str] | None = None, head_cpus: int = 1) -> Iterator[GrowingCluster]:
+    """A head node of ``head_cpus`` CPUs (``ray start --head``; every node gets ``extra_env``), to which
+    ``GrowingCluster.add_node`` adds nodes; every node is stopped afterwards."""
     scratch = Path(tempfile.mkdtemp(prefix="rt2", dir="/tmp"))
     token = scratch / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -131,27 +162,27 @@ def two_node_cluster(hidden: Path, extra_env: dict[str, str] | None = None) -> I
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}",
                **(extra_env or {}))
     port = free_port()
-    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     head = subprocess.Popen([str(VENV_BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-host",
                              "127.0.0.1", "--include-dashboard", "false", "--temp-dir", str(scratch / "head"),
-                             *common], env=env, stdout=(scratch / "head.log").open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    nodes = [head]
+                             *_node_options(head_cpus)], env=env, stdout=(scratch / "head.log").open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    cluster = GrowingCluster(f"127.0.0.1:{port}", env, scratch, [head])
     try:
-        _wait_for_nodes(f"127.0.0.1:{port}", env, 1, head, scratch / "head.log")
-        hidden.mkdir(parents=True, exist_ok=True)
-        second = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             f"mount -t tmpfs tmpfs {hidden} && exec {VENV_BIN / 'ray'} start --address 127.0.0.1:{port} "
-             + " ".join(common)], env=env, stdout=(scratch / "node.log").open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        nodes.append(second)
-        _wait_for_nodes(f"127.0.0.1:{port}", env, 2, second, scratch / "node.log")
-        yield Cluster(f"127.0.0.1:{port}", env, hidden, second)
+        _wait_for_nodes(cluster.address, env, 1, head, scratch / "head.log")
+        yield cluster
     finally:
-        for node in reversed(nodes):
+        for node in reversed(cluster.nodes):
             _stop(node)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def two_node_cluster(hidden: Path, extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """``ray start --head`` and a second ``ray start --address`` whose processes see a private, empty tmpfs at
+    ``hidden`` (``unshare --mount``): a node without the driver's storage path. Both get ``extra_env``."""
+    with growing_cluster(extra_env) as cluster:
+        second = cluster.add_node(hidden=hidden)
+        yield Cluster(cluster.address, cluster.env, hidden, second)
 
 
 def _wait_for_nodes(address: str, env: dict[str, str], count: int, process: subprocess.Popen, log: Path) -> None:

@@ -28,7 +28,7 @@ from alphatune.search.objective import objective
 from alphatune.search.options import OptionError, SearchOptions
 from alphatune.search.rundir import (Manifest, RunDirError, acquire_writer, check_writable, dump_yaml, release_writer,
                            write_manifest)
-from alphatune.search.ledger import Ledger
+from alphatune.search.ledger import RunRecords
 from alphatune.search.resume import reconcile
 from alphatune.search.scheduler import CONTINUES, SuccessiveHalving
 from alphatune.search.searcher import OPTUNA_TRIAL, StudySearcher
@@ -55,7 +55,7 @@ def searcher(run_dir: Path, samples: int = 3, seed_open: bool = True) -> StudySe
     """A searcher over the run's records, as ``search.tuning.search_model`` builds one (after ``reconcile``)."""
     space = tiny_space(seed_open)
     study = SearchStudy.in_run(run_dir, space, GOAL, make_sampler("random", 0, samples))
-    ledger = Ledger(run_dir)
+    ledger = RunRecords.of(run_dir)
     plan = reconcile(run_dir, study, ledger)
     return StudySearcher(study, ledger, run_dir, samples, 7, plan.continuations)
 

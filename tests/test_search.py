@@ -428,7 +428,7 @@ def test_a_resumed_searchs_progress_counts_the_trials_ended_before_and_expects_n
                               stream=stream, done=16, terminal=False, ended_before=earlier)
     assert progress._remaining([], created=1) == pytest.approx(16 / 6)
     progress.epoch_wall.append(6.0)
-    progress._status([], force=True)
+    progress._status(0, force=True)
     line = stream.getvalue().strip().splitlines()[-1]
     assert "5 finished · 1 pruned" in line, line
     assert progress._remaining([], created=0) == pytest.approx(2 * 16 / 6)
@@ -730,16 +730,16 @@ def test_the_seeds_runs_started_early_train_on_are_the_plans_with_or_without_a_s
     the ledger already holds and draws only the rest."""
     from types import SimpleNamespace
     from alphatune.search.confirm import confirmation_seeds, plan_seeds
-    from alphatune.search.ledger import Ledger
+    from alphatune.search.ledger import RunRecords
     from alphatune.search.rundir import RunDir
     run_dir = RunDir.at(tmp_path)
     assert plan_seeds(run_dir, SimpleNamespace(seed=5, confirm_seeds=3)) == confirmation_seeds(5, 3)
     fresh = plan_seeds(run_dir, SimpleNamespace(seed=None, confirm_seeds=3))
     assert len(set(fresh)) == 3
-    ledger = Ledger(tmp_path)
-    ledger.confirmed("abc-seed11", trial="abc", seed=11, valid_ic=0.01)
-    ledger.confirmed("default-seed11", trial="default", seed=11, valid_ic=0.0)
-    ledger.confirmed("abc-seed7", trial="abc", seed=7, valid_ic=0.02)
+    ledger = RunRecords.of(tmp_path)
+    ledger.confirmed_run("abc-seed11", trial="abc", seed=11, valid_ic=0.01)
+    ledger.confirmed_run("default-seed11", trial="default", seed=11, valid_ic=0.0)
+    ledger.confirmed_run("abc-seed7", trial="abc", seed=7, valid_ic=0.02)
     ledger.close()
     again = plan_seeds(run_dir, SimpleNamespace(seed=None, confirm_seeds=3))
     assert again[:2] == [11, 7] and len(set(again)) == 3

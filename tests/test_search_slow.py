@@ -7,6 +7,7 @@ subprocess and Ray's own workers.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -289,3 +290,26 @@ def test_a_node_lost_mid_trial_costs_no_trial_the_trial_goes_on_elsewhere_from_i
     assert moved, [[row["node_id"][:8] for row in trial.results] for trial in trials]
     [trial] = moved
     assert trial.starts == 2 and sorted(trial.epochs()) == list(range(1, 7))
+
+
+def test_a_trial_costs_no_more_after_a_few_hundred_trials_than_at_the_start(tmp_path) -> None:
+    """300 one-epoch trials, two at a time: the time between two trial ends in the last tenth of the search is at
+    most twice what it is in the first tenth (after the slots' first trials, which carry the start-up). A cost per
+    trial that grew with the trials before it (a ledger read again, a file put again, a loop over every trial)
+    doubles well within 300 trials; both tenths are measured in the one run, so a loaded machine slows both."""
+    data = save_planted(tmp_path, n_days=60, n_stocks=30)
+    command = [sys.executable, "-m", "alphatune", "search", "run", "--space", str(write_space(tmp_path)), "--data",
+               str(data), "--samples", "300", "--max-epochs", "1", "--grace-epochs", "1", "--confirm", "0",
+               "--max-concurrent", "2", "--sampler", "tpe", "--seed", "1", "--storage-path", str(tmp_path / "runs"),
+               "--name", "many", "--progress-seconds", "30"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=4 * HANG_SECONDS)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "many" / "lstm"
+    ends = sorted(json.loads(line)["time"] for line in (run_dir / "trials.jsonl").read_text().splitlines()
+                  if '"event": "end"' in line)
+    assert len(ends) == 300
+    tenth = len(ends) // 10
+    first = (ends[2 + tenth] - ends[2]) / tenth
+    last = (ends[-1] - ends[-1 - tenth]) / tenth
+    assert last <= 2 * first, f"a trial took {first:.3f} s in the first tenth and {last:.3f} s in the last"
+    assert "... and 280 more trials" in done.stdout and (run_dir / "trials.txt").read_text().count("\n") == 302
