@@ -30,8 +30,8 @@ def test_a_node_that_joins_mid_search_gets_trials_without_max_concurrent(tmp_pat
     with growing_cluster() as cluster:
         env = {**cluster.env, "ALPHATUNE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
         search = subprocess.Popen(
-            [sys.executable, "-m", "alphatune", "search", "run", "--space", str(space), "--samples", "8",
-             "--max-epochs", "2", "--grace-epochs", "2", "--confirm", "0", "--sampler", "random", "--seed", "3",
+            [sys.executable, "-m", "alphatune", "search", "run", "--space", str(space), "--samples", "12",
+             "--max-epochs", "4", "--grace-epochs", "4", "--confirm", "0", "--sampler", "random", "--seed", "3",
              "--address", cluster.address, "--storage-path", str(tmp_path / "runs"), "--name", "grows",
              "--progress-seconds", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
@@ -49,6 +49,6 @@ def test_a_node_that_joins_mid_search_gets_trials_without_max_concurrent(tmp_pat
     assert "the slots follow the cluster: nodes that join get trials" in text, text[:3000]
     trials = read_ledger(tmp_path / "runs" / "grows" / "lstm")
     nodes = [{row.get("node_id") for row in trial.results} for trial in trials]
-    assert len(trials) == 8 and all(len(node) == 1 for node in nodes)
-    assert len(set().union(*nodes)) == 2, nodes  # the node that joined trained some of them
+    assert len(trials) == 12 and all(len(node) == 1 for node in nodes)
+    assert len(set().union(*nodes)) == 2, text[-4000:]  # the node that joined trained some of them
     assert os.path.isfile(tmp_path / "runs" / "grows" / "lstm" / "best.yaml")
