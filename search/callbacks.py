@@ -66,6 +66,12 @@ class WorkerEvents(Callback):
         self.ledger.close()
 
 
+def tensorboard_run(trial: Trial) -> str:
+    """The TensorBoard run a trial writes into (``RUN/tensorboard/<run>``): its own id, or the run of the trial it
+    took over (``tensorboard_run`` in its config: one run per Optuna trial)."""
+    return str((trial.config or {}).get(TENSORBOARD_RUN) or trial.trial_id)
+
+
 def trial_error_line(trial: Trial) -> str | None:
     """The last line of the error Tune wrote for a trial (the exception itself), if it can be read."""
     path = trial.error_file
@@ -203,7 +209,7 @@ class TensorBoardLogger(Callback):
         return {**self.__dict__, "_writers": {}, "_steps": {}}
 
     def _run(self, trial: Trial) -> str:
-        return str((trial.config or {}).get(TENSORBOARD_RUN) or trial.trial_id)
+        return tensorboard_run(trial)
 
     def _writer(self, trial: Trial) -> Any:
         from torch.utils.tensorboard import SummaryWriter

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -147,10 +147,10 @@ class RunDir:
         copy as it is; a copy it does not confirm is set aside (the note says where). Nothing for a local run."""
         return None if self.is_local else self.mirror.pull()
 
-    def push(self, complete: bool = True) -> None:
+    def push(self, complete: bool = True, touched: Iterable[str] | None = None) -> None:
         """Put the driver's changed files of ``work`` into a run in object storage (``Mirror.push``: the ledger's
         new lines as a part; the study as a consistent snapshot first when ``complete``, as at every stop, else
-        only once it has doubled); nothing for a local run. The lease is renewed first: a process whose lease was
+        only once it has doubled; ``touched``: the folders written since, when known); nothing for a local run. The lease is renewed first: a process whose lease was
         taken over pushes nothing, the run is someone else's now (``RunDirError``)."""
         if self.is_local:
             return
@@ -159,7 +159,7 @@ class RunDir:
         taken = writer.confirm(self.root)
         if taken is not None:
             raise RunDirError(f"{taken}; this process stopped writing it")
-        self.mirror.push(complete)
+        self.mirror.push(complete, touched)
 
 
 def as_run_dir(where: "RunDir | Location | Path | str") -> RunDir:

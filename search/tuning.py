@@ -26,7 +26,7 @@ from ray import tune
 from ray.tune import Callback
 
 from alphatune import interrupts, spaces
-from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEvents
+from alphatune.search.callbacks import TensorBoardLogger, TrialStopper, WorkerEvents, tensorboard_run
 from alphatune.search.progress import SearchProgress
 from alphatune.search.cluster import Slots
 from alphatune.search import confirm
@@ -130,10 +130,15 @@ class RunSync(Callback):
         self.run_dir, self.seconds, self.least = run_dir, seconds, least
         self.last = time.monotonic()
         self.ended = False  # a trial ended since the last push
+        self.touched: set[str] = set()  # the TensorBoard folders written since the last push
 
     def _push(self, complete: bool = False) -> None:
-        self.run_dir.push(complete)
+        self.run_dir.push(complete, touched=sorted(self.touched))
         self.last, self.ended = time.monotonic(), False
+        self.touched.clear()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.touched.add(f"{TENSORBOARD_DIR}/{tensorboard_run(trial)}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         waited = time.monotonic() - self.last
@@ -142,6 +147,7 @@ class RunSync(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended = True
+        self.touched.add(f"{TENSORBOARD_DIR}/{tensorboard_run(trial)}")  # its session
         self.on_step_end(iteration, trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

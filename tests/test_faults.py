@@ -294,6 +294,14 @@ def test_a_bucket_gets_each_byte_of_the_ledger_once_and_the_study_when_it_double
     assert not mirror.confirmed()  # the study changed since it was put: a dead driver's copy would not be used
     mirror.push()  # a stop: the study too
     assert _text_of(s3, "parts/lstm/optuna.db") != first_study and mirror.confirmed()
+    for folder in ("a", "b"):  # folders written since: a push told which looks at those (and the top level) only
+        (work / "tensorboard" / folder).mkdir(parents=True)
+        (work / "tensorboard" / folder / "events").write_text(folder)
+    mirror.push(complete=False, touched=["tensorboard/a"])
+    assert [key for key in s3.keys("runs", "parts/lstm/tensorboard/")] == ["parts/lstm/tensorboard/a/events"]
+    mirror.push()
+    assert [key for key in s3.keys("runs", "parts/lstm/tensorboard/")] == ["parts/lstm/tensorboard/a/events",
+                                                                          "parts/lstm/tensorboard/b/events"]
     other = Mirror(root, tmp_path / "elsewhere", sqlite=("optuna.db",), appended=("trials.jsonl",))
     other.pull()
     assert (other.work / "trials.jsonl").read_text() == "one\ntwo\nthree\n"

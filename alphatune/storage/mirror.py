@@ -35,6 +35,7 @@ write straight into the bucket) are neither pushed nor pulled.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -42,6 +43,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 from alphatune.storage.location import Location, StorageError
 
@@ -84,12 +86,18 @@ class Mirror:
 
     bytes_put = 0  # bytes every mirror of this process has put into buckets (what the scale benchmark counts)
 
-    def _stamps(self) -> Stamps:
-        """Every file of the copy (hidden ones and skipped folders left out) → [size, mtime in ns]."""
+    def _stamps(self, folders: Iterable[str] | None = None) -> Stamps:
+        """Every file of the copy (hidden ones and skipped folders left out) → [size, mtime in ns]; with
+        ``folders``, only the files directly in the copy and those below the folders named (relative to it)."""
         out: Stamps = {}
         if not self.work.is_dir():
             return out
-        for path in self.work.rglob("*"):
+        if folders is None:
+            paths = self.work.rglob("*")
+        else:
+            paths = itertools.chain(self.work.iterdir(), *((self.work / folder).rglob("*") for folder in folders
+                                                           if (self.work / folder).is_dir()))
+        for path in paths:
             relative = path.relative_to(self.work)
             if path.is_file() and not self._excluded(str(relative)):
                 stat = path.stat()
@@ -154,13 +162,15 @@ class Mirror:
         return None if aside is None else (f"the local copy of {self.root} did not match the bucket and was set aside "
                                            f"({aside}); continuing from the bucket's files")
 
-    def push(self, complete: bool = True) -> None:
+    def push(self, complete: bool = True, touched: Iterable[str] | None = None) -> None:
         """Put what changed in the copy since the last push into the bucket (see the module doc: the ``sqlite``
         files first, as snapshots, unless the push is not ``complete`` and they have not doubled; the ``appended``
-        files' new bytes as parts; the rest whole, in name order), then the marker."""
+        files' new bytes as parts; the rest whole, in name order), then the marker. ``touched``: the folders
+        written into since the last push, when the caller knows them (a push that is not ``complete`` then looks
+        at the copy's own files and those folders only, not at every folder of a search of many trials)."""
         before = self._marker(self.work / MARKER) or {}
         pushed = before.get("files") or {}
-        stamps = self._stamps()
+        stamps = self._stamps() if complete or touched is None else {**pushed, **self._stamps(touched)}
         sent: Stamps = {}
         order = sorted(stamps, key=lambda name: (name not in self.sqlite, name))
         for name in order:
