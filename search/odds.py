@@ -11,6 +11,7 @@ give no PBO, and the record says why.
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -29,6 +30,7 @@ from alphatune.search.trial import DAILY_IC_FILE, read_daily_ic
 from alphatune.storage import Location
 
 DAILY_FILE = "daily_valid_ic.parquet"
+READERS = 16  # daily-IC files read at once
 PLOT_FILE = "overfitting.png"
 
 
@@ -37,18 +39,27 @@ def daily_valid_ic(run_dir: RunDir, records: list[TrialRecord]) -> pd.DataFrame:
     walk-forward folds, a trial's column is its folds' days one after the other (each fold's kept model on its own
     validation days: the whole validation period), for the trials judged on every fold."""
     listed = {name for name in (run_dir.root / TRIALS_DIR).files() if name.endswith("/" + DAILY_IC_FILE)}
+    wanted = {record.trial_id: [f"{fold_dir(PurePosixPath(record.trial_id), fold, record.fold_count) / DAILY_IC_FILE}"
+                                for fold in range(1, record.fold_count + 1)] for record in records}
+    wanted = {trial: names for trial, names in wanted.items() if all(name in listed for name in names)}
+    # One file a trial (and fold): read side by side, as a bucket answers each read in milliseconds, not microseconds.
+    files = [name for names in wanted.values() for name in names]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        read = dict(zip(files, pool.map(lambda name: read_daily_ic(run_dir.root / TRIALS_DIR / name), files)))
+    days: dict[tuple[str, ...], pd.DatetimeIndex] = {}  # each list of dates parsed once: a fold's trials share it
+
+    def index(dates: list[str]) -> pd.DatetimeIndex:
+        if tuple(dates) not in days:
+            days[tuple(dates)] = pd.DatetimeIndex(dates, name="date")
+        return days[tuple(dates)]
+
     columns = {}
-    for record in records:
-        count = record.fold_count
-        names = [f"{fold_dir(PurePosixPath(record.trial_id), fold, count) / DAILY_IC_FILE}"
-                 for fold in range(1, count + 1)]
-        if not all(name in listed for name in names):
-            continue
-        parts = [read_daily_ic(run_dir.root / TRIALS_DIR / name) for name in names]
+    for trial_id, names in wanted.items():
+        parts = [read[name] for name in names]
         if all(data is not None for data in parts):
-            columns[record.trial_id] = pd.concat([
-                pd.Series([np.nan if v is None else float(v) for v in data["ic"]],
-                          index=pd.DatetimeIndex(data["dates"], name="date"), dtype="float64") for data in parts])
+            columns[trial_id] = pd.concat([
+                pd.Series([np.nan if v is None else float(v) for v in data["ic"]], index=index(data["dates"]),
+                          dtype="float64") for data in parts])
     frame = pd.DataFrame(columns, index=None if columns else pd.DatetimeIndex([], name="date"))
     frame.index.name = "date"
     return frame.sort_index()
