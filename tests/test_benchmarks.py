@@ -24,7 +24,8 @@ AT_ONCE = 3
 # Smoke runs of a minute each or more on a 2-core machine (several searches, several Ray nodes, a fresh clone): run
 # with -m slow. What they drive is tested in the default run (confirmation and walk-forward in test_search, two
 # nodes in test_storage, the command in test_cli); these check the scripts themselves.
-SLOW = {"bench_confirmation.py", "bench_quickstart.py", "bench_search_nodes.py", "bench_walkforward.py"}
+SLOW = {"bench_confirmation.py", "bench_quickstart.py", "bench_search_nodes.py", "bench_search_scale.py",
+        "bench_walkforward.py"}
 
 
 def digest(path: Path) -> str:
