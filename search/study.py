@@ -27,13 +27,19 @@ from alphatune.spaces import Space
 STUDY_FILE = "optuna.db"
 
 
-def make_sampler(name: str, seed: int | None, samples: int) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler ``name`` (tpe, random, cmaes, qmc) seeded with ``seed``.
+def make_sampler(name: str, seed: int | None, samples: int, asked: int = 0) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler ``name`` (tpe, random, cmaes, qmc) seeded with ``seed``; for a search that goes on with
+    ``asked`` trials already in its study, seeded from ``seed`` and ``asked`` (``resumed_seed``), so that its draws
+    go on instead of starting again (a sampler built again with the same seed would propose the trials it
+    proposed before). QMC keeps ``seed``: its sequence is its scrambling's, and it goes on by counting the trials
+    the study holds.
 
     TPE starts modelling after ``max(2, samples // 4)`` trials (at most Optuna's usual 10), so a short search
     still gets guided proposals, and uses the constant liar (trials still running count as bad), so concurrent
     trials are not proposed the same point. CMA-ES samples categorical hyperparameters independently (at random).
     """
+    if name != "qmc":
+        seed = resumed_seed(seed, asked)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, samples // 4)),
                                           constant_liar=True)
@@ -46,6 +52,17 @@ def make_sampler(name: str, seed: int | None, samples: int) -> optuna.samplers.B
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {name!r}; known: tpe, random, cmaes, qmc")
+
+
+_RESUMED = 0x72657375  # "resu": keeps a resumed sampler's seeds apart from the trials' (trial_seed)
+
+
+def resumed_seed(search_seed: int | None, asked: int) -> int | None:
+    """The seed of a sampler built for a search with ``asked`` trials in its study: ``search_seed`` itself for a
+    new search (the same search proposes the same points), else one derived from both (``None`` stays ``None``)."""
+    if search_seed is None or asked == 0:
+        return search_seed
+    return int(np.random.SeedSequence([search_seed, _RESUMED, asked]).generate_state(1)[0] >> 1)
 
 
 def trial_seed(search_seed: int | None, number: int) -> int:

@@ -173,7 +173,8 @@ def search_model(run_dir: RunDir | Location | Path, space: spaces.Space, options
     ledger = RunRecords.of(run_dir.work)
     study, note = open_study(run_dir.work, space, goal,
                              StudyPlace.of_run(run_dir.work, space.model, options.study_storage, options.name),
-                             make_sampler(options.sampler, options.seed, options.samples))
+                             make_sampler(options.sampler, options.seed, options.samples,
+                                          asked=sum(trial.optuna_trial is not None for trial in ledger.trials())))
     if note:
         (stream or sys.stdout).write(f"[{space.model}] note: {note}\n")
     plan = reconcile(run_dir.work, study, ledger)

@@ -25,7 +25,7 @@ from planted import TINY_SPACE
 from alphatune.cli import main as alphatune_main
 from alphatune.search.ledger import LEDGER, read_ledger
 from alphatune.search.objective import objective
-from alphatune.search.options import OptionError, SearchOptions
+from alphatune.search.options import SAMPLERS, OptionError, SearchOptions
 from alphatune.search.rundir import (Manifest, RunDirError, acquire_writer, check_writable, dump_yaml, release_writer,
                            write_manifest)
 from alphatune.search.ledger import RunRecords
@@ -386,3 +386,34 @@ def test_a_trial_asha_stopped_before_the_kill_is_never_run_again_whatever_tune_s
     resumed.on_trial_complete("d", result(1, -0.2, False))
     from_study, from_ledger = agreement(run_dir)
     assert from_study == from_ledger == [(0, "COMPLETE", 3, 0.4), (1, "PRUNED", 1, 0.01), (2, "PRUNED", 1, -0.2)]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_resumed_search_never_proposes_a_point_its_study_already_holds(tmp_path: Path, sampler: str) -> None:
+    """Stopped after two trials (Qlib's default, then the sampler's first draw) and resumed: the sampler goes on
+    from the study (seeded from the search's seed and the trials asked; QMC by counting them) instead of drawing
+    its first points again; a new search with the search's seed still draws the same first point. (40 samples:
+    TPE's first ten are its start-up draws, at random; before, TPE and random proposed trial 1's point again.)"""
+    space = tiny_space(seed_open=True)
+
+    def study(where: Path, asked: int) -> SearchStudy:
+        where.mkdir(exist_ok=True)
+        return SearchStudy.in_run(where, space, GOAL, make_sampler(sampler, 0, 40, asked=asked))
+
+    first = study(tmp_path / "run", 0)
+    proposed = []
+    for _ in range(2):
+        number, values = first.ask()
+        first.tell(number, "finished", 0.01 * (number + 1))
+        proposed.append(values)
+    first.storage.remove_session()
+    resumed = study(tmp_path / "run", 2)
+    for _ in range(3):
+        number, values = resumed.ask()
+        assert values not in proposed, (values, proposed)
+        resumed.tell(number, "finished", 0.0)
+        proposed.append(values)
+    again = study(tmp_path / "again", 0)
+    number, _ = again.ask()
+    again.tell(number, "finished", 0.01)
+    assert again.ask()[1] == proposed[1]
