@@ -59,10 +59,13 @@ def _add_command(commands: Any, name: str, command: Command) -> None:
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse with bad arguments as one line (``error: alphatune search run: argument --metric: invalid choice:
-    ...``, exit 2), not the usage block before it; ``--help`` shows the usage."""
+    ...``, exit 2), not the usage block before it; ``--help`` shows the usage. argparse quotes what it did not
+    take (``unrecognized arguments: --study-storage postgresql://u:PASSWORD@...``): any secret in it is
+    redacted."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        from alphatune.storage.secrets import redact
+        self.exit(2, f"error: {self.prog}: {redact(message)} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -162,3 +162,12 @@ def test_a_damaged_space_file_is_one_line_before_the_data_and_torch(text: str, m
                                         str(tmp_path / "runs")], tmp_path)
     assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / message}"), errors
     assert not loaded["torch"] and not loaded["ray"] and not (tmp_path / "runs").exists()
+
+
+def test_an_argument_argparse_refuses_is_quoted_without_its_secret(tmp_path) -> None:
+    """``search resume`` takes no --study-storage: argparse's refusal quotes the argument, password redacted."""
+    code, lines, loaded = run_command(["search", "resume", str(tmp_path), "--study-storage",
+                                       "postgresql+psycopg://alice:Hunter2Secret@db.example/optuna"], tmp_path)
+    assert code == 2 and len(lines) == 1 and not loaded["torch"], lines
+    assert "unrecognized arguments" in lines[0] and "Hunter2Secret" not in lines[0], lines
+    assert "alice:***@db.example" in lines[0], lines
