@@ -87,9 +87,10 @@ class SearchOptions(DataOptions, FitOptions):
     confirm_seeds: int = option(3, "new seeds per confirmed configuration", metavar="S")
     metric: str = option("valid_ic", "the objective: the validation metric that picks each trial's kept epoch, "
                                      "what ASHA and Optuna judge, and the winner", choices=tuple(OBJECTIVES))
-    sampler: str = option("tpe", "Optuna's sampler; tpe's proposal costs more the more trials have ended (about "
-                                 "24 ms at 100, 39 ms at 2,000 on a 2-core machine, docs/benchmarks.md): for "
-                                 "thousands of short trials, random or qmc stay flat", choices=SAMPLERS)
+    sampler: str = option("tpe", "Optuna's sampler; tpe's proposal costs more the more trials have ended (25 ms "
+                                 "at 100, 36 ms at 2,000 on a 2-core machine; a 10,000-trial search of 0.1 s trials "
+                                 "ran 1.8x slower at its end, docs/benchmarks.md): for thousands of short trials, "
+                                 "random or qmc stay flat", choices=SAMPLERS)
     seed: int | None = option(0, "the search's seed: Optuna's sampler's, and each trial's training seed is drawn "
                                  "from it and the trial's number", parse=int)
     cpus_per_trial: float = option(1.0, "CPUs per trial (also its torch threads)")
