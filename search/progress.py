@@ -32,8 +32,8 @@ COUNTED = ("finished", "pruned", "failed", "interrupted", "pending")
 
 class SearchProgress(Callback):
     """The search's progress (see the module doc): ``samples`` trials of at most ``budget`` epochs each
-    (``max_epochs`` × ``folds``), ``slots`` at a time (a number, or what to ask: elastic slots); ``every`` seconds between plain status lines. A resumed
-    search passes what it had before: ``done``, the epochs its trials reported; ``ended_before``, each trial that
+    (``max_epochs`` × ``folds``), ``slots`` at a time (a number, or what to ask: elastic slots); ``every`` seconds
+    between plain status lines. A resumed search passes what it had before: ``done``, the epochs its trials reported; ``ended_before``, each trial that
     ended in an earlier process as (its outcome, the epochs it trained): they are counted with this process's
     trials, and are neither expected again nor left out of the time left."""
 
@@ -52,8 +52,7 @@ class SearchProgress(Callback):
         self.last_report: dict[str, float] = {}   # trial → when its last epoch was reported
         self.epoch_wall: list[float] = []         # measured wall seconds of one epoch, per report
         self.ended_epochs = sum(epochs for _, epochs in self.ended_before)  # epochs of every ended trial, summed
-        self.ended = len(self.ended_before)        # trials ended, before and in this process
-        self.ended_here = 0                          # of Tune's trials in this process
+        self.ended_here = 0                          # Tune's trials ended in this process
         self.counts = dict.fromkeys(COUNTED, 0)      # how the ended trials ended
         for state, _ in self.ended_before:
             if state in self.counts:
@@ -124,7 +123,6 @@ class SearchProgress(Callback):
     def _ended(self, trials: list[Trial], trial: Trial, status: str) -> None:
         result = trial.last_result or {}
         self.ended_epochs += len(self.seen.get(trial.trial_id, ())) or int(result.get("epoch", 0) or 0)
-        self.ended += 1
         self.ended_here += 1
         self.last_report.pop(trial.trial_id, None)
         self.running.pop(trial.trial_id, None)
@@ -178,7 +176,8 @@ class SearchProgress(Callback):
     def _remaining(self, running: list[Trial], created: int) -> float:
         """Epochs still expected: each running trial up to what a trial trains (the ended ones' mean, its budget
         before any ended), and as many for every sample neither created by this process nor ended before it."""
-        expected = self.ended_epochs / self.ended if self.ended else float(self.budget)
+        ended = len(self.ended_before) + self.ended_here
+        expected = self.ended_epochs / ended if ended else float(self.budget)
         left = sum(max(0.0, min(float(self.budget), max(expected, len(self.seen.get(trial.trial_id, ())))) -
                        len(self.seen.get(trial.trial_id, ()))) for trial in running)
         return left + max(0, self.samples - len(self.ended_before) - created) * expected
